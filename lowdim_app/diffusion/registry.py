@@ -1,0 +1,207 @@
+"""Which models exist and how to load them (DESIGN §2).
+
+* built-in ids (``digits-gen``, ``digits-mem``, ``digits-dup``): folders in ``assets/models``;
+* allow-listed hub ids (extend with ``LOWDIM_EXTRA_MODELS``): loaded from the local Hugging
+  Face cache, or downloaded when the hub is reachable; safetensors only, never pickles,
+  never remote code;
+* a local diffusers folder (``model_index.json`` of a DDPM/DDIM or Stable Diffusion pipeline).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import settings
+from ..errors import ModelUnavailable, UserError
+from .model import DiffusionModel
+
+BUILTIN_MODELS = {
+    "digits-gen": "pixel DDPM 1x16x16 trained on all training digits (generalizes)",
+    "digits-mem": "pixel DDPM 1x16x16 trained on 16 training digits (memorizes)",
+    "digits-dup": "pixel DDPM 1x16x16 trained on all digits plus a duplicated subset (hybrid)",
+}
+HUB_MODELS = {
+    "google/ddpm-cifar10-32": "pixel DDPM 3x32x32 (CIFAR-10)",
+    "google/ddpm-ema-celebahq-256": "pixel DDPM 3x256x256 (CelebA-HQ faces)",
+    "CompVis/stable-diffusion-v1-4": "latent text-to-image (Stable Diffusion v1.4, 512 px)",
+}
+DEFAULT_MODEL = "digits-gen"
+_HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "tokenizer/*", "*.model"]
+_HUB_SKIP = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5", "*.onnx", "*fp16*", "*non_ema*",
+             "*.ema.*", "safety_checker/*"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model_id: str
+    description: str
+    kind: str  # builtin | hub | folder
+    available: bool
+    detail: str = ""
+
+
+def builtin_dir(model_id: str) -> Path:
+    return settings().assets / "models" / model_id
+
+
+def hub_allow_list() -> list[str]:
+    return list(HUB_MODELS) + [m for m in settings().extra_models if m not in HUB_MODELS]
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return any(r.repo_id == repo_id for r in scan_cache_dir().repos)
+    except Exception:
+        return False
+
+
+def list_models() -> list[ModelEntry]:
+    """All models the app offers, with whether each can be loaded right now."""
+    entries = []
+    for mid, desc in BUILTIN_MODELS.items():
+        ok = (builtin_dir(mid) / "model_index.json").is_file()
+        entries.append(ModelEntry(mid, desc, "builtin", ok, "" if ok else f"missing {builtin_dir(mid)}"))
+    for mid in hub_allow_list():
+        cached = _hub_cached(mid)
+        entries.append(ModelEntry(mid, HUB_MODELS.get(mid, "allow-listed hub model"), "hub", cached,
+                                  "in the local cache" if cached else "not cached (download needs internet)"))
+    return entries
+
+
+def available_model_ids() -> list[str]:
+    return [e.model_id for e in list_models() if e.available]
+
+
+def _is_pipeline_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
+def _unavailable_message(model_id: str) -> str:
+    return (f"{model_id} is not in the local Hugging Face cache and the hub cannot be reached. "
+            f"On a machine with internet run `huggingface-cli download {model_id}` (same HF_HOME), "
+            "or pass a local diffusers folder as the model; the built-in models keep working.")
+
+
+def _snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_SKIP,
+                                      local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelUnavailable(_unavailable_message(repo_id))
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_SKIP))
+    except Exception:
+        raise ModelUnavailable(_unavailable_message(repo_id)) from None
+
+
+def resolve(model_id: str) -> tuple[str, Path]:
+    """``(kind, folder)`` for an id or a path; raises :class:`UserError` for anything else."""
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise UserError("no model given")
+    model_id = model_id.strip()
+    if model_id in BUILTIN_MODELS:
+        path = builtin_dir(model_id)
+        if not _is_pipeline_folder(path):
+            raise ModelUnavailable(f"built-in model {model_id} is missing at {path}; recreate it with the "
+                                   "command in its model card (python -m lowdim_app train ...)")
+        return "builtin", path
+    if model_id in hub_allow_list():
+        return "hub", _snapshot(model_id)
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not _is_pipeline_folder(path):
+            raise UserError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        return "folder", path
+    raise UserError(f"unknown model {model_id!r}: use one of {', '.join(list(BUILTIN_MODELS) + hub_allow_list())} "
+                    "or a local diffusers folder (other hub ids: set LOWDIM_EXTRA_MODELS)")
+
+
+def _load_from_folder(model_id: str, path: Path, device: torch.device) -> DiffusionModel:
+    index = json.loads((path / "model_index.json").read_text())
+    cls = index.get("_class_name", "")
+    card_file = path / "card.json"
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    try:
+        if "unet" in index and "vae" in index:  # latent (Stable Diffusion style)
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            common = dict(use_safetensors=True, torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
+            text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", use_safetensors=True, dtype=dtype)
+            tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+            return DiffusionModel(model_id, unet.to(device), scheduler_config, vae=vae.to(device),
+                                  text_encoder=text_encoder.to(device), tokenizer=tokenizer, device=device,
+                                  dtype=dtype, source=str(path), card=card)
+        if "unet" in index:
+            from diffusers import UNet2DModel
+
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True)
+            return DiffusionModel(model_id, unet.to(device), scheduler_config, device=device,
+                                  source=str(path), card=card)
+    except (OSError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelUnavailable(f"cannot load {model_id} from {path}: {first[:200]} "
+                               "(only safetensors weights are loaded)") from None
+    raise UserError(f"{path}: unsupported pipeline {cls!r} (need a UNet2DModel or Stable Diffusion pipeline)")
+
+
+class _ModelCache:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._models: "OrderedDict[tuple[str, str], DiffusionModel]" = OrderedDict()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, model_id: str, device: torch.device) -> DiffusionModel:
+        key = (str(model_id).strip(), str(device))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            lock = self._loading.setdefault(key, threading.Lock())
+        with lock:  # one load per model even when requests race
+            with self._lock:
+                if key in self._models:
+                    return self._models[key]
+            kind, path = resolve(key[0])
+            model = _load_from_folder(key[0], path, device)
+            with self._lock:
+                self._models[key] = model
+                while len(self._models) > max(1, settings().model_cache):
+                    self._models.popitem(last=False)
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+_CACHE = _ModelCache()
+
+
+def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> DiffusionModel:
+    """Load (or reuse) a model by built-in id, allow-listed hub id, or local folder path.
+
+    Loaded models are read-only and shared; per-request state never lives on them.
+    """
+    dev = torch.device(device) if device is not None else settings().torch_device
+    return _CACHE.get(model_id, dev)
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -1,0 +1,35 @@
+"""The Gradio app: one tab per capability (DESIGN §3). Tabs are thin: validate, call methods, render."""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from .. import __version__
+
+TITLE = "LowDim Lab"
+INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
+         "The low-dimensional structure of diffusion models, made usable: Jacobian singular-vector editing, "
+         "representation steering, memorization checks, and live theory labs. "
+         "Every result here is reproducible from the CLI (`python -m lowdim_app ...`) with the seed shown.")
+
+
+def build_app() -> gr.Blocks:
+    from . import models_tab
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Models", id="models", elem_id="tab-models"):
+                models_tab.build()
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def launch(host: str | None = None, port: int | None = None, **kwargs):
+    """Start the server: ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (default 127.0.0.1:7860)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = int(port or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    demo = build_app()
+    return demo.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=["api"], **kwargs)

@@ -1,0 +1,90 @@
+"""Small helpers every tab uses: error translation, GPU decoration, model choices, validation."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+
+import gradio as gr
+
+from ..data.images import ImageError
+from ..errors import UserError
+
+log = logging.getLogger("lowdim_app.ui")
+
+try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
+    import spaces  # type: ignore
+
+    gpu = spaces.GPU
+except Exception:  # pragma: no cover - depends on the host
+    def gpu(fn=None, **_kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+
+def _translate(err: Exception) -> gr.Error:
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, (UserError, ImageError)):
+        return gr.Error(str(err))
+    log.exception("unexpected error in a UI handler")
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
+
+
+def handle_errors(fn):
+    """Turn library errors into one-line ``gr.Error`` messages (works for generators too)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:
+                raise _translate(err) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            raise _translate(err) from None
+    return wrapper
+
+
+def as_int(name: str, value, lo: int, hi: int) -> int:
+    """Server-side check for an integer parameter (API callers can send anything)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(f) or f != int(f):
+        raise UserError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= f <= hi:
+        raise UserError(f"{name} must be between {lo} and {hi}, got {int(f)}")
+    return int(f)
+
+
+def as_float(name: str, value, lo: float, hi: float) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise UserError(f"{name} must be between {lo} and {hi}, got {value!r}")
+    return f
+
+
+def model_choices() -> list[str]:
+    from ..diffusion.registry import BUILTIN_MODELS, hub_allow_list
+
+    return list(BUILTIN_MODELS) + hub_allow_list()
+
+
+def load_model_checked(model_id):
+    """Load a model named in a request: built-in, allow-listed hub id, or a local diffusers folder."""
+    from ..diffusion.registry import load_model
+
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise UserError("choose a model")
+    return load_model(model_id.strip())

@@ -1,0 +1,134 @@
+"""Shared fixtures: offline environment, tiny pipelines, and one running app server per session."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("LOWDIM_DEVICE", "cpu")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    from lowdim_app.diffusion.tiny import build_tiny_sd_pipeline
+
+    return build_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_dir(tmp_path_factory) -> Path:
+    from lowdim_app.diffusion.tiny import build_tiny_pixel_pipeline
+
+    return build_tiny_pixel_pipeline(tmp_path_factory.mktemp("tiny-px") / "pipe", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir):
+    from lowdim_app.diffusion import load_model
+
+    return load_model(str(tiny_sd_dir), "cpu")
+
+
+@pytest.fixture(scope="session")
+def digits_gen():
+    from lowdim_app.diffusion import load_model
+
+    return load_model("digits-gen", "cpu")
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """`python app.py` (the README's first command) on a free port; yields its base URL."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "server.log", "w")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited with {proc.returncode}; see test-artifacts/server.log")
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except Exception:
+                time.sleep(0.25)
+        else:
+            raise RuntimeError("app did not start within 150 s")
+        (ARTIFACTS / "app_start_seconds.txt").write_text(f"{time.perf_counter() - start:.2f}\n")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_server):
+    from gradio_client import Client
+
+    return Client(app_server, verbose=False)
+
+
+def chromium_path() -> str | None:
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(p):
+            return p
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                         "--disable-background-networking", "--no-first-run",
+                                                         "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_server):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(120_000)
+    pg.goto(app_server)
+    pg.wait_for_selector("#tabs", timeout=60_000)
+    yield pg
+    ctx.close()
