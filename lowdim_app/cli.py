@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from . import __version__
@@ -17,6 +18,8 @@ from .errors import UserError
 
 COMMAND_MODULES = [
     "lowdim_app.commands.core",
+    "lowdim_app.commands.molrg",
+    "lowdim_app.commands.editing",
 ]
 
 
@@ -31,10 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE_RANGE = re.compile(r"^-\d[\d.]*(:|,)")
+
+
+def _join_negative_ranges(argv: list[str]) -> list[str]:
+    """Let ``--alpha -6:6:7`` work: argparse would read ``-6:6:7`` as an option."""
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_RANGE.match(a):
+            out[-1] = f"{out[-1]}={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_ranges(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except UserError as err:

@@ -15,13 +15,15 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 
 
 def build_app() -> gr.Blocks:
-    from . import models_tab
+    from . import edit_tab, models_tab
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Models", id="models", elem_id="tab-models"):
                 models_tab.build()
+            with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
+                edit_tab.build()
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 

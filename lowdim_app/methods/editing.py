@@ -1,0 +1,206 @@
+"""Training-free editing along singular vectors of the denoiser's Jacobian (seed 000 §4.2, App. E.4; seed 003).
+
+Pipeline: image ``x_0`` -> (VAE encode) -> DDIM inversion to ``t`` (default 0.7T) -> ``x_t + alpha v``
+for a sequence of ``alpha`` (batched) -> DDIM sampling from ``t`` to 0 -> (VAE decode).
+``v`` is a right singular vector of ``J_t = d x0_hat / d x_t`` (see :mod:`.jacobian`), a masked
+(LOCO-style) direction, a random unit direction (the paper's control), or a saved direction
+loaded from a file (transfer to another image).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import UserError, check_range
+
+ALPHA_LIMIT = 50.0
+MAX_ALPHAS = 25
+
+
+@dataclass
+class Direction:
+    """A unit direction in the diffusion space of one model at one timestep, savable to a file."""
+
+    vector: torch.Tensor           # shape == model.sample_shape, unit Frobenius norm
+    model_id: str
+    t: int
+    kind: str = "jacobian"         # jacobian | masked | random | loaded
+    index: int | None = None       # singular-vector index (1-based), if any
+    sigma: float | None = None     # its singular value, if any
+    prompt: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.vector.shape)
+
+    def save(self, path: str | Path) -> Path:
+        """safetensors file; metadata (model id, t, shape, kind, ...) in its header."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"model_id": self.model_id, "t": self.t, "kind": self.kind, "index": self.index, "sigma": self.sigma,
+                "prompt": self.prompt, "shape": list(self.shape), "meta": self.meta, "format": "lowdim-direction-v1"}
+        save_file({"vector": self.vector.detach().float().cpu().contiguous()}, str(path),
+                  metadata={"lowdim": json.dumps(info)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Direction":
+        from safetensors import safe_open
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                info = json.loads((f.metadata() or {})["lowdim"])
+                vec = f.get_tensor("vector")
+        except Exception:
+            raise UserError(f"{path.name}: not a LowDim Lab direction file (.safetensors saved by 'Save direction')") from None
+        if info.get("format") != "lowdim-direction-v1" or list(vec.shape) != list(info["shape"]):
+            raise UserError(f"{path.name}: unsupported or corrupt direction file")
+        return cls(vec, info["model_id"], int(info["t"]), info.get("kind", "loaded"), info.get("index"),
+                   info.get("sigma"), info.get("prompt", ""), info.get("meta", {}))
+
+    def check_compatible(self, model) -> None:
+        """A direction only means something for the model (and latent shape) it was computed on."""
+        if self.model_id != model.model_id:
+            raise UserError(f"this direction was computed on {self.model_id}, not {model.model_id}; "
+                            "load it with the same model")
+        if tuple(self.shape) != tuple(model.sample_shape):
+            raise UserError(f"direction shape {self.shape} does not match the model's {model.sample_shape}")
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    n = v.norm()
+    if not torch.isfinite(n) or n == 0:
+        raise UserError("the direction is zero (nothing to edit along)")
+    return v / n
+
+
+def random_direction(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """A uniformly random unit direction (the paper's control, seed 000 Fig. 6)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return unit(torch.randn(tuple(shape), generator=g))
+
+
+def check_alphas(alphas: Sequence[float]) -> list[float]:
+    alphas = [float(a) for a in alphas]
+    if not 1 <= len(alphas) <= MAX_ALPHAS:
+        raise UserError(f"give between 1 and {MAX_ALPHAS} edit strengths, got {len(alphas)}")
+    for a in alphas:
+        check_range("edit strength alpha", a, -ALPHA_LIMIT, ALPHA_LIMIT)
+    return alphas
+
+
+def steps_for(model, t: int, total_steps: int) -> int:
+    """DDIM steps for the segment [0, t] at the density of ``total_steps`` over [0, T]."""
+    return max(2, int(round(total_steps * (t + 1) / model.num_train_timesteps)))
+
+
+@dataclass
+class Inversion:
+    """An image inverted to ``t``: the starting point of every edit."""
+
+    x0: torch.Tensor       # diffusion-space clean sample, 1 x shape
+    x_t: torch.Tensor      # 1 x shape
+    t: int
+    steps: int
+    cond: object = None
+
+
+def invert(model, image: torch.Tensor, t: int, total_steps: int = 50, cond=None, progress: bool = False) -> Inversion:
+    """``image``: 1 x C x H x W pixels in [-1, 1] (the model's image shape)."""
+    model.check_timestep(t)
+    if tuple(image.shape[1:]) != tuple(model.image_shape):
+        raise UserError(f"image shape {tuple(image.shape[1:])} does not match the model's {model.image_shape}")
+    x0 = model.encode(image)
+    steps = steps_for(model, t, total_steps)
+    x_t = model.ddim_invert(x0, t, steps, cond, progress=progress)
+    return Inversion(x0, x_t, t, steps, cond)
+
+
+def edit_strip(model, inv: Inversion, direction: torch.Tensor, alphas: Sequence[float],
+               progress: bool = False, batch_size: int = 16) -> torch.Tensor:
+    """Images (pixels) for ``x_t + alpha * direction`` sampled back to 0, one per alpha (batched)."""
+    alphas = check_alphas(alphas)
+    v = direction.to(inv.x_t.device, inv.x_t.dtype).reshape(1, *inv.x_t.shape[1:])
+    a = torch.tensor(alphas, dtype=inv.x_t.dtype, device=inv.x_t.device).view(-1, 1, 1, 1)
+    starts = inv.x_t + a * v
+    out = []
+    for i in range(0, len(starts), batch_size):
+        z = model.ddim_sample(starts[i:i + batch_size], inv.t, inv.steps, inv.cond, progress=progress, desc="editing")
+        out.append(model.decode(z).cpu())
+    return torch.cat(out)
+
+
+def edit_effect(strip: torch.Tensor, alphas: Sequence[float]) -> list[float]:
+    """RMS pixel change of each edited image from the alpha = 0 reconstruction (or the smallest |alpha|)."""
+    alphas = list(alphas)
+    ref = strip[min(range(len(alphas)), key=lambda i: abs(alphas[i]))]
+    return [float((s - ref).pow(2).mean().sqrt()) for s in strip]
+
+
+@dataclass
+class DirectionSearch:
+    """Result of "Find directions": the inversion, the SVD, and the directions as :class:`Direction`s."""
+
+    inversion: Inversion
+    singular_values: torch.Tensor     # (k,)
+    V: torch.Tensor                   # (k, *shape) right singular vectors (edit directions)
+    U: torch.Tensor                   # (k, *shape) left singular vectors (their images)
+    spectrum: torch.Tensor | None     # full spectrum when the exact path ran
+    numerical_rank: int | None
+    directions: list[Direction]
+    summary: dict
+
+
+def pixel_mask_to_sample(model, mask: torch.Tensor) -> torch.Tensor:
+    """An ``H x W`` pixel mask in [0, 1] -> ``1 x h x w`` mask in the diffusion space (area-averaged for latents)."""
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    if m.ndim != 2:
+        raise UserError("the mask must be a single-channel H x W image")
+    h, w = model.sample_shape[1:]
+    m = torch.nn.functional.interpolate(m[None, None], size=(h, w), mode="area")[0]
+    m = (m > 0.5).float()
+    if m.sum() == 0:
+        raise UserError("the mask is empty: draw over the region to edit")
+    if m.sum() == m.numel():
+        raise UserError("the mask covers the whole image: use the global edit instead")
+    return m
+
+
+def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps: int = 50, cond=None,
+                    mask: torch.Tensor | None = None, null_rank: int = 5, method: str = "auto",
+                    progress: bool = False) -> DirectionSearch:
+    """Invert ``image`` to ``t`` and find the top-``k`` edit directions at ``x_t``.
+
+    Global: right singular vectors of ``J_t``. With ``mask`` (pixel ``H x W``): LOCO-style local
+    directions (top singular vectors of the masked ``x0_hat`` projected off the top ``null_rank``
+    right singular vectors of the unmasked part).
+    """
+    from . import jacobian as jac
+
+    check_range("k", k, 1, 64)
+    inv = invert(model, image, t, total_steps, cond, progress=progress)
+    if mask is None:
+        res = jac.jacobian_of_x0_hat(model, inv.x_t, t, cond, k=k, method=method, progress=progress)
+        V, U, s, spectrum, kind = res.V, res.U, res.singular_values, res.spectrum, "jacobian"
+        rank = res.numerical_rank()
+        summary = res.summary()
+    else:
+        m = pixel_mask_to_sample(model, mask)
+        md = jac.masked_directions_of_x0_hat(model, inv.x_t, t, m, cond, k=k, null_rank=null_rank)
+        V, U, s, spectrum, kind = md.directions, md.inside.U, md.inside.singular_values, md.inside.spectrum, "masked"
+        rank = None
+        summary = {"method": "masked", "null_rank": null_rank, "passes": md.passes,
+                   "inside_fraction": [float(v) for v in md.inside_fraction] if md.inside_fraction is not None else None}
+    prompt = getattr(cond, "prompt", "") if cond is not None else ""
+    dirs = [Direction(V[i].detach().cpu().float(), model.model_id, t, kind, i + 1, float(s[i]), prompt)
+            for i in range(len(V))]
+    return DirectionSearch(inv, s.detach().cpu(), V.detach().cpu(), U.detach().cpu(),
+                           None if spectrum is None else spectrum.detach().cpu(), rank, dirs, summary)

@@ -1,0 +1,13 @@
+"""Real browser: the Edit tab finds directions on the example digit and shows the edit strip."""
+
+
+def test_edit_tab_in_browser(page, artifacts):
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-find-btn").click()
+    page.locator("#edit-spectrum img").wait_for(state="visible", timeout=180_000)
+    page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('numerical rank')")
+    page.locator("#edit-go-btn").click()
+    page.locator("#edit-strip img").wait_for(state="visible", timeout=180_000)
+    page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('random')")
+    assert "Mean change along the direction" in page.locator("#edit-edit-info").inner_text()
+    page.screenshot(path=str(artifacts / "edit_tab.png"), full_page=True)
