@@ -18,8 +18,10 @@ from .errors import UserError
 
 COMMAND_MODULES = [
     "lowdim_app.commands.core",
+    "lowdim_app.commands.theory",
     "lowdim_app.commands.molrg",
     "lowdim_app.commands.editing",
+    "lowdim_app.commands.memorization",
 ]
 
 

@@ -15,7 +15,7 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 
 
 def build_app() -> gr.Blocks:
-    from . import edit_tab, models_tab
+    from . import edit_tab, memorization_tab, models_tab, molrg
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -24,6 +24,11 @@ def build_app() -> gr.Blocks:
                 models_tab.build()
             with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
                 edit_tab.build()
+            with gr.Tab("Memorization", id="memorization", elem_id="tab-memorization"):
+                memorization_tab.build()
+            with gr.Tab("Theory labs", id="theory", elem_id="tab-theory"):
+                with gr.Tabs(elem_id="theory-labs"):
+                    molrg.build()
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 

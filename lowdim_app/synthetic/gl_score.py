@@ -1,0 +1,312 @@
+"""Network denoisers on MoLRG data: the generalization (GL) score and the rank-vs-SNR experiment.
+
+Seed 000 §4.1 (Fig. 5a, eq. 21), App. D.2 / E.2 (Fig. 3b, Fig. 7a).
+
+* :func:`gl_score` -- eq. 21: ``GL = D(x_gen) / D(x_MoLRG)`` with
+  ``D(x) = sum_i min_{j != i} ||x_i - x_j||`` (``~0``: generated samples collapse onto the
+  training data, memorisation; ``~1``: they spread like fresh MoLRG samples, generalisation).
+* :class:`BatchedMLP` -- a small MLP denoiser with EDM preconditioning (Karras et al. 2022),
+  standing in for the paper's DDPM++ U-Net (DESIGN §1.4 allows an MLP). ``E`` independent
+  networks are held as stacked weights and trained *together* as one tensor program (each on
+  its own training set), so a whole GL curve is one batched training run.
+* :func:`train_denoisers` -- Algorithm 1 with Adam (App. E.2: lr 1e-3, batch 64) and the EDM
+  loss: ``sigma ~ logNormal(-1.2, 1.2)``, weight ``(sigma^2 + sd^2) / (sigma sd)^2``.
+* :func:`edm_sample` -- the 18-step Heun sampler of EDM (``s_t = 1``, ``gamma_t = sigma``), for
+  the networks and for the closed-form posterior mean.
+* :func:`iter_gl_experiment` -- Fig. 5a: K components, ``n``, ``d_k`` in ``d_values``, ``N_k =
+  ratio * d_k`` training samples per component; yields after each ``d_k`` (all ratios of one
+  ``d_k`` train at once).
+* :func:`rank_vs_snr` -- Fig. 3b / 7a: numerical rank (eq. 46) / n of the Jacobian of (i) the
+  closed-form posterior mean (Lemma 1), (ii) the low-rank DAE (eq. 9) with bases trained by SGD
+  (Algorithm 1, :func:`~lowdim_app.synthetic.dae.train_dae`), (iii) a trained MLP, averaged
+  along EDM Heun sampling trajectories of the closed-form denoiser, with Lemma 2's bounds
+  ``min_k d_k / n <= rank / n <= sum_k d_k / n``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .dae import default_dae_config, train_dae
+from .molrg import MoLRG, edm_sigmas, lemma2_bounds
+from .rank import numerical_rank
+
+__all__ = ["gl_distance", "gl_score", "BatchedMLP", "train_denoisers", "edm_sample",
+           "GLSettings", "GLResult", "iter_gl_experiment", "rank_vs_snr", "RankSettings"]
+
+
+# ----------------------------------------------------------------------------- eq. 21
+def gl_distance(x: torch.Tensor) -> torch.Tensor:
+    """``D(x) = sum_i min_{j != i} ||x_i - x_j||`` for ``x (..., N, n)`` -> ``(...)``."""
+    d = torch.cdist(x, x)
+    d = d + torch.diag_embed(torch.full(d.shape[:-1], float("inf"), dtype=d.dtype))
+    return d.amin(-1).sum(-1)
+
+
+def gl_score(x_gen: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+    """Eq. 21: ``D(x_gen) / D(x_ref)`` (batched over leading dimensions; same ``N`` in both)."""
+    return gl_distance(x_gen) / gl_distance(x_ref)
+
+
+# ----------------------------------------------------------------------------- batched MLP
+class BatchedMLP(torch.nn.Module):
+    """``E`` independent MLP denoisers ``D_e(x; sigma)`` with EDM preconditioning.
+
+    ``D(x; sigma) = c_skip x + c_out F([c_in x, emb(log sigma / 4)])`` with
+    ``c_skip = sd^2 / (sigma^2 + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``,
+    ``c_in = 1 / sqrt(sigma^2 + sd^2)``; ``F`` is ``depth`` SiLU layers of ``width``.
+    Input ``x (E, M, n)``, ``sigma (E, M)``.
+    """
+
+    def __init__(self, E: int, n: int, width: int = 128, depth: int = 3, sigma_data: float = 0.5,
+                 n_freq: int = 8, generator: torch.Generator | None = None):
+        super().__init__()
+        self.E, self.n, self.sigma_data, self.n_freq = E, n, float(sigma_data), n_freq
+        sizes = [n + 2 * n_freq] + [width] * depth + [n]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w = torch.randn(E, a, b, generator=generator) / math.sqrt(a)
+            if i == len(sizes) - 2:
+                w = w * 0.1
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(E, 1, b)))
+        self.register_buffer("freqs", torch.arange(1, n_freq + 1, dtype=torch.float32) * math.pi / 2)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sd = self.sigma_data
+        sig = sigma.unsqueeze(-1)
+        c_in = 1 / torch.sqrt(sig ** 2 + sd ** 2)
+        c_skip = sd ** 2 / (sig ** 2 + sd ** 2)
+        c_out = sig * sd / torch.sqrt(sig ** 2 + sd ** 2)
+        ang = (torch.log(sig) / 4) * self.freqs
+        h = torch.cat([c_in * x, torch.sin(ang), torch.cos(ang)], -1)
+        L = len(self.weights)
+        for i in range(L):
+            h = torch.baddbmm(self.biases[i], h, self.weights[i])
+            if i < L - 1:
+                h = torch.nn.functional.silu(h)
+        return c_skip * x + c_out * h
+
+    def member(self, e: int) -> Callable[[torch.Tensor, float], torch.Tensor]:
+        """Denoiser of member ``e`` for a single input ``x (n,)`` (for Jacobians)."""
+        def f(x, sigma):
+            s = torch.full((1, 1), float(sigma), dtype=x.dtype)
+            xs = x.reshape(1, 1, -1).expand(self.E, 1, -1)
+            return self.forward(xs, s.expand(self.E, 1))[e, 0]
+        return f
+
+
+def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, lr: float = 1e-3,
+                    batch: int = 64, width: int = 128, depth: int = 3, seed: int = 0,
+                    callback: Callable[[int, torch.Tensor], None] | None = None,
+                    callback_every: int = 200, should_stop: Callable[[], bool] | None = None,
+                    P_mean: float = -1.2, P_std: float = 1.2) -> BatchedMLP:
+    """Train ``E`` MLP denoisers at once; member ``e`` sees the first ``n_valid[e]`` rows of
+    ``X[e]`` (``X (E, N, n)``). Adam on the EDM-weighted DAE loss (Algorithm 1 / App. E.2)."""
+    g = torch.Generator().manual_seed(int(seed))
+    E, N, n = X.shape
+    Xf = X.to(torch.float32)
+    nv = n_valid.to(torch.long).clamp(min=1)
+    sd = float(torch.sqrt((Xf ** 2).sum(-1).sum(-1) / (nv * n)).mean()) or 0.5
+    net = BatchedMLP(E, n, width, depth, sigma_data=sd, generator=g)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    bidx = torch.arange(E).unsqueeze(-1)
+    for it in range(int(steps)):
+        i = (torch.rand(E, batch, generator=g) * nv.unsqueeze(-1)).long()
+        x0 = Xf[bidx, i]
+        sigma = torch.exp(P_mean + P_std * torch.randn(E, batch, generator=g))
+        eps = torch.randn(E, batch, n, generator=g)
+        out = net(x0 + sigma.unsqueeze(-1) * eps, sigma)
+        wgt = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+        loss_e = (wgt * ((out - x0) ** 2).mean(-1)).mean(-1)
+        opt.zero_grad(set_to_none=True)
+        loss_e.sum().backward()
+        opt.step()
+        if callback is not None and (it + 1) % callback_every == 0:
+            callback(it + 1, loss_e.detach())
+        if should_stop is not None and (it + 1) % callback_every == 0 and should_stop():
+            break
+    return net.eval()
+
+
+@torch.no_grad()
+def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], shape, sigmas: torch.Tensor,
+               generator: torch.Generator | None = None, dtype=torch.float32,
+               record: bool = False):
+    """EDM Heun sampler (s_t = 1): ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d_i + d'_i) / 2``
+    with ``d = (x - D(x; sigma)) / sigma``; last step to 0 is Euler. ``denoise(x, sigma)`` maps
+    ``shape`` tensors. Returns the samples, and with ``record=True`` also the list of the
+    ``(x_i, sigma_i)`` visited."""
+    sig = [float(s) for s in sigmas] + [0.0]
+    x = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype) * sig[0]
+    visited = []
+    for a, b in zip(sig[:-1], sig[1:]):
+        if record:
+            visited.append((x.clone(), a))
+        d = (x - denoise(x, a)) / a
+        xn = x + (b - a) * d
+        if b > 0:
+            d2 = (xn - denoise(xn, b)) / b
+            xn = x + (b - a) * 0.5 * (d + d2)
+        x = xn
+    return (x, visited) if record else x
+
+
+# ----------------------------------------------------------------------------- Fig. 5a
+@dataclass
+class GLSettings:
+    n: int = 48
+    K: int = 2
+    d_values: list[int] = field(default_factory=lambda: [3, 4, 5, 6])
+    ratios: list[float] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    steps: int = 1500
+    lr: float = 1e-3
+    batch: int = 64
+    width: int = 128
+    depth: int = 3
+    n_eval: int = 300
+    sample_steps: int = 18
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GLResult:
+    settings: dict
+    rows: list[dict] = field(default_factory=list)   # d, N_k, ratio, gl, train_loss
+    finished: bool = False
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "rows": self.rows, "finished": self.finished,
+                "wall_s": round(self.wall_s, 3)}
+
+    def to_csv(self) -> str:
+        lines = ["d_k,N_k,ratio,gl_score,train_loss"]
+        lines += [f"{r['d']},{r['N_k']},{r['ratio']:g},{r['gl']:.5f},{r['train_loss']:.5f}" for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def iter_gl_experiment(st: GLSettings, should_stop: Callable[[], bool] | None = None) -> Iterator[GLResult]:
+    """Fig. 5a: for each ``d_k`` train one network per ratio (batched), sample ``n_eval`` points
+    with the EDM Heun sampler, and score them against ``n_eval`` fresh MoLRG samples (eq. 21).
+    Yields the growing :class:`GLResult` after each ``d_k``."""
+    t0 = time.perf_counter()
+    res = GLResult(st.to_dict())
+    sigmas = edm_sigmas(st.sample_steps)
+    for d in st.d_values:
+        if st.K * d > st.n:
+            raise ValueError(f"K * d = {st.K * d} exceeds n = {st.n}")
+        seed = int(np.random.SeedSequence([st.seed, d, 5]).generate_state(1)[0])
+        m = MoLRG.random(st.n, [d] * st.K, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        Nks = [max(1, int(round(r * d))) for r in st.ratios]
+        E, Nmax = len(Nks), st.K * max(Nks)
+        X = torch.zeros(E, Nmax, st.n)
+        for e, Nk in enumerate(Nks):   # N_k samples per component (balanced)
+            a = torch.randn(st.K, Nk, d, generator=g, dtype=torch.float64)
+            xs = torch.cat([a[k] @ m.bases[k].T for k in range(st.K)], 0)
+            X[e, :xs.shape[0]] = xs.float()
+        nv = torch.tensor([st.K * Nk for Nk in Nks])
+        losses = {}
+        net = train_denoisers(X, nv, st.steps, st.lr, st.batch, st.width, st.depth, seed=seed,
+                              callback=lambda it, l: losses.__setitem__("last", l),
+                              callback_every=max(1, st.steps // 10), should_stop=should_stop)
+        if should_stop is not None and should_stop():
+            res.wall_s = time.perf_counter() - t0
+            yield res
+            return
+        ones = torch.ones(E, st.n_eval)
+        xg = edm_sample(lambda x, s: net(x, ones * s), (E, st.n_eval, st.n), sigmas, generator=g)
+        xr, _ = m.sample(st.n_eval, generator=g)
+        gl = gl_score(xg.double(), xr.unsqueeze(0).expand(E, -1, -1))
+        tl = losses.get("last", torch.full((E,), float("nan")))
+        for e, Nk in enumerate(Nks):
+            res.rows.append({"d": d, "N_k": Nk, "ratio": Nk / d, "gl": float(gl[e]),
+                             "train_loss": float(tl[e])})
+        res.wall_s = time.perf_counter() - t0
+        res.finished = d == st.d_values[-1]
+        yield res
+
+
+# ----------------------------------------------------------------------------- Fig. 3b / 7a
+@dataclass
+class RankSettings:
+    n: int = 48
+    dims: list[int] = field(default_factory=lambda: [6, 6])
+    N: int = 1000
+    num_steps: int = 18
+    trajectories: int = 15
+    eta: float = 0.99
+    dae_iters: int = 300
+    train_mlp: bool = True
+    mlp_steps: int = 1500
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _traj_rank(jac: Callable[[torch.Tensor, float], torch.Tensor], visited, eta) -> list[float]:
+    out = []
+    for x, s in visited:
+        J = jac(x, s)
+        out.append(float(numerical_rank(torch.linalg.svdvals(J), eta).double().mean()))
+    return out
+
+
+def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
+                progress: Callable[[str], None] | None = None) -> dict:
+    """Mean numerical rank / n of the denoiser Jacobian along EDM Heun trajectories of the
+    closed-form posterior mean (``trajectories`` starts), at each of the ``num_steps`` noise
+    levels; for the closed form, the trained low-rank DAE (eq. 9, bases by Algorithm 1) and,
+    if ``train_mlp``, a trained MLP. Returns a dict of lists (``sigma``, ``snr``, per-model
+    ``rank_ratio``) plus Lemma 2's bounds as ratios."""
+    m = MoLRG.random(st.n, st.dims, seed=st.seed)
+    g = torch.Generator().manual_seed(st.seed + 1)
+    X, _ = m.sample(st.N, generator=g)
+    sigmas = edm_sigmas(st.num_steps)
+    post = lambda x, s: m.posterior_mean(x, 1.0, s)  # noqa: E731  (s_t = 1, gamma_t = sigma)
+    _, visited = edm_sample(post, (st.trajectories, st.n), sigmas, generator=g, dtype=torch.float64,
+                            record=True)
+    out = {"settings": st.to_dict(), "sigma": sigmas.tolist(), "snr": (1 / sigmas).tolist(),
+           "bounds": [b / st.n for b in lemma2_bounds(st.dims)], "models": {}}
+    out["models"]["posterior mean (Lemma 1)"] = [
+        r / st.n for r in _traj_rank(lambda x, s: m.posterior_jacobian(x, 1.0, s), visited, st.eta)]
+    if progress:
+        progress("closed form done")
+    # trained low-rank DAE (eq. 9): Algorithm 1 on the N samples, then its Jacobian in closed form
+    K = len(st.dims)
+    if len(set(st.dims)) == 1 and st.dae_iters > 0 and not (should_stop and should_stop()):
+        cfg = default_dae_config(K, "hardmax" if K > 1 else "softmax")
+        cfg.iters = int(st.dae_iters)
+        d = st.dims[0]
+        Ut = torch.stack(m.bases).unsqueeze(0)
+        U = train_dae(X.unsqueeze(0), K, d, cfg, U_true=Ut, generator=g, N_k=max(1, st.N // K))[0]
+        md = MoLRG([U[k] for k in range(K)], m.weights)
+        out["models"]["low-rank DAE (eq. 9, SGD)"] = [
+            r / st.n for r in _traj_rank(lambda x, s: md.posterior_jacobian(x, 1.0, s), visited, st.eta)]
+        if progress:
+            progress("low-rank DAE done")
+    if st.train_mlp and not (should_stop and should_stop()):
+        net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps,
+                              seed=st.seed, should_stop=should_stop)
+        f = net.member(0)
+        for p in net.parameters():
+            p.requires_grad_(False)
+
+        def jac(x, s):
+            return torch.stack([torch.func.jacrev(lambda z: f(z, s))(xi.float()) for xi in x]).double()
+
+        out["models"]["MLP denoiser"] = [r / st.n for r in _traj_rank(jac, visited, st.eta)]
+        if progress:
+            progress("MLP done")
+    return out

@@ -1,0 +1,34 @@
+"""The Memorization tab through its API and in the real browser."""
+import glob
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+EX = sorted(glob.glob("assets/examples/digit_*.png"))
+
+
+def test_score_endpoint(client):
+    table, csv_path, hist, summary, nn = client.predict([handle_file(p) for p in EX[:2]], "digits-dup", "", 50, "std",
+                                                        1, 2, 0, api_name="/score")
+    assert len(table["data"]) == 4 and "memorized if score >" in summary and csv_path.endswith(".csv")
+    assert len(nn) == 4
+
+
+def test_score_bad_input(client):
+    with pytest.raises(AppError, match="upload at least one image"):
+        client.predict(None, "digits-dup", "", 50, "std", 1, 0, 0, api_name="/score")
+    with pytest.raises(AppError, match="timestep t must be between"):
+        client.predict(None, "digits-dup", "", 5000, "std", 1, 1, 0, api_name="/score")
+    with pytest.raises(AppError, match="no module named"):
+        client.predict([handle_file(EX[0])], "digits-dup", "no.such.layer", 50, "std", 1, 0, 0, api_name="/score")
+
+
+def test_memorization_tab_in_browser(page, artifacts):
+    page.get_by_role("tab", name="Memorization").click()
+    page.locator("#mem-ngen input[type=number]").fill("8")
+    page.locator("#mem-ngen input[type=number]").press("Enter")
+    page.locator("#mem-score-btn").click()
+    page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
+    page.locator("#mem-hist img").wait_for(state="visible")
+    page.screenshot(path=str(artifacts / "memorization_tab.png"), full_page=True)

@@ -1,0 +1,12 @@
+"""Real browser: the Theory labs, Phase-transition lab fills its heat map (default Fig. 4 settings, clustering)."""
+
+
+def test_phase_lab_in_browser(page, artifacts):
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="Phase transition").click()
+    page.locator("#molrg-phase-trials input").fill("5")
+    page.locator("#molrg-phase-run").click()
+    page.wait_for_function("document.querySelector('#molrg-phase-status')?.innerText.includes('done: 98 cells')",
+                           timeout=180_000)
+    page.locator("#molrg-phase-plot img, #molrg-phase-plot canvas, #molrg-phase-plot svg").first.wait_for(state="visible")
+    page.screenshot(path=str(artifacts / "phase_lab.png"), full_page=True)
