@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "lowdim_app.commands.molrg",
     "lowdim_app.commands.editing",
     "lowdim_app.commands.memorization",
+    "lowdim_app.commands.steering",
 ]
 
 
