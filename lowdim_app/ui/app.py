@@ -15,7 +15,7 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 
 
 def build_app() -> gr.Blocks:
-    from . import edit_tab, memorization_tab, models_tab, molrg
+    from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -26,6 +26,8 @@ def build_app() -> gr.Blocks:
                 edit_tab.build()
             with gr.Tab("Memorization", id="memorization", elem_id="tab-memorization"):
                 memorization_tab.build()
+            with gr.Tab("Steer", id="steer", elem_id="tab-steer"):
+                steer_tab.build()
             with gr.Tab("Theory labs", id="theory", elem_id="tab-theory"):
                 with gr.Tabs(elem_id="theory-labs"):
                     molrg.build()
