@@ -10,3 +10,15 @@ def test_phase_lab_in_browser(page, artifacts):
                            timeout=180_000)
     page.locator("#molrg-phase-plot img, #molrg-phase-plot canvas, #molrg-phase-plot svg").first.wait_for(state="visible")
     page.screenshot(path=str(artifacts / "phase_lab.png"), full_page=True)
+
+
+def test_theory_labs_in_browser(page, artifacts):
+    page.get_by_role("tab", name="Theory labs").click()
+    for tab, prefix in (("Memorize vs generalize", "relu"), ("Gaussian mixtures via DDPM", "mog"),
+                        ("MoLR-MoG experts", "molr")):
+        page.get_by_role("tab", name=tab).click()
+        page.locator(f"#theory-{prefix}-run").click()
+        page.wait_for_function(f"document.querySelector('#theory-{prefix}-status')?.innerText.toLowerCase().includes('done')",
+                               timeout=240_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(artifacts / f"theory_{prefix}.png"), full_page=True)

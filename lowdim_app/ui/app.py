@@ -15,7 +15,7 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 
 
 def build_app() -> gr.Blocks:
-    from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab
+    from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab, theory
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -31,6 +31,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Theory labs", id="theory", elem_id="tab-theory"):
                 with gr.Tabs(elem_id="theory-labs"):
                     molrg.build()
+                    theory.build()
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
