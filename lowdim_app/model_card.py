@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .data.classifier import CONFIDENT, predict_proba
 from .data.digits import load_digits_split

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -25,6 +26,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for modules of many tiny tensor ops (avoids oversubscription on 2 cores)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@contextmanager
+def serve_blocks(build):
+    """A standalone ``gr.Blocks`` holding ``build()``, served on a free port; yields a gradio_client."""
+    import gradio as gr
+    from gradio_client import Client
+
+    with gr.Blocks() as demo:
+        build()
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="session")

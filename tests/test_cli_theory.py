@@ -2,17 +2,11 @@
 import json
 
 import pytest
-import torch
 
 from lowdim_app.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 def test_mog_ddpm_cli(tmp_path, capsys):

@@ -7,12 +7,7 @@ from lowdim_app.synthetic.gl_score import (BatchedMLP, RankSettings, edm_sample,
 from lowdim_app.synthetic.molrg import MoLRG, edm_sigmas
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 def test_gl_distance_and_score():

@@ -5,7 +5,6 @@ Jacobian built independently (the matrix itself, the closed-form MoLRG Jacobian,
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -8,12 +8,7 @@ import torch
 from lowdim_app.synthetic import mog_ddpm as md
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 def _mu_star(d=6, norm=4.0, seed=0):

@@ -5,12 +5,7 @@ import torch
 from lowdim_app.synthetic import molr_mog as mm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 def test_moe_mog_score_equals_autograd_of_log_density():

@@ -7,13 +7,7 @@ import torch
 from lowdim_app.synthetic.molrg import MoLRG, edm_sigmas, lemma2_bounds, vp_schedule
 from lowdim_app.synthetic.rank import numerical_rank
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are many tiny tensor ops: one thread avoids oversubscription on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 

@@ -5,13 +5,7 @@ import torch
 from lowdim_app.synthetic import relu_dae as rd
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The matrices are tiny: extra threads only add overhead on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 D = 32
 

@@ -10,13 +10,7 @@ from lowdim_app.synthetic.phase import PhaseSettings, PhaseResult, cell_data, it
 from lowdim_app.synthetic.subspace import k_subspaces, pca_subspaces, stiefel_retract, subspace_error, success
 from lowdim_app.errors import UserError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are many tiny tensor ops: one thread avoids oversubscription on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
 

@@ -10,24 +10,12 @@ gr = pytest.importorskip("gradio")
 
 
 @pytest.fixture(scope="module")
-def molrg_client():
-    import torch
-    from gradio_client import Client
-
+def molrg_client(one_thread):
     from lowdim_app.ui.molrg import build
-    from tests.conftest import free_port
+    from tests.conftest import serve_blocks
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with gr.Blocks() as demo:
-        build()
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
-        torch.set_num_threads(old)
+    with serve_blocks(build) as c:
+        yield c
 
 
 def test_phase_api(molrg_client):

@@ -11,24 +11,12 @@ gr = pytest.importorskip("gradio")
 
 
 @pytest.fixture(scope="module")
-def client():
-    import torch
-    from gradio_client import Client
-
+def client(one_thread):
     from lowdim_app.ui.theory import build
-    from tests.conftest import free_port
+    from tests.conftest import serve_blocks
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with gr.Blocks() as demo:
-        build()
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
-        torch.set_num_threads(old)
+    with serve_blocks(build) as c:
+        yield c
 
 
 def test_mog_ddpm_api(client):

@@ -58,7 +58,6 @@ def cmd_models(args) -> int:
 def cmd_sample(args) -> int:
     from ..data.images import make_grid, to_pil
     from ..diffusion import load_model
-    from ..config import settings
 
     check_range("--n", args.n, 1, 10_000)
     check_range("--steps", args.steps, 1, 1000)

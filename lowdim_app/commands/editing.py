@@ -5,9 +5,8 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 
-from ..errors import UserError, check_range
+from ..errors import check_range
 from .core import add_model_arg, float_range
 
 

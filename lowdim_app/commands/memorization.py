@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError, check_range
+from ..errors import UserError
 from .core import add_model_arg
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import UserError
 from .core import add_model_arg, float_range

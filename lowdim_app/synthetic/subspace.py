@@ -32,7 +32,6 @@ with the largest objective (eq. 18) is kept (ties go to the earlier run).
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 

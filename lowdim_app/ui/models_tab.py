@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import gradio as gr
 
@@ -89,7 +88,7 @@ def build() -> None:
     with gr.Accordion("Model card", open=True):
         card = gr.Markdown(value=_initial_card, elem_id="models-card")
     with gr.Accordion("All models", open=False):
-        table = gr.Dataframe(value=models_table, headers=["model", "kind", "status", "description", "detail"],
+        gr.Dataframe(value=models_table, headers=["model", "kind", "status", "description", "detail"],
                              interactive=False, elem_id="models-table")
 
     go.click(sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
