@@ -17,12 +17,10 @@ def _load_image_for(model, path: str, invert: bool = False):
 
 
 def _load_mask(model, path: str):
-    import torch
-
+    """White pixels of a mask image mark the region to edit."""
     from ..data.images import load_image
 
-    m = load_image(path, model.image_shape[1:], channels=1)[0, 0]
-    return ((m + 1) / 2 > 0.5).float() if m.numel() else torch.zeros(0)
+    return (load_image(path, model.image_shape[1:], channels=1)[0, 0] > 0).float()
 
 
 def cmd_edit(args) -> int:
@@ -32,7 +30,7 @@ def cmd_edit(args) -> int:
     from ..diffusion import load_model
     from ..methods import editing
     from ..plots.common import to_pil as fig_to_pil
-    from ..plots.editing import spectrum_figure
+    from ..plots.editing import direction_images, spectrum_figure
 
     model = load_model(args.model, args.device)
     check_range("--t", args.t, 0.01, 1.0)
@@ -59,9 +57,8 @@ def cmd_edit(args) -> int:
         fig_to_pil(spectrum_figure(search.spectrum if search.spectrum is not None else search.singular_values,
                                    search.numerical_rank)).save(out / "spectrum.png")
         up = max(1, 128 // model.sample_shape[-1])
-        vis = lambda T: T / T.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)  # noqa: E731
-        make_grid(vis(search.V)[:, :3] if model.is_latent else vis(search.V), upscale=up).save(out / "v_directions.png")
-        make_grid(vis(search.U)[:, :3] if model.is_latent else vis(search.U), upscale=up).save(out / "u_images.png")
+        make_grid(direction_images(search.V), upscale=up).save(out / "v_directions.png")
+        make_grid(direction_images(search.U), upscale=up).save(out / "u_images.png")
     strip = editing.edit_strip(model, inv, chosen.vector, alphas, progress=True)
     control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, args.seed), alphas)
     up = max(1, 128 // model.image_shape[-1])

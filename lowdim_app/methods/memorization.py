@@ -63,7 +63,6 @@ def representations(model, images: torch.Tensor, layer: str, t: int = 50, n_nois
     check_range("noise draws", n_noise, 1, 64)
     get_module(model.unet, layer)
     x0 = torch.cat([model.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    out = torch.zeros(len(x0), 0)
     acc = None
     for k in range(n_noise):
         noise = model.randn(len(x0), seed + k)
@@ -79,8 +78,7 @@ def representations(model, images: torch.Tensor, layer: str, t: int = 50, n_nois
             feats.append(h.float().amax(dim=(2, 3)).cpu() if h.ndim == 4 else h.float().flatten(1).cpu())
         f = torch.cat(feats)
         acc = f if acc is None else acc + f
-    out = acc / n_noise
-    return out
+    return acc / n_noise
 
 
 def scores(model, images, layer: str, t: int = 50, metric: str = "std", n_noise: int = 1, seed: int = 0,

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .common import new_figure
+
+
+def direction_images(T: torch.Tensor) -> torch.Tensor:
+    """Directions (k x C x H x W) scaled to [-1, 1] per direction for display; latents show channels 0-2."""
+    T = T[:, :3] if T.shape[1] > 3 else T
+    return T / T.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)
 
 
 def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = ""):

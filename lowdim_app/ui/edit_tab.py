@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..methods import editing
 from ..plots.common import new_figure
 from ..plots.common import to_pil as fig_to_pil
-from ..plots.editing import spectrum_figure
+from ..plots.editing import direction_images, spectrum_figure
 from .common import as_float, as_int, gpu, handle_errors, load_model_checked, model_choices
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
@@ -41,11 +41,6 @@ def _editor_image_and_mask(editor) -> tuple[np.ndarray, np.ndarray | None]:
                 mask = m if mask is None else (mask | m)
         return np.asarray(bg), mask
     return np.asarray(editor), None
-
-
-def _vis(T: torch.Tensor, channels: int) -> torch.Tensor:
-    T = T[:, :3] if T.shape[1] > 3 else T
-    return T / T.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)
 
 
 def _image_tensor(model, bg: np.ndarray) -> torch.Tensor:
@@ -85,8 +80,8 @@ def find_directions(editor, model_id, t_frac, k, steps, prompt, local, progress=
                           title=f"{model.model_id}: spectrum of J_t at t = {t} ({t_frac:.2f}T)")
     up = max(1, 96 // model.sample_shape[-1])
     v_imgs = [(im, f"v{i + 1}  sigma={float(s):.3g}") for i, (im, s) in
-              enumerate(zip(_pil_list(_vis(search.V, 3), up), search.singular_values))]
-    u_imgs = [(im, f"u{i + 1}") for i, im in enumerate(_pil_list(_vis(search.U, 3), up))]
+              enumerate(zip(_pil_list(direction_images(search.V), up), search.singular_values))]
+    u_imgs = [(im, f"u{i + 1}") for i, im in enumerate(_pil_list(direction_images(search.U), up))]
     rank = f"numerical rank r = {search.numerical_rank} of n = {model.n}" if search.numerical_rank is not None else \
         "numerical rank: needs the full spectrum (exact path, n <= 1024)"
     info = (f"**{'Local (masked)' if local else 'Global'} directions** at t = {t}: {rank}. "
