@@ -26,7 +26,6 @@ import csv
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

@@ -7,6 +7,7 @@
 | ``LOWDIM_MAX_SAMPLES`` | largest batch a UI/API request may ask for | 64 |
 | ``LOWDIM_MODEL_CACHE`` | how many loaded models to keep in memory | 3 |
 | ``LOWDIM_ASSETS`` | folder with built-in models/calibrations | ``<repo>/assets`` |
+| ``LOWDIM_CLIP`` | CLIP model (hub id in the local cache, or a folder) for the concept-strength curve of text models; ``off`` disables | ``openai/clip-vit-large-patch14`` |
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Settings:
     max_samples: int = 64
     model_cache: int = 3
     assets: Path = REPO_ROOT / "assets"
+    clip: str = "openai/clip-vit-large-patch14"
 
     @property
     def torch_device(self) -> torch.device:
@@ -43,4 +45,5 @@ def settings() -> Settings:
         max_samples=int(os.environ.get("LOWDIM_MAX_SAMPLES", "64")),
         model_cache=int(os.environ.get("LOWDIM_MODEL_CACHE", "3")),
         assets=Path(os.environ.get("LOWDIM_ASSETS", REPO_ROOT / "assets")),
+        clip=os.environ.get("LOWDIM_CLIP", "openai/clip-vit-large-patch14"),
     )

@@ -15,6 +15,22 @@ def test_score_endpoint(client):
     assert len(nn) == 4
 
 
+def test_score_with_an_uploaded_calibration_file(client, tmp_path):
+    cal = "assets/calibrations/digits-dup.json"
+    table, _, _, summary, _ = client.predict([handle_file(EX[0])], "digits-dup", "", 50, "std", 1, 0, 0,
+                                             handle_file(cal), api_name="/score")
+    assert len(table["data"]) == 1 and "uploaded calibration file" in summary
+    with pytest.raises(AppError, match="this calibration is for digits-dup, not digits-mem"):
+        client.predict([handle_file(EX[0])], "digits-mem", "", 50, "std", 1, 0, 0, handle_file(cal), api_name="/score")
+    with pytest.raises(AppError, match="the calibration file is for layer up_blocks"):
+        client.predict([handle_file(EX[0])], "digits-dup", "mid_block", 50, "std", 1, 0, 0, handle_file(cal),
+                       api_name="/score")
+    (tmp_path / "bad.json").write_text('{"threshold": 1}')
+    with pytest.raises(AppError, match="not a LowDim Lab calibration file"):
+        client.predict([handle_file(EX[0])], "digits-dup", "", 50, "std", 1, 0, 0, handle_file(str(tmp_path / "bad.json")),
+                       api_name="/score")
+
+
 def test_score_bad_input(client):
     with pytest.raises(AppError, match="upload at least one image"):
         client.predict(None, "digits-dup", "", 50, "std", 1, 0, 0, api_name="/score")

@@ -1,5 +1,6 @@
 """The Steer tab through its API and in the real browser."""
 import pytest
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 
@@ -7,6 +8,14 @@ def test_steer_endpoint_with_contrast(client):
     strip, curve, contrast, info = client.predict("digits-dup", "digit class", 4, "", None, 1, None, 1.5, 4, "recipe",
                                                   "", True, api_name="/steer")
     assert strip and curve and contrast and "spatial vector" in info and "--contrast" in info
+
+
+def test_steer_an_uploaded_source_image(client):
+    """An uploaded image is DDIM-inverted, then steered."""
+    strip, curve, _, info = client.predict("digits-dup", "digit class", 7, "", None, 1,
+                                           handle_file("assets/examples/digit_3_test2.png"), 1.5, 3, "recipe", "", False,
+                                           api_name="/steer")
+    assert strip and curve and "--source IMAGE" in info
 
 
 @pytest.mark.parametrize("args, message", [

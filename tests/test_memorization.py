@@ -119,3 +119,41 @@ def test_score_and_calibrate_cli(tmp_path, capsys):
     assert cal["auroc"] == 1.0 and cal["model_id"] == "digits-dup"
     assert main(["score", str(tmp_path / "mem"), "--model", "digits-gen", "--calibration", str(tmp_path / "c.json")]) == 2
     assert "for digits-dup, not digits-gen" in capsys.readouterr().err
+
+
+def test_denoising_error_baseline_matches_manual_and_ranks_training_images_lower():
+    """The loss-threshold baseline: ||eps_hat - eps||^2 / n with the same noise as a manual forward,
+    and on digits-mem (16 training digits) its training images are denoised better than held-out ones."""
+    from lowdim_app.diffusion import load_model
+    from lowdim_app.methods.memorization_baselines import denoising_error
+
+    model = load_model("digits-mem")
+    s = load_digits_split()
+    train = s.train_images[np.asarray(model.card["train_index"], dtype=int)]
+    err = denoising_error(model, train[:3], t=200, seed=5)
+    noise = model.randn(3, 5)
+    with torch.no_grad():
+        eps = model.eps(model.add_noise(model.encode(train[:3]), 200, noise), 200)
+    manual = ((eps - noise) ** 2).flatten(1).mean(1).numpy()
+    assert np.allclose(err, manual, rtol=1e-5)
+    e_train = denoising_error(model, train, t=200, n_noise=2)
+    e_test = denoising_error(model, s.test_images[:16], t=200, n_noise=2)
+    assert roc_auc_score(np.r_[np.zeros(16), np.ones(16)], np.r_[e_train, e_test]) > 0.9
+
+
+def test_wen_guidance_norm_is_zero_for_the_empty_prompt(tiny_sd):
+    """Wen et al. 2024: ||eps(x_T, e_p) - eps(x_T, e_empty)||; exactly 0 when p is the empty prompt,
+    and equal to the manual first-step difference otherwise."""
+    from lowdim_app.diffusion import load_model
+    from lowdim_app.methods.memorization_baselines import text_guidance_norm
+
+    v = text_guidance_norm(tiny_sd, ["", "a cat"], seed=3, steps=10, first=1)
+    assert v[0] == pytest.approx(0.0, abs=1e-6) and v[1] > 0
+    x = tiny_sd.randn(1, 4)
+    t = tiny_sd.timesteps(tiny_sd.num_train_timesteps - 1, 10)[0]
+    c = tiny_sd.encode_prompt("a cat")
+    with torch.no_grad():
+        manual = (tiny_sd.eps(x, t, c) - tiny_sd.eps(x, t, tiny_sd.encode_prompt(""))).norm()
+    assert v[1] == pytest.approx(float(manual), rel=1e-4)
+    with pytest.raises(UserError, match="text-conditioned"):
+        text_guidance_norm(load_model("digits-gen"), ["x"])

@@ -68,9 +68,12 @@ def test_representation_std_and_one_step_denoising_digits():
 
 
 def test_seeded_and_bounds():
-    a = rd.train_dae(torch.randn(6, 8), p=4, sigma=0.2, lam=1e-3, steps=20, batch=32, seed=5)
-    b = rd.train_dae(torch.randn(6, 8), p=4, sigma=0.2, lam=1e-3, steps=20, batch=32, seed=5)
+    X = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    a = rd.train_dae(X, p=4, sigma=0.2, lam=1e-3, steps=20, batch=32, seed=5)
+    b = rd.train_dae(X, p=4, sigma=0.2, lam=1e-3, steps=20, batch=32, seed=5)
+    c = rd.train_dae(X, p=4, sigma=0.2, lam=1e-3, steps=20, batch=32, seed=6)
     assert a.W1.shape == (8, 4)
+    assert torch.equal(a.W1, b.W1) and torch.equal(a.W2, b.W2) and not torch.equal(a.W1, c.W1)
     import pytest
     from lowdim_app.errors import UserError
     with pytest.raises(UserError):

@@ -64,3 +64,63 @@ def test_steer_cli_with_contrast(tmp_path):
     assert rep["concept_strength"]["values"][0] < 0.5 < rep["concept_strength"]["values"][1]
     assert set(rep["contrast"]) == {"memorized", "generalized"} and (out / "contrast.png").is_file()
     assert main(["steer", "--model", "digits-gen", "--concept", "prompt:a cat", "--out", str(out)]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from lowdim_app.diffusion.tiny import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+def test_clip_similarity_is_the_cosine_of_projected_embeddings(tiny_clip_dir, monkeypatch):
+    from lowdim_app.data.images import to_pil
+    from lowdim_app.methods.clip_score import clip_similarity, load_clip
+
+    imgs = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    imgs[2] = imgs[0]
+    sims = clip_similarity(imgs, "a cat", str(tiny_clip_dir))
+    sc = load_clip(str(tiny_clip_dir))
+    with torch.no_grad():
+        pv = sc.processor.image_processor(to_pil(imgs), return_tensors="pt").pixel_values
+        ids = sc.processor.tokenizer(["a cat"], return_tensors="pt", padding=True).input_ids
+        fi, ft = sc.model.get_image_features(pixel_values=pv), sc.model.get_text_features(input_ids=ids)
+        fi = fi if torch.is_tensor(fi) else fi.pooler_output
+        ft = ft if torch.is_tensor(ft) else ft.pooler_output
+    manual = torch.nn.functional.cosine_similarity(fi, ft.expand_as(fi)).numpy()
+    assert sims.shape == (3,) and abs(sims - manual).max() < 1e-5 and abs(sims).max() <= 1
+    assert sims[0] == pytest.approx(sims[2], abs=1e-6) and sims[0] != pytest.approx(sims[1], abs=1e-6)
+    monkeypatch.setenv("LOWDIM_CLIP", "off")
+    assert clip_similarity(imgs, "a cat") is None
+    assert clip_similarity(imgs, "a cat", str(tiny_clip_dir / "missing")) is None
+
+
+def test_text_model_steer_draws_the_clip_curve(tiny_sd_dir, tiny_clip_dir, tmp_path, monkeypatch):
+    """Text models: the concept-strength curve is CLIP similarity to the concept prompt (CLI and tab)."""
+    from lowdim_app.ui.steer_tab import steer
+
+    monkeypatch.setenv("LOWDIM_CLIP", str(tiny_clip_dir))
+    out = tmp_path / "s"
+    assert main(["steer", "--model", str(tiny_sd_dir), "--concept", "prompt:a red ball", "--concept-n", "2",
+                 "--strengths", "0,4,8", "--steps", "4", "--window", "2", "--out", str(out)]) == 0
+    rep = json.loads((out / "steer.json").read_text())
+    assert "CLIP cosine similarity" in rep["concept_strength"]["measure"]
+    assert len(rep["concept_strength"]["values"]) == 3
+    strip, curve, contrast, info = steer(str(tiny_sd_dir), "prompt", 0, "a red ball", None, 1, None, 4.0, 2, "recipe",
+                                         "", False)
+    assert strip is not None and curve is not None and contrast is None and "Reproduce" in info
+    monkeypatch.setenv("LOWDIM_CLIP", "off")
+    assert main(["steer", "--model", str(tiny_sd_dir), "--concept", "prompt:a red ball", "--concept-n", "2",
+                 "--strengths", "0,4", "--steps", "4", "--window", "2", "--out", str(out)]) == 0
+    assert "concept_strength" not in json.loads((out / "steer.json").read_text())
+
+
+def test_inverted_source_at_strength_zero_reconstructs_the_image(digits_gen, four_vector):
+    """Steering an uploaded image: DDIM-invert to T, then steer; a = 0 gives back the image."""
+    from lowdim_app.data.images import load_image
+
+    img = load_image("assets/examples/digit_3_test2.png", (16, 16), channels=1)
+    x_T = digits_gen.ddim_invert(digits_gen.encode(img), 999, 40)
+    out = st.steered_samples(digits_gen, x_T, four_vector, [0.0, 1.5], 999, 40, 20)
+    assert float(((out[0] - img[0]) ** 2).mean().sqrt()) < 0.06
+    assert float(((out[1] - img[0]) ** 2).mean().sqrt()) > 0.1

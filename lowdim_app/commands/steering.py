@@ -70,6 +70,14 @@ def cmd_steer(args) -> int:
     report = {"model": model.model_id, "layers": layers, "kind": kind, "t_tilde": sv.t_tilde, "steps": steps,
               "window": window, "strengths": args.strengths, "vector_norms": sv.norms(), "concept": args.concept,
               "source": args.source}
+    if args.concept.startswith("prompt:"):
+        from ..methods.clip_score import clip_similarity, load_clip
+
+        text = args.concept.split(":", 1)[1]
+        sims = clip_similarity(imgs, text)
+        if sims is not None:
+            report["concept_strength"] = {"measure": f"CLIP cosine similarity to {text!r} ({load_clip().source})",
+                                          "values": sims.round(4).tolist()}
     if target is not None:
         report["concept_strength"] = {"measure": f"classifier probability of digit {target}",
                                       "values": st.concept_strength_digits(imgs, target).round(4).tolist()}

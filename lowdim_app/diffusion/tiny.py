@@ -6,6 +6,8 @@
   (``up_blocks.0.resnets.2``, ``up_blocks.1.resnets.1``, ...), with a tiny VAE, a tiny CLIP
   text encoder and a CLIP BPE tokenizer over a small vocabulary.
 Both write a diffusers folder (safetensors) that :func:`~.registry.load_model` loads by path.
+* :func:`build_tiny_clip` — a tiny ``CLIPModel`` (text + vision towers) with its processor, the
+  offline stand-in for the CLIP that scores steering curves of text models.
 """
 from __future__ import annotations
 
@@ -68,4 +70,25 @@ def build_tiny_sd_pipeline(out: str | Path, seed: int = 0, tokenizer_dir: str | 
                                    feature_extractor=None, requires_safety_checker=False)
     out = Path(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_clip(out: str | Path, seed: int = 0, tokenizer_dir: str | Path = TOKENIZER_FIXTURE) -> Path:
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig,
+                              CLIPTokenizer, CLIPVisionConfig)
+
+    tokenizer_dir = Path(tokenizer_dir)
+    tokenizer = CLIPTokenizer(vocab=str(tokenizer_dir / "vocab.json"), merges=str(tokenizer_dir / "merges.txt"),
+                              model_max_length=77)
+    torch.manual_seed(seed)
+    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16))
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    out = Path(out)
+    model.save_pretrained(out, safe_serialization=True)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out

@@ -106,9 +106,12 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
                     batch: int = 64, width: int = 128, depth: int = 3, seed: int = 0,
                     callback: Callable[[int, torch.Tensor], None] | None = None,
                     callback_every: int = 200, should_stop: Callable[[], bool] | None = None,
-                    P_mean: float = -1.2, P_std: float = 1.2) -> BatchedMLP:
+                    P_mean: float = -1.2, P_std: float = 1.2, ema: float = 0.999,
+                    cosine: bool = True) -> BatchedMLP:
     """Train ``E`` MLP denoisers at once; member ``e`` sees the first ``n_valid[e]`` rows of
-    ``X[e]`` (``X (E, N, n)``). Adam on the EDM-weighted DAE loss (Algorithm 1 / App. E.2)."""
+    ``X[e]`` (``X (E, N, n)``). Adam on the EDM-weighted DAE loss (Algorithm 1 / App. E.2),
+    with a cosine learning-rate decay and an exponential moving average of the weights (the
+    returned network; ``ema = 0`` returns the raw weights) as in EDM's training recipe."""
     g = torch.Generator().manual_seed(int(seed))
     E, N, n = X.shape
     Xf = X.to(torch.float32)
@@ -116,6 +119,9 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
     sd = float(torch.sqrt((Xf ** 2).sum(-1).sum(-1) / (nv * n)).mean()) or 0.5
     net = BatchedMLP(E, n, width, depth, sigma_data=sd, generator=g)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, int(steps)), eta_min=lr * 0.02)
+             if cosine else None)
+    avg = [p.detach().clone() for p in net.parameters()] if ema > 0 else None
     bidx = torch.arange(E).unsqueeze(-1)
     for it in range(int(steps)):
         i = (torch.rand(E, batch, generator=g) * nv.unsqueeze(-1)).long()
@@ -128,10 +134,21 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
         opt.zero_grad(set_to_none=True)
         loss_e.sum().backward()
         opt.step()
+        if sched is not None:
+            sched.step()
+        if avg is not None:
+            beta = min(float(ema), (1 + it) / (10 + it))
+            with torch.no_grad():
+                for a, p in zip(avg, net.parameters()):
+                    a.lerp_(p.detach(), 1 - beta)
         if callback is not None and (it + 1) % callback_every == 0:
             callback(it + 1, loss_e.detach())
         if should_stop is not None and (it + 1) % callback_every == 0 and should_stop():
             break
+    if avg is not None:
+        with torch.no_grad():
+            for a, p in zip(avg, net.parameters()):
+                p.copy_(a)
     return net.eval()
 
 

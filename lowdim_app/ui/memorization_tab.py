@@ -60,13 +60,29 @@ def _histogram(cal: mz.Calibration | None, scores: list[float]):
 
 
 @gpu
-def _score(model, images, names, layer, t, metric, n_noise, seed):
-    return mz.score_images(model, images, names, layer, t, metric, None, n_noise, seed)
+def _score(model, images, names, layer, t, metric, n_noise, seed, cal):
+    return mz.score_images(model, images, names, layer, t, metric, cal, n_noise, seed)
+
+
+def _uploaded_calibration(model, calibration_file, layer):
+    """An uploaded calibration JSON, checked against the model and the layer field (None if none)."""
+    paths = _paths(calibration_file)
+    if not paths:
+        return None
+    cal = mz.Calibration.load(paths[0])
+    cal.check_model(model.model_id)
+    if layer and layer != cal.layer:
+        raise UserError(f"the calibration file is for layer {cal.layer}; clear the layer field or pick that layer")
+    return cal
 
 
 @handle_errors
-def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, progress=gr.Progress(track_tqdm=True)):
-    """Score uploaded images (and/or ``n_generate`` fresh samples): table, CSV, histogram, nearest training images."""
+def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibration_file=None,
+          progress=gr.Progress(track_tqdm=True)):
+    """Score uploaded images (and/or ``n_generate`` fresh samples): table, CSV, histogram, nearest training images.
+
+    With ``calibration_file`` (a JSON saved by *Calibrate* or the CLI) its layer, t, metric and noise draws
+    are used and its threshold gives the verdicts; otherwise the model's shipped calibration."""
     t = as_int("timestep t", t, 0, 999)
     n_noise = as_int("noise draws", n_noise, 1, 16)
     n_generate = as_int("generated samples", n_generate, 0, 64)
@@ -74,6 +90,10 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, progress
     if metric not in mz.METRICS:
         raise UserError(f"metric must be one of {', '.join(mz.METRICS)}")
     model = load_model_checked(model_id)
+    layer = (layer or "").strip() or None
+    uploaded = _uploaded_calibration(model, calibration_file, layer)
+    if uploaded is not None:
+        t, metric, n_noise = uploaded.t, uploaded.metric, uploaded.n_noise
     parts, names, problems = [], [], []
     if _paths(files):
         imgs, names, problems = _images(model, files)
@@ -84,7 +104,7 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, progress
     if not parts:
         raise UserError("upload at least one image or ask for generated samples")
     images = torch.cat(parts)
-    rows, cal = _score(model, images, names, (layer or "").strip() or None, t, metric, n_noise, seed)
+    rows, cal = _score(model, images, names, layer, t, metric, n_noise, seed, uploaded)
     table = [[r.name, round(r.score, 5), "n/a" if r.memorized is None else ("memorized" if r.memorized else "generalized"),
               None if r.implied_fpr is None else round(r.implied_fpr, 4)] for r in rows]
     out = Path(tempfile.mkdtemp(prefix="lowdim-score-")) / "scores.csv"
@@ -94,7 +114,8 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, progress
         summary = (f"Layer `{cal.layer}`, t = {cal.t}, metric `{cal.metric}`: **memorized if score "
                    f"{'>' if cal.direction > 0 else '<'} {cal.threshold:.4g}** (calibrated FPR {cal.fpr:.3f}; "
                    f"AUROC {cal.auroc if cal.auroc is None else round(cal.auroc, 3)}). "
-                   f"{sum(r.memorized for r in rows)} of {len(rows)} images flagged.")
+                   f"{sum(r.memorized for r in rows)} of {len(rows)} images flagged."
+                   + (" Settings and threshold from the uploaded calibration file." if uploaded is not None else ""))
     else:
         summary = "No calibration matches these settings: scores only (use *Calibrate* below, or the defaults)."
     if problems:
@@ -167,6 +188,8 @@ def build() -> None:
                 t = gr.Number(value=50, precision=0, label="t", elem_id="mem-t")
                 metric = gr.Dropdown(list(mz.METRICS), value="std", label="metric", elem_id="mem-metric")
                 n_noise = gr.Slider(1, 16, value=1, step=1, label="noise draws averaged", elem_id="mem-noise")
+                cal_upload = gr.File(label="calibration file (JSON from Calibrate / the CLI; empty: the shipped one)",
+                                     file_types=[".json"], elem_id="mem-cal-upload")
             go = gr.Button("Score", variant="primary", elem_id="mem-score-btn")
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="mem-summary")
@@ -186,7 +209,7 @@ def build() -> None:
             with gr.Column():
                 cal_text = gr.Markdown(elem_id="cal-text")
                 cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
-    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed], [table, csv_file, hist, summary, nn],
+    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload], [table, csv_file, hist, summary, nn],
              api_name="score", concurrency_limit=1, concurrency_id="model")
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
                  api_name="calibrate", concurrency_limit=1, concurrency_id="model")

@@ -10,6 +10,7 @@ import torch
 from ..data.images import ImageError, load_image, make_grid
 from ..errors import UserError
 from ..methods import steering as st
+from ..methods.clip_score import clip_similarity
 from ..plots.common import new_figure
 from ..plots.common import to_pil as fig_to_pil
 from .common import as_float, as_int, gpu, handle_errors, load_model_checked, model_choices
@@ -30,13 +31,14 @@ def _files(model, files):
     return torch.cat(out)
 
 
-def _curve(strengths, curves: dict, ylabel: str):
+def _curve(strengths, curves: dict, ylabel: str, probability: bool = True):
     fig, ax = new_figure(5.5, 3.2)
     for label, ys in curves.items():
         ax.plot(strengths, ys, "o-", label=label)
     ax.set_xlabel("steering strength a")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(-0.02, 1.02)
+    if probability:
+        ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
     return fig_to_pil(fig)
 
@@ -101,6 +103,13 @@ def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_imag
             if rows:
                 contrast_img = make_grid(torch.cat(rows), nrow=count, upscale=up)
     curve = _curve(strengths, curves, f"P(digit {target}) (logistic-regression classifier)") if curves else None
+    clip_note = ""
+    if concept_mode == "prompt":
+        sims = clip_similarity(imgs, prompt)
+        if sims is None:
+            clip_note = " No CLIP model available locally (LOWDIM_CLIP), so no concept-strength curve."
+        else:
+            curve = _curve(strengths, {"this source": sims}, f"CLIP similarity to '{prompt[:40]}'", probability=False)
     src = f"seed:{seed}" if source_image is None else "IMAGE"
     concept_arg = {"digit class": f"digit:{target}", "prompt": f"prompt:{prompt}", "uploaded images": "DIR"}[concept_mode]
     cmd = (f"python -m lowdim_app steer --model {shlex.quote(model.model_id)} --concept {shlex.quote(concept_arg)} "
@@ -109,7 +118,7 @@ def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_imag
     info = (f"{kind} vector from {sv.n_images} images at t~ = {sv.t_tilde}, layers {', '.join(layer_list)}; steering "
             f"during the last {recipe['window']} of {recipe['steps']} DDIM steps"
             + (", CFG {} on the conditional half only".format(recipe['guidance_scale']) if model.is_text else "")
-            + f".\n\nReproduce: `{cmd}`")
+            + f".{clip_note}\n\nReproduce: `{cmd}`")
     return strip, curve, contrast_img, info
 
 
