@@ -10,7 +10,8 @@ from .core import float_range, int_range
 RANK_LIMITS = dict(n=(4, 256), N=(2, 20000), steps=(2, 64), trajectories=(1, 100), dae_iters=(0, 20000),
                    mlp_steps=(0, 50000))
 GL_LIMITS = dict(n=(4, 256), K=(1, 3), d=(1, 32), ratio=(0.1, 1000.0), steps=(1, 50000), lr=(1e-6, 1.0),
-                 batch=(1, 4096), width=(8, 1024), n_eval=(10, 2000), N_k=(1, 20000))
+                 batch=(1, 4096), width=(8, 1024), depth=(1, 8), p_mean=(-6.0, 2.0), p_std=(0.1, 4.0),
+                 n_eval=(10, 2000), N_k=(1, 20000))
 
 
 def phase_settings_from_args(args):
@@ -131,11 +132,14 @@ def gl_settings_from_args(args):
     check_range("lr", args.lr, *L["lr"])
     check_range("batch", args.batch, *L["batch"])
     check_range("width", args.width, *L["width"])
+    check_range("depth", args.depth, *L["depth"])
+    check_range("p_mean", args.p_mean, *L["p_mean"])
+    check_range("p_std", args.p_std, *L["p_std"])
     check_range("n_eval", args.n_eval, *L["n_eval"])
     check_range("seed", args.seed, 0, 2**31 - 1)
     return GLSettings(n=args.n, K=args.K, d_values=list(args.d), ratios=[float(r) for r in args.ratios],
-                      steps=args.steps, lr=args.lr, batch=args.batch, width=args.width, n_eval=args.n_eval,
-                      seed=args.seed)
+                      steps=args.steps, lr=args.lr, batch=args.batch, width=args.width, depth=args.depth,
+                      p_mean=args.p_mean, p_std=args.p_std, n_eval=args.n_eval, seed=args.seed)
 
 
 def gl_command_line(st) -> str:
@@ -143,7 +147,8 @@ def gl_command_line(st) -> str:
     dtxt = f"{d[0]}:{d[-1]}" if d == list(range(d[0], d[-1] + 1)) else ",".join(map(str, d))
     return (f"python -m lowdim_app gl-score --K {st.K} --n {st.n} --d {dtxt} --ratios "
             f"{','.join(f'{r:g}' for r in st.ratios)} --steps {st.steps} --lr {st.lr:g} --batch {st.batch} "
-            f"--width {st.width} --n-eval {st.n_eval} --seed {st.seed}")
+            f"--width {st.width} --depth {st.depth} --p-mean {st.p_mean:g} --p-std {st.p_std:g} "
+            f"--n-eval {st.n_eval} --seed {st.seed}")
 
 
 def cmd_gl(args) -> int:
@@ -171,6 +176,8 @@ def cmd_gl(args) -> int:
 
 
 def register(sub) -> None:
+    from ..synthetic.gl_score import GLSettings
+
     p = sub.add_parser("phase", help="phase transition of learning MoLRG subspaces (seed 000 Fig. 4)")
     p.add_argument("--K", type=int, default=2, help="number of components (1-3)")
     p.add_argument("--n", type=int, default=48, help="ambient dimension")
@@ -205,7 +212,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=18, help="EDM Heun steps")
     p.add_argument("--trajectories", type=int, default=15)
     p.add_argument("--dae-iters", type=int, default=300, help="SGD steps for the low-rank DAE (0: skip)")
-    p.add_argument("--mlp-steps", type=int, default=1500, help="Adam steps for the MLP denoiser (0: skip)")
+    p.add_argument("--mlp-steps", type=int, default=6000, help="Adam steps for the MLP denoiser (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -216,12 +223,15 @@ def register(sub) -> None:
     p.add_argument("--K", type=int, default=2)
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--d", type=int_range, default=[3, 4, 5, 6])
-    p.add_argument("--ratios", type=float_range, default=[1, 2, 4, 8, 16, 32],
+    p.add_argument("--ratios", type=float_range, default=GLSettings().ratios,
                    help="N_k/d_k values, e.g. 1,2,4,8")
-    p.add_argument("--steps", type=int, default=1500, help="Adam steps per network")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--steps", type=int, default=GLSettings.steps, help="Adam steps per network")
+    p.add_argument("--lr", type=float, default=GLSettings.lr)
+    p.add_argument("--batch", type=int, default=GLSettings.batch)
+    p.add_argument("--width", type=int, default=GLSettings.width)
+    p.add_argument("--depth", type=int, default=GLSettings.depth, help="hidden layers of the MLP")
+    p.add_argument("--p-mean", type=float, default=GLSettings.p_mean, help="training noise: mean of log sigma")
+    p.add_argument("--p-std", type=float, default=GLSettings.p_std, help="training noise: std of log sigma")
     p.add_argument("--n-eval", type=int, default=300, help="generated and reference samples for eq. 21")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)

@@ -115,8 +115,8 @@ def steered_samples(model, x_start: torch.Tensor, sv: SteeringVector, strengths,
     a = torch.tensor(strengths).view(B, 1, 1, 1)
     use_cfg = cond is not None and cond.uses_cfg
     scale = torch.cat([torch.zeros_like(a), a]) if use_cfg else a  # [uncond; cond] batch: cond half only
-    vectors = {k: v * scale.to(v.dtype) if v.shape[0] == 1 else v for k, v in sv.vectors.items()}
-    vectors = {k: v.to(model.device) for k, v in vectors.items()}
+    vectors = {k: v.to(model.device) for k, v in sv.vectors.items()}
+    vectors = {k: v * scale.to(v.device, v.dtype) if v.shape[0] == 1 else v for k, v in vectors.items()}
     with add_vector(model.unet, vectors, scale=1.0, cond_half_only=False) as handle:
         handle.enabled = False
 

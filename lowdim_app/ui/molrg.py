@@ -98,7 +98,7 @@ def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, progress
     st = RankSettings(n=n, dims=dims, N=as_int("N", N, 2, 5000),
                       trajectories=as_int("trajectories", trajectories, 1, 30),
                       dae_iters=as_int("DAE iterations", dae_iters, 0, 3000),
-                      mlp_steps=max(1, as_int("MLP steps", mlp_steps, 0, 5000)),
+                      mlp_steps=max(1, as_int("MLP steps", mlp_steps, 0, 50000)),
                       train_mlp=int(float(mlp_steps)) > 0, seed=as_int("seed", seed, 0, 2**31 - 1))
     progress(0.1, desc="closed form")
     out = rank_vs_snr(st, progress=lambda msg: progress(0.5, desc=msg))
@@ -135,7 +135,7 @@ def gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed):
         as_float("ratio", r, 0.1, 200)
     if K * max(ds) > n:
         raise UserError(f"K * max(d_k) = {K * max(ds)} exceeds n = {n}")
-    return GLSettings(n=n, K=K, d_values=ds, ratios=rs, steps=as_int("steps", steps, 1, 10000),
+    return GLSettings(n=n, K=K, d_values=ds, ratios=rs, steps=as_int("steps", steps, 1, 50000),
                       width=as_int("width", width, 8, 512), n_eval=as_int("samples", n_eval, 10, 1000),
                       seed=as_int("seed", seed, 0, 2**31 - 1))
 
@@ -209,7 +209,7 @@ def build() -> None:
         with gr.Row():
             rtraj = gr.Number(15, label="trajectories", precision=0, elem_id="molrg-rank-traj")
             rdae = gr.Number(300, label="DAE SGD steps (0: skip)", precision=0, elem_id="molrg-rank-dae")
-            rmlp = gr.Number(1500, label="MLP Adam steps (0: skip)", precision=0, elem_id="molrg-rank-mlp")
+            rmlp = gr.Number(6000, label="MLP Adam steps (0: skip)", precision=0, elem_id="molrg-rank-mlp")
             rseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-rank-seed")
         with gr.Row():
             rrun = gr.Button("Run", variant="primary", elem_id="molrg-rank-run")
@@ -225,15 +225,17 @@ def build() -> None:
 
     with gr.Tab("Generalization score", elem_id="molrg-gl-tab"):
         gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (eq. 21) "
-                    "of their samples vs N_k/d_k (seed 000 Fig. 5a). Curves fill in per d_k.")
+                    "of their samples vs N_k/d_k (seed 000 Fig. 5a). Curves fill in per d_k (about 1-2 minutes "
+                    "each on 2 CPU cores with these defaults). The paper's grid, d_k = 3..6 and ratios "
+                    "1..64, is `python -m lowdim_app gl-score --png fig5a.png` (about 20 minutes).")
         with gr.Row():
             gn = gr.Number(48, label="n", precision=0, elem_id="molrg-gl-n")
             gK = gr.Number(2, label="K", precision=0, elem_id="molrg-gl-K")
-            gd = gr.Textbox("3,4,5,6", label="d_k values", elem_id="molrg-gl-d")
-            gr_ = gr.Textbox("1,2,4,8,16,32", label="N_k/d_k ratios", elem_id="molrg-gl-ratios")
+            gd = gr.Textbox("3,6", label="d_k values", elem_id="molrg-gl-d")
+            gr_ = gr.Textbox("1,4,16,64", label="N_k/d_k ratios", elem_id="molrg-gl-ratios")
         with gr.Row():
-            gsteps = gr.Number(1500, label="Adam steps", precision=0, elem_id="molrg-gl-steps")
-            gwidth = gr.Number(128, label="MLP width", precision=0, elem_id="molrg-gl-width")
+            gsteps = gr.Number(12000, label="Adam steps", precision=0, elem_id="molrg-gl-steps")
+            gwidth = gr.Number(256, label="MLP width", precision=0, elem_id="molrg-gl-width")
             geval = gr.Number(300, label="samples for eq. 21", precision=0, elem_id="molrg-gl-neval")
             gseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-gl-seed")
         with gr.Row():
