@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Settings:
     max_samples: int = 64
     model_cache: int = 3
     assets: Path = REPO_ROOT / "assets"
-    clip: str = "openai/clip-vit-large-patch14"
+    clip: str = DEFAULT_CLIP
 
     @property
     def torch_device(self) -> torch.device:
@@ -45,5 +46,5 @@ def settings() -> Settings:
         max_samples=int(os.environ.get("LOWDIM_MAX_SAMPLES", "64")),
         model_cache=int(os.environ.get("LOWDIM_MODEL_CACHE", "3")),
         assets=Path(os.environ.get("LOWDIM_ASSETS", REPO_ROOT / "assets")),
-        clip=os.environ.get("LOWDIM_CLIP", "openai/clip-vit-large-patch14"),
+        clip=os.environ.get("LOWDIM_CLIP", DEFAULT_CLIP),
     )

@@ -71,13 +71,12 @@ def cmd_steer(args) -> int:
               "window": window, "strengths": args.strengths, "vector_norms": sv.norms(), "concept": args.concept,
               "source": args.source}
     if args.concept.startswith("prompt:"):
-        from ..methods.clip_score import clip_similarity, load_clip
+        from ..methods.clip_score import load_clip
 
-        text = args.concept.split(":", 1)[1]
-        sims = clip_similarity(imgs, text)
-        if sims is not None:
-            report["concept_strength"] = {"measure": f"CLIP cosine similarity to {text!r} ({load_clip().source})",
-                                          "values": sims.round(4).tolist()}
+        text, scorer = args.concept.split(":", 1)[1], load_clip()
+        if scorer is not None:
+            report["concept_strength"] = {"measure": f"CLIP cosine similarity to {text!r} ({scorer.source})",
+                                          "values": scorer.similarity(imgs, text).round(4).tolist()}
     if target is not None:
         report["concept_strength"] = {"measure": f"classifier probability of digit {target}",
                                       "values": st.concept_strength_digits(imgs, target).round(4).tolist()}

@@ -88,3 +88,17 @@ def load_model_checked(model_id):
     if not isinstance(model_id, str) or not model_id.strip():
         raise UserError("choose a model")
     return load_model(model_id.strip())
+
+
+def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
+    """The Run / Cancel pair of a live lab (``elem_id``: ``{prefix}-run`` / ``{prefix}-cancel``)."""
+    return (gr.Button("Run", variant="primary", elem_id=f"{prefix}-run"),
+            gr.Button("Cancel", elem_id=f"{prefix}-cancel"))
+
+
+def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str):
+    """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint."""
+    run, stop = buttons
+    ev = run.click(fn, inputs, outputs, api_name=api_name)
+    stop.click(None, None, None, cancels=[ev], api_name=False)
+    return ev

@@ -14,7 +14,7 @@ import gradio as gr
 
 from ..commands.molrg import gl_command_line, phase_command_line
 from ..errors import UserError
-from .common import as_float, as_int, handle_errors
+from .common import as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
 
 UI_MAX_CELLS_X_TRIALS = 20_000
 
@@ -184,8 +184,7 @@ def build() -> None:
             variant = gr.Dropdown(["hardmax", "softmax"], value="hardmax", label="DAE variant (eq. 16 / eq. 9)",
                                   elem_id="molrg-phase-variant")
         with gr.Row():
-            run = gr.Button("Run", variant="primary", elem_id="molrg-phase-run")
-            stop = gr.Button("Cancel", elem_id="molrg-phase-cancel")
+            buttons = run_cancel_buttons("molrg-phase")
         status = gr.Markdown(elem_id="molrg-phase-status")
         with gr.Row():
             plot = gr.Plot(label="success rate", elem_id="molrg-phase-plot")
@@ -194,9 +193,8 @@ def build() -> None:
             csv = gr.File(label="CSV", elem_id="molrg-phase-csv")
             png = gr.File(label="PNG", elem_id="molrg-phase-png")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
-        ev = run.click(run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                       [plot, status, table, csv, png, cli], api_name="phase")
-        stop.click(None, None, None, cancels=[ev], api_name=False)
+        wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
+                         [plot, status, table, csv, png, cli], api_name="phase")
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (eq. 46) of the denoiser Jacobian vs SNR along EDM sampling "
@@ -212,16 +210,14 @@ def build() -> None:
             rmlp = gr.Number(6000, label="MLP Adam steps (0: skip)", precision=0, elem_id="molrg-rank-mlp")
             rseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-rank-seed")
         with gr.Row():
-            rrun = gr.Button("Run", variant="primary", elem_id="molrg-rank-run")
-            rstop = gr.Button("Cancel", elem_id="molrg-rank-cancel")
+            rbuttons = run_cancel_buttons("molrg-rank")
         rplot = gr.Plot(elem_id="molrg-rank-plot")
         with gr.Row():
             rcsv = gr.File(label="CSV", elem_id="molrg-rank-csv")
             rpng = gr.File(label="PNG", elem_id="molrg-rank-png")
         rcli = gr.Markdown(elem_id="molrg-rank-cli")
-        rev = rrun.click(run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed], [rplot, rcsv, rpng, rcli],
-                         api_name="molrg_rank")
-        rstop.click(None, None, None, cancels=[rev], api_name=False)
+        wire_cancellable(rbuttons, run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed],
+                         [rplot, rcsv, rpng, rcli], api_name="molrg_rank")
 
     with gr.Tab("Generalization score", elem_id="molrg-gl-tab"):
         gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (eq. 21) "
@@ -239,14 +235,12 @@ def build() -> None:
             geval = gr.Number(300, label="samples for eq. 21", precision=0, elem_id="molrg-gl-neval")
             gseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-gl-seed")
         with gr.Row():
-            grun = gr.Button("Run", variant="primary", elem_id="molrg-gl-run")
-            gstop = gr.Button("Cancel", elem_id="molrg-gl-cancel")
+            gbuttons = run_cancel_buttons("molrg-gl")
         gstatus = gr.Markdown(elem_id="molrg-gl-status")
         gplot = gr.Plot(elem_id="molrg-gl-plot")
         with gr.Row():
             gcsv = gr.File(label="CSV", elem_id="molrg-gl-csv")
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
-        gev = grun.click(run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
+        wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
                          [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score")
-        gstop.click(None, None, None, cancels=[gev], api_name=False)

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..commands.theory import figure_for, jsonable, reproduce_line
 from ..errors import UserError
-from .common import as_float, as_int, handle_errors
+from .common import as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
 
 SEED_MAX = 2 ** 31 - 1
 
@@ -151,11 +151,9 @@ def build() -> None:
                        gr.Number(1500, label="training steps", precision=0, elem_id="theory-relu-steps"),
                        gr.Checkbox(True, label="DDIM samples", elem_id="theory-relu-sample"),
                        gr.Number(0, label="seed", precision=0, elem_id="theory-relu-seed")]
-                run = gr.Button("Run", variant="primary", elem_id="theory-relu-run")
-                stop = gr.Button("Cancel", elem_id="theory-relu-cancel")
+                buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
-        ev = run.click(run_relu_ui, ins, outs, api_name="relu_dae")
-        stop.click(None, None, None, cancels=[ev])
+        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae")
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective with the tanh student `tanh(mu_t^T x) mu_t - x` "
@@ -174,11 +172,9 @@ def build() -> None:
                        gr.Number(2, label="components K", precision=0, elem_id="theory-mog-k"),
                        gr.Number(8192, label="samples per GD step", precision=0, elem_id="theory-mog-batch"),
                        gr.Number(0, label="seed", precision=0, elem_id="theory-mog-seed")]
-                run = gr.Button("Run", variant="primary", elem_id="theory-mog-run")
-                stop = gr.Button("Cancel", elem_id="theory-mog-cancel")
+                buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
-        ev = run.click(run_mog_ui, ins, outs, api_name="mog_ddpm")
-        stop.click(None, None, None, cancels=[ev])
+        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm")
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching (seed 002 §4): "
@@ -193,8 +189,6 @@ def build() -> None:
                        gr.Number(4, label="modes n_k", precision=0, elem_id="theory-molr-nk"),
                        gr.Number(300, label="training steps", precision=0, elem_id="theory-molr-steps"),
                        gr.Number(0, label="seed", precision=0, elem_id="theory-molr-seed")]
-                run = gr.Button("Run", variant="primary", elem_id="theory-molr-run")
-                stop = gr.Button("Cancel", elem_id="theory-molr-cancel")
+                buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        ev = run.click(run_molr_ui, ins, outs, api_name="molr_mog")
-        stop.click(None, None, None, cancels=[ev])
+        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog")
