@@ -66,10 +66,18 @@ def main():
                 tl, rl = timed(PhaseSettings(chunk="problem", **base))
                 same = "yes" if rl.success == rb.success else "differs (solver RNG per batch)"
             ratio = tl / tb
+            full_iters = PhaseSettings(**{**base, "dae_iters": None}).dae_config().iters if method == "dae" else 0
+            used_iters = PhaseSettings(**base).dae_config().iters if method == "dae" else 0
+            scale = full_iters / used_iters if method == "dae" else 1.0
+            if scale != 1.0:   # cost is linear in iterations: the preset's full grid, extrapolated
+                print(f"   {a.dae_preset} preset ({full_iters} iterations) extrapolated from {used_iters}: "
+                      f"batched {tb * scale:.0f} s, loop {tl * scale:.0f} s", flush=True)
             print(f"{method:8s} {K:2d} {trials:6d} {chunk:>8s} {tb:9.2f} {tl:8.2f} {ratio:6.1f} {same}", flush=True)
             rows.append(dict(method=method if method != "dae" else f"dae-{a.dae_preset}", K=K, trials=trials, cells=rb.cells_total, batched=chunk,
                              batched_s=round(tb, 3), loop_s=round(tl, 3), ratio=round(ratio, 2),
                              threads=a.threads, grid_same=same,
+                             preset_iters=full_iters, iters_used=used_iters,
+                             batched_s_at_preset=round(tb * scale, 1), loop_s_at_preset=round(tl * scale, 1),
                              dae_settings=str(PhaseSettings(**base).dae_config().to_dict()) if method == "dae" else ""))
             print(rb.table())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ def main():
         with open(a.out, newline="") as f:
             keep = [r for r in csv.DictReader(f) if (r["method"], r["K"]) not in done]
     with open(a.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), restval="")
         w.writeheader()
         w.writerows(keep + rows)
     print(f"wrote {a.out}")

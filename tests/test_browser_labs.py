@@ -22,3 +22,24 @@ def test_theory_labs_in_browser(page, artifacts):
                                timeout=240_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(artifacts / f"theory_{prefix}.png"), full_page=True)
+
+
+def test_cancel_in_browser_stops_the_server_run(page, artifacts):
+    """Cancel during the GL lab's first training (12000 steps): the server's loop stops and logs it."""
+    import time
+
+    log = artifacts / "server.log"
+    before = log.read_text().count("gl_score: run stopped by Cancel")
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="Generalization score").click()
+    page.locator("#molrg-gl-run").click()
+    page.wait_for_timeout(3000)
+    page.locator("#molrg-gl-cancel").click()
+    deadline = time.time() + 60
+    while time.time() < deadline and log.read_text().count("gl_score: run stopped by Cancel") == before:
+        time.sleep(0.5)
+    assert log.read_text().count("gl_score: run stopped by Cancel") == before + 1
+    page.wait_for_function("document.querySelector('#molrg-gl-status')?.innerText.includes('cancelled')",
+                           timeout=10_000)
+    assert "done" not in page.locator("#molrg-gl-status").inner_text()
+    page.screenshot(path=str(artifacts / "gl_cancelled.png"), full_page=True)

@@ -143,7 +143,7 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
                     a.lerp_(p.detach(), 1 - beta)
         if callback is not None and (it + 1) % callback_every == 0:
             callback(it + 1, loss_e.detach())
-        if should_stop is not None and (it + 1) % callback_every == 0 and should_stop():
+        if should_stop is not None and (it + 1) % 20 == 0 and should_stop():   # Cancel within ~20 steps
             break
     if avg is not None:
         with torch.no_grad():
@@ -327,6 +327,8 @@ def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
         net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps, lr=gl.lr,
                               batch=gl.batch, width=gl.width, depth=gl.depth, seed=st.seed,
                               should_stop=should_stop, P_mean=gl.p_mean, P_std=gl.p_std)
+        if should_stop and should_stop():
+            return out
         f = net.member(0)
         for p in net.parameters():
             p.requires_grad_(False)

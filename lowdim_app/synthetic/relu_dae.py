@@ -631,8 +631,11 @@ def iter_relu_lab(cfg: ReluLabConfig, progress: Callable[[str, float], None] | N
         note(f"training the {regime} DAE", k / (len(regimes) + 2))
         ts = time.perf_counter()
         data = make_data(c.data, regime, n=sizes[regime], n_dup=c.n_dup, copies=c.copies, pick=c.pick, **common)
+        frac = k / (len(regimes) + 2)
         dae = train_dae(data.train, c.p, c.sigma, c.lam, tied=c.tied, steps=c.steps, lr=c.lr, batch=c.batch,
-                        seed=c.seed + 17 * (k + 1))
+                        seed=c.seed + 17 * (k + 1),
+                        callback=lambda step, loss, regime=regime, frac=frac: note(
+                            f"training the {regime} DAE: step {step + 1}/{c.steps}, loss {loss:.4f}", frac))
         res.models[regime], res.data[regime] = dae, data
         nums, arrays = _regime_numbers(dae, data, c.seed + k, clustered=regime != "memorize")
         if regime == "memorize":

@@ -1,6 +1,7 @@
 """The Gradio app: one tab per capability (DESIGN §3). Tabs are thin: validate, call methods, render."""
 from __future__ import annotations
 
+import logging
 import os
 
 import gradio as gr
@@ -41,5 +42,11 @@ def launch(host: str | None = None, port: int | None = None, **kwargs):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = int(port or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    app_log = logging.getLogger("lowdim_app")
+    if not app_log.handlers:   # server-side notes (e.g. "run stopped by Cancel") go to stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        app_log.addHandler(handler)
+        app_log.setLevel(logging.INFO)
     demo = build_app()
     return demo.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=["api"], **kwargs)

@@ -5,6 +5,8 @@ import functools
 import inspect
 import logging
 import math
+import threading
+from contextlib import contextmanager
 
 import gradio as gr
 
@@ -96,9 +98,72 @@ def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
             gr.Button("Cancel", elem_id=f"{prefix}-cancel"))
 
 
-def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str):
-    """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint."""
+class StopFlags:
+    """Cooperative cancellation, one flag per (browser session, lab).
+
+    Gradio's ``cancels=`` can only stop a generator between two yields and cannot stop a plain
+    function at all, so a long training step would keep the CPU busy after Cancel. A running
+    handler registers a fresh flag (:meth:`running`) and passes ``flag.is_set`` to the library's
+    ``should_stop`` hooks; Cancel sets it (:meth:`cancel`). Only the flag of the caller's own
+    session and lab is touched, and it is dropped when the run ends.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flags: dict[tuple, threading.Event] = {}
+
+    @staticmethod
+    def _key(request, lab: str) -> tuple:
+        return (getattr(request, "session_hash", None), lab)
+
+    @contextmanager
+    def running(self, request, lab: str):
+        key, flag = self._key(request, lab), threading.Event()
+        with self._lock:
+            self._flags[key] = flag
+        try:
+            yield flag.is_set
+            if flag.is_set():
+                log.info("%s: run stopped by Cancel", lab)
+        finally:
+            with self._lock:
+                if self._flags.get(key) is flag:
+                    del self._flags[key]
+
+    def cancel(self, request, lab: str) -> bool:
+        """Set the running flag of this session's ``lab``; ``False`` if none is running."""
+        with self._lock:
+            flag = self._flags.get(self._key(request, lab))
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._flags)
+
+
+STOP_FLAGS = StopFlags()
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to leave a library loop that has no ``should_stop`` hook."""
+
+
+def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str,
+                     status: gr.Markdown | None = None):
+    """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint.
+
+    ``fn`` should take a trailing ``request: gr.Request`` and run inside
+    ``STOP_FLAGS.running(request, api_name)`` so that Cancel also stops its computation.
+    ``status``: a component that Cancel sets to "cancelled"."""
     run, stop = buttons
     ev = run.click(fn, inputs, outputs, api_name=api_name)
-    stop.click(None, None, None, cancels=[ev], api_name=False)
+
+    def cancel(request: gr.Request):
+        running = STOP_FLAGS.cancel(request, api_name)
+        if status is not None:
+            return "cancelled" if running else gr.update()
+
+    stop.click(cancel, None, status, cancels=[ev], api_name=False, queue=False)
     return ev

@@ -14,7 +14,7 @@ import gradio as gr
 
 from ..commands.molrg import gl_command_line, phase_command_line
 from ..errors import UserError
-from .common import as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
+from .common import STOP_FLAGS, as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
 
 UI_MAX_CELLS_X_TRIALS = 20_000
 
@@ -55,8 +55,15 @@ def phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_vari
 
 
 @handle_errors
-def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed):
+def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed,
+                 request: gr.Request = None):
     """Stream the success-rate heat map as batches (N columns) finish."""
+    with STOP_FLAGS.running(request, "phase") as should_stop:
+        yield from _phase_stream(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed,
+                                 should_stop)
+
+
+def _phase_stream(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed, should_stop):
     import matplotlib.pyplot as plt
 
     from ..plots.molrg import phase_heatmap
@@ -65,7 +72,9 @@ def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_varian
     st = phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed)
     cli = f"Reproduce: `{phase_command_line(st)} --json out.json --png out.png`"
     res = None
-    for res in iter_phase(st):
+    for res in iter_phase(st, should_stop):
+        if should_stop():
+            return
         fig = phase_heatmap(res)
         status = f"{res.cells_done}/{res.cells_total} cells, {res.wall_s:.1f} s"
         if not res.finished:
@@ -82,7 +91,8 @@ def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_varian
 
 # ----------------------------------------------------------------------------- rank vs SNR
 @handle_errors
-def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, progress=gr.Progress()):
+def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, progress=gr.Progress(),
+                request: gr.Request = None):
     import matplotlib.pyplot as plt
 
     from ..plots.molrg import rank_vs_snr_figure
@@ -101,7 +111,10 @@ def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, progress
                       mlp_steps=max(1, as_int("MLP steps", mlp_steps, 0, 50000)),
                       train_mlp=int(float(mlp_steps)) > 0, seed=as_int("seed", seed, 0, 2**31 - 1))
     progress(0.1, desc="closed form")
-    out = rank_vs_snr(st, progress=lambda msg: progress(0.5, desc=msg))
+    with STOP_FLAGS.running(request, "molrg_rank") as should_stop:
+        out = rank_vs_snr(st, should_stop=should_stop, progress=lambda msg: progress(0.5, desc=msg))
+        if should_stop():
+            raise gr.Error("cancelled")
     fig = rank_vs_snr_figure(out)
     png = _save_fig(fig, "rank_vs_snr.png")
     plt.close(fig)
@@ -141,7 +154,12 @@ def gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed):
 
 
 @handle_errors
-def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed):
+def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed, request: gr.Request = None):
+    with STOP_FLAGS.running(request, "gl_score") as should_stop:
+        yield from _gl_stream(n, K, d_values, ratios, steps, width, n_eval, seed, should_stop)
+
+
+def _gl_stream(n, K, d_values, ratios, steps, width, n_eval, seed, should_stop):
     import matplotlib.pyplot as plt
 
     from ..plots.molrg import gl_figure
@@ -150,7 +168,9 @@ def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed):
     st = gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed)
     cli = f"Reproduce: `{gl_command_line(st)} --png out.png`"
     res = None
-    for res in iter_gl_experiment(st):
+    for res in iter_gl_experiment(st, should_stop):
+        if should_stop():
+            return
         fig = gl_figure(res)
         if not res.finished:
             yield fig, f"trained d_k = {res.rows[-1]['d']} ({res.wall_s:.1f} s)", None, None, cli
@@ -194,7 +214,7 @@ def build() -> None:
             png = gr.File(label="PNG", elem_id="molrg-phase-png")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                         [plot, status, table, csv, png, cli], api_name="phase")
+                         [plot, status, table, csv, png, cli], api_name="phase", status=status)
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (eq. 46) of the denoiser Jacobian vs SNR along EDM sampling "
@@ -243,4 +263,5 @@ def build() -> None:
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
-                         [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score")
+                         [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score",
+                         status=gstatus)

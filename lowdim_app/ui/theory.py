@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..commands.theory import figure_for, jsonable, reproduce_line
 from ..errors import UserError
-from .common import as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
+from .common import STOP_FLAGS, Cancelled, as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
 
 SEED_MAX = 2 ** 31 - 1
 
@@ -43,13 +43,24 @@ def _png(fig, name: str) -> str:
     return path
 
 
-def _stream(command: str, cfg, it):
+def _stream(command: str, cfg, make_iter, request, lab: str):
+    """Yield the lab's outputs stage by stage; ``make_iter(progress)`` builds the library iterator.
+    Cancel (``STOP_FLAGS``) is checked between stages and inside training loops via ``progress``."""
     cli = f"Reproduce: `{reproduce_line(command, cfg)} --json out.json --png out.png`"
-    res = None
-    for res in it:
-        status = f"stage: {res.stage}" + (" (done)" if res.done else " ...")
-        yield _png(figure_for(command, res), f"{command}.png"), json.dumps(jsonable(res.numbers), indent=1)[:60000], \
-            status, cli
+    with STOP_FLAGS.running(request, lab) as should_stop:
+        def progress(_msg, _frac):
+            if should_stop():
+                raise Cancelled
+
+        try:
+            for res in make_iter(progress):
+                if should_stop():
+                    return
+                status = f"stage: {res.stage}" + (" (done)" if res.done else " ...")
+                yield _png(figure_for(command, res), f"{command}.png"), \
+                    json.dumps(jsonable(res.numbers), indent=1)[:60000], status, cli
+        except Cancelled:
+            return
 
 
 # ------------------------------------------------------------------------------------------ ReLU DAE
@@ -70,11 +81,12 @@ def relu_config(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, 
 
 
 @handle_errors
-def run_relu_ui(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed):
+def run_relu_ui(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed,
+                request: gr.Request = None):
     from ..synthetic.relu_dae import iter_relu_lab
 
     cfg = relu_config(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed)
-    yield from _stream("relu-dae", cfg, iter_relu_lab(cfg))
+    yield from _stream("relu-dae", cfg, lambda progress: iter_relu_lab(cfg, progress), request, "relu_dae")
 
 
 # ------------------------------------------------------------------------------------------ MoG DDPM
@@ -94,11 +106,12 @@ def mog_config(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, 
 
 
 @handle_errors
-def run_mog_ui(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed):
+def run_mog_ui(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed,
+               request: gr.Request = None):
     from ..synthetic.mog_ddpm import iter_mog_ddpm
 
     cfg = mog_config(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed)
-    yield from _stream("mog-ddpm", cfg, iter_mog_ddpm(cfg))
+    yield from _stream("mog-ddpm", cfg, lambda _progress: iter_mog_ddpm(cfg), request, "mog_ddpm")
 
 
 # ------------------------------------------------------------------------------------------ MoLR-MoG
@@ -114,11 +127,11 @@ def molr_config(data, K, D, d, n_modes, steps, seed):
 
 
 @handle_errors
-def run_molr_ui(data, K, D, d, n_modes, steps, seed):
+def run_molr_ui(data, K, D, d, n_modes, steps, seed, request: gr.Request = None):
     from ..synthetic.molr_mog import iter_molr_mog
 
     cfg = molr_config(data, K, D, d, n_modes, steps, seed)
-    yield from _stream("molr-mog", cfg, iter_molr_mog(cfg))
+    yield from _stream("molr-mog", cfg, lambda progress: iter_molr_mog(cfg, progress), request, "molr_mog")
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -153,7 +166,7 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-relu-seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
-        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae")
+        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2])
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective with the tanh student `tanh(mu_t^T x) mu_t - x` "
@@ -174,7 +187,7 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-mog-seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
-        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm")
+        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2])
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching (seed 002 §4): "
@@ -191,4 +204,4 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-molr-seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog")
+        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2])
