@@ -42,6 +42,19 @@ def test_molrg_rank_cli(tmp_path):
     vals = obj["models"]["posterior mean (Lemma 1)"]
     assert len(vals) == 8 and all(lo - 1e-9 <= v <= hi + 1e-9 for v in vals)
     assert main(["molrg-rank", "--n", "8", "--dims", "6,6", "--quiet"]) == 2
+    assert main(["molrg-rank", "--n", "16", "--dims", "2,3", "--mlp-width", "0", "--quiet"]) == 2
+
+
+def test_rank_cli_mlp_recipe(tmp_path):
+    """The MLP's width and budget reach the trainer; the curve is labelled with them."""
+    js = tmp_path / "r.json"
+    rc = main(["molrg-rank", "--n", "12", "--dims", "2,2", "--N", "50", "--steps", "6", "--trajectories", "2",
+               "--dae-iters", "0", "--mlp-steps", "20", "--mlp-width", "16", "--mlp-batch", "8", "--json", str(js),
+               "--quiet"])
+    assert rc == 0
+    models = json.loads(js.read_text())["models"]
+    name = "MLP denoiser (width 16, 0.16 kimg)"
+    assert name in models and len(models[name]) == 6 and all(0 < v <= 1 for v in models[name])
 
 
 def test_gl_score_cli(tmp_path):

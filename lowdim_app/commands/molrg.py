@@ -8,7 +8,7 @@ from ..errors import UserError, check_range
 from .core import float_range, int_range
 
 RANK_LIMITS = dict(n=(4, 256), N=(2, 20000), steps=(2, 64), trajectories=(1, 100), dae_iters=(0, 20000),
-                   mlp_steps=(0, 50000))
+                   mlp_steps=(0, 50000), mlp_width=(8, 1024), mlp_batch=(1, 4096), mlp_lr=(1e-6, 1.0))
 GL_LIMITS = dict(n=(4, 256), K=(1, 3), d=(1, 32), ratio=(0.1, 1000.0), steps=(1, 50000), lr=(1e-6, 1.0),
                  batch=(1, 4096), width=(8, 1024), depth=(1, 8), p_mean=(-6.0, 2.0), p_std=(0.1, 4.0),
                  n_eval=(10, 2000), N_k=(1, 20000))
@@ -86,10 +86,13 @@ def rank_settings_from_args(args):
     check_range("trajectories", args.trajectories, *RANK_LIMITS["trajectories"])
     check_range("DAE iterations", args.dae_iters, *RANK_LIMITS["dae_iters"])
     check_range("MLP steps", args.mlp_steps, *RANK_LIMITS["mlp_steps"])
+    check_range("MLP width", args.mlp_width, *RANK_LIMITS["mlp_width"])
+    check_range("MLP batch", args.mlp_batch, *RANK_LIMITS["mlp_batch"])
+    check_range("MLP learning rate", args.mlp_lr, *RANK_LIMITS["mlp_lr"])
     check_range("seed", args.seed, 0, 2**31 - 1)
     return RankSettings(n=args.n, dims=dims, N=args.N, num_steps=args.steps, trajectories=args.trajectories,
                         dae_iters=args.dae_iters, train_mlp=args.mlp_steps > 0, mlp_steps=max(1, args.mlp_steps),
-                        seed=args.seed)
+                        mlp_width=args.mlp_width, mlp_batch=args.mlp_batch, mlp_lr=args.mlp_lr, seed=args.seed)
 
 
 def cmd_rank(args) -> int:
@@ -213,6 +216,9 @@ def register(sub) -> None:
     p.add_argument("--trajectories", type=int, default=15)
     p.add_argument("--dae-iters", type=int, default=300, help="SGD steps for the low-rank DAE (0: skip)")
     p.add_argument("--mlp-steps", type=int, default=6000, help="Adam steps for the MLP denoiser (0: skip)")
+    p.add_argument("--mlp-width", type=int, default=256)
+    p.add_argument("--mlp-batch", type=int, default=128)
+    p.add_argument("--mlp-lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)

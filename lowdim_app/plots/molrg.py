@@ -1,6 +1,8 @@
 """Figures of the MoLRG lab (seed 000 Fig. 3b/7a, Fig. 4/8, Fig. 5a)."""
 from __future__ import annotations
 
+import itertools
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,7 +40,7 @@ def rank_vs_snr_figure(out: dict):
     snr = np.asarray(out["snr"])
     lo, hi = out["bounds"]
     ax.axhspan(lo, hi, color="tab:blue", alpha=0.12, label="Lemma 2: $\\min d_k \\leq$ rank $\\leq \\sum d_k$")
-    for (name, vals), mk in zip(out["models"].items(), "osd^v"):
+    for (name, vals), mk in zip(out["models"].items(), itertools.cycle("osd^v<>")):
         ax.plot(snr, vals, marker=mk, ms=4, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("SNR $1/\\sigma_t$")

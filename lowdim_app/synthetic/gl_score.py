@@ -275,6 +275,13 @@ class RankSettings:
     dae_iters: int = 300
     train_mlp: bool = True
     mlp_steps: int = 6000
+    mlp_width: int = 256
+    mlp_batch: int = 128
+    mlp_lr: float = 2e-3
+    # training noise log sigma ~ N(p_mean, p_std^2): wide enough to cover the sampler's sigma range
+    # 0.002..80 (the GL recipe's N(-2, 1.5^2) barely reaches sigma > 10)
+    p_mean: float = -1.2
+    p_std: float = 2.0
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -323,10 +330,10 @@ def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
         if progress:
             progress("low-rank DAE done")
     if st.train_mlp and not (should_stop and should_stop()):
-        gl = GLSettings()   # the MLP recipe measured for Fig. 5a
-        net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps, lr=gl.lr,
-                              batch=gl.batch, width=gl.width, depth=gl.depth, seed=st.seed,
-                              should_stop=should_stop, P_mean=gl.p_mean, P_std=gl.p_std)
+        gl = GLSettings()   # depth of the MLP recipe measured for Fig. 5a
+        net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps, lr=st.mlp_lr,
+                              batch=st.mlp_batch, width=st.mlp_width, depth=gl.depth, seed=st.seed,
+                              should_stop=should_stop, P_mean=st.p_mean, P_std=st.p_std)
         if should_stop and should_stop():
             return out
         f = net.member(0)
@@ -336,7 +343,9 @@ def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
         def jac(x, s):
             return torch.stack([torch.func.jacrev(lambda z: f(z, s))(xi.float()) for xi in x]).double()
 
-        out["models"]["MLP denoiser"] = [r / st.n for r in _traj_rank(jac, visited, st.eta)]
+        kimg = st.mlp_steps * st.mlp_batch / 1000
+        out["models"][f"MLP denoiser (width {st.mlp_width}, {kimg:g} kimg)"] = [
+            r / st.n for r in _traj_rank(jac, visited, st.eta)]
         if progress:
             progress("MLP done")
     return out

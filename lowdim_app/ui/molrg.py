@@ -218,7 +218,10 @@ def build() -> None:
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (eq. 46) of the denoiser Jacobian vs SNR along EDM sampling "
-                    "trajectories (seed 000 Fig. 3b / 7a); shaded: Lemma 2 bounds.")
+                    "trajectories (seed 000 Fig. 3b / 7a); shaded: Lemma 2 bounds. The closed form and the "
+                    "low-rank DAE sit on the bounds; a generic MLP approaches them only with a large training "
+                    "budget, as the U-Net does in Fig. 7a (width and batch: `molrg-rank --mlp-width --mlp-batch`; "
+                    "`bench/rank_budget.py` compares budgets).")
         with gr.Row():
             rn = gr.Number(48, label="n", precision=0, elem_id="molrg-rank-n")
             rd1 = gr.Number(6, label="d_1", precision=0, elem_id="molrg-rank-d1")
