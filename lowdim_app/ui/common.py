@@ -150,20 +150,16 @@ class Cancelled(Exception):
     """Raised from a progress callback to leave a library loop that has no ``should_stop`` hook."""
 
 
-def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str,
-                     status: gr.Markdown | None = None):
+def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str):
     """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint.
 
     ``fn`` should take a trailing ``request: gr.Request`` and run inside
-    ``STOP_FLAGS.running(request, api_name)`` so that Cancel also stops its computation.
-    ``status``: a component that Cancel sets to "cancelled"."""
+    ``STOP_FLAGS.running(request, api_name)`` so that Cancel also stops its computation."""
     run, stop = buttons
     ev = run.click(fn, inputs, outputs, api_name=api_name)
 
     def cancel(request: gr.Request):
-        running = STOP_FLAGS.cancel(request, api_name)
-        if status is not None:
-            return "cancelled" if running else gr.update()
+        STOP_FLAGS.cancel(request, api_name)
 
-    stop.click(cancel, None, status, cancels=[ev], api_name=False, queue=False)
+    stop.click(cancel, None, None, cancels=[ev], api_name=False, queue=False)
     return ev

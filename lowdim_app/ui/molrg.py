@@ -214,7 +214,7 @@ def build() -> None:
             png = gr.File(label="PNG", elem_id="molrg-phase-png")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                         [plot, status, table, csv, png, cli], api_name="phase", status=status)
+                         [plot, status, table, csv, png, cli], api_name="phase")
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (eq. 46) of the denoiser Jacobian vs SNR along EDM sampling "
@@ -266,5 +266,4 @@ def build() -> None:
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
-                         [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score",
-                         status=gstatus)
+                         [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score")

@@ -166,7 +166,7 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-relu-seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
-        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2])
+        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae")
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective with the tanh student `tanh(mu_t^T x) mu_t - x` "
@@ -187,7 +187,7 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-mog-seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
-        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2])
+        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm")
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching (seed 002 §4): "
@@ -204,4 +204,4 @@ def build() -> None:
                        gr.Number(0, label="seed", precision=0, elem_id="theory-molr-seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2])
+        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog")
