@@ -628,10 +628,10 @@ def iter_relu_lab(cfg: ReluLabConfig, progress: Callable[[str, float], None] | N
     sizes = {"memorize": c.n_mem, "generalize": c.n_gen,
              "hybrid": c.n_gen if c.data == "digits" else max(2, c.n_gen // 2)}
     for k, regime in enumerate(regimes):
-        note(f"training the {regime} DAE", k / (len(regimes) + 2))
+        frac = k / (len(regimes) + 2)
+        note(f"training the {regime} DAE", frac)
         ts = time.perf_counter()
         data = make_data(c.data, regime, n=sizes[regime], n_dup=c.n_dup, copies=c.copies, pick=c.pick, **common)
-        frac = k / (len(regimes) + 2)
         dae = train_dae(data.train, c.p, c.sigma, c.lam, tied=c.tied, steps=c.steps, lr=c.lr, batch=c.batch,
                         seed=c.seed + 17 * (k + 1),
                         callback=lambda step, loss, regime=regime, frac=frac: note(
