@@ -1,14 +1,14 @@
-"""``python -m lowdim_app <command>``: every UI action as a seeded command.
+"""``python -m lowdim_app <command>``: every action of the app as a seeded command.
 
-Command modules (``lowdim_app/commands/*.py``) each add their subcommands through
-``register(sub)``; handlers return an exit code. A :class:`~lowdim_app.errors.UserError`
-becomes ``error: <reason>`` on stderr and exit code 2, never a traceback
-(set ``LOWDIM_DEBUG=1`` to see tracebacks of unexpected errors).
+The commands are generated from the feature layer (:mod:`lowdim_app.features`): one flag per
+setting, validated by the settings dataclass. A :class:`~lowdim_app.errors.UserError` becomes
+``error: <reason>`` on stderr and exit code 2, never a traceback (set ``LOWDIM_DEBUG=1`` to see
+tracebacks of unexpected errors).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import os
 import re
 import sys
@@ -16,35 +16,121 @@ import sys
 from . import __version__
 from .errors import UserError
 
-COMMAND_MODULES = [
-    "lowdim_app.commands.core",
-    "lowdim_app.commands.theory",
-    "lowdim_app.commands.molrg",
-    "lowdim_app.commands.editing",
-    "lowdim_app.commands.memorization",
-    "lowdim_app.commands.steering",
-]
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as ``error: ...`` with exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _stage_printer(command: str):
+    last = {"msg": None}
+
+    def show(fraction, message):
+        if message and message != last["msg"]:
+            last["msg"] = message
+            print(f"[{command}] {message}", file=sys.stderr, flush=True)
+    return show
+
+
+def _run_feature(feature, args) -> int:
+    from .config import from_environment
+    from .features.base import Progress
+    from .features.settings import from_args
+
+    runtime = from_environment()
+    if getattr(args, "device", None):
+        runtime = dataclasses.replace(runtime, device=args.device)
+    settings = from_args(feature.Settings, args)
+    quiet = getattr(args, "quiet", False)
+    progress = Progress(None if quiet else _stage_printer(feature.name), bars=not quiet)
+    result = feature.run(settings, runtime=runtime, progress=progress)
+    for line in feature.write_outputs(result, args):
+        print(line)
+    return 0
+
+
+def _add_feature(sub, feature) -> None:
+    from .features.settings import add_arguments
+
+    p = sub.add_parser(feature.name, help=feature.help, description=feature.help)
+    add_arguments(p, feature.Settings)
+    if any(f.name == "model" for f in dataclasses.fields(feature.Settings)):
+        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: LOWDIM_DEVICE or auto)")
+    feature.add_output_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=lambda args, f=feature: _run_feature(f, args))
+
+
+def _cmd_serve(args) -> int:
+    from .ui.app import launch
+
+    launch(host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .config import from_environment
+    from .diffusion.registry import list_models
+
+    for e in list_models(from_environment()):
+        state = "ready" if e.available else "unavailable"
+        print(f"{e.model_id:34s} {e.kind:8s} {state:12s} {e.description}" + (f" ({e.detail})" if e.detail else ""))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lowdim_app",
-                                     description="LowDim Lab: low-dimensional structure of diffusion models.")
+    from .features import all_features
+
+    parser = _Parser(prog="python -m lowdim_app",
+                     description="LowDim Lab: low-dimensional structure of diffusion models.")
     parser.add_argument("--version", action="version", version=f"lowdim_app {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    p = sub.add_parser("serve", help="start the web app")
+    p.add_argument("--host", default=None, help="default: GRADIO_SERVER_NAME or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT or 7860")
+    p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("models", help="list models and whether they can be loaded here")
+    p.set_defaults(func=_cmd_models)
+    for feature in all_features():
+        _add_feature(sub, feature)
+    _add_legacy_commands(sub)
     return parser
 
 
-_NEGATIVE_RANGE = re.compile(r"^-\d[\d.]*(:|,)")
+class _SkipExisting:
+    """Transitional: registers a legacy command only when no feature has that name yet."""
+
+    def __init__(self, sub):
+        self.sub = sub
+
+    def add_parser(self, name, **kw):
+        if name in self.sub.choices:
+            return argparse.ArgumentParser(add_help=False)
+        return self.sub.add_parser(name, **kw)
 
 
-def _join_negative_ranges(argv: list[str]) -> list[str]:
-    """Let ``--alpha -6:6:7`` work: argparse would read ``-6:6:7`` as an option."""
+def _add_legacy_commands(sub) -> None:
+    import importlib
+
+    for name in ("core", "theory", "molrg", "editing", "memorization", "steering"):
+        try:
+            mod = importlib.import_module(f"lowdim_app.commands.{name}")
+        except ModuleNotFoundError:
+            continue
+        mod.register(_SkipExisting(sub))
+
+
+_NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.eE+-]*([:,][-\d.eE+]+)*$")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let ``--alpha -6:6:7`` and ``--p-mean -1.2`` work: argparse would read them as options."""
     out: list[str] = []
     for a in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_RANGE.match(a):
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_VALUE.match(a):
             out[-1] = f"{out[-1]}={a}"
         else:
             out.append(a)
@@ -52,15 +138,21 @@ def _join_negative_ranges(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data.images import ImageError
+    from .features.base import Cancelled
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
-    args = parser.parse_args(_join_negative_ranges(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, ImageError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # last resort: one line, not a stack trace

@@ -1,4 +1,8 @@
-"""Settings read from the environment (one place; no other module reads os.environ for these).
+"""The operator's settings (:class:`Runtime`), read from the environment in exactly one place.
+
+The adapters (the CLI and the app) call :func:`from_environment` once and pass the result down;
+the feature layer and everything below it take a :class:`Runtime` argument and never read the
+environment themselves. Library users get the built-in defaults unless they pass their own.
 
 | variable | meaning | default |
 |---|---|---|
@@ -18,16 +22,19 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ASSETS = REPO_ROOT / "assets"
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
 @dataclass(frozen=True)
-class Settings:
+class Runtime:
+    """Where and with what limits actions run (not part of any action's settings)."""
+
     device: str = "auto"
     extra_models: tuple[str, ...] = field(default_factory=tuple)
     max_samples: int = 64
     model_cache: int = 3
-    assets: Path = REPO_ROOT / "assets"
+    assets: Path = DEFAULT_ASSETS
     clip: str = DEFAULT_CLIP
 
     @property
@@ -36,15 +43,30 @@ class Settings:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
+    @property
+    def examples(self) -> Path:
+        return self.assets / "examples"
 
-def settings() -> Settings:
-    """Current settings (read on each call so tests and operators can change the environment)."""
+
+def _int_env(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    try:
+        return int(text) if text.strip() else default
+    except ValueError:
+        raise SystemExit(f"error: {name} must be a whole number, got {text!r}") from None
+
+
+def from_environment() -> Runtime:
+    """The operator's :class:`Runtime` from ``LOWDIM_*`` variables (read on each call)."""
     extra = tuple(s.strip() for s in os.environ.get("LOWDIM_EXTRA_MODELS", "").split(",") if s.strip())
-    return Settings(
+    return Runtime(
         device=os.environ.get("LOWDIM_DEVICE", "auto"),
         extra_models=extra,
-        max_samples=int(os.environ.get("LOWDIM_MAX_SAMPLES", "64")),
-        model_cache=int(os.environ.get("LOWDIM_MODEL_CACHE", "3")),
-        assets=Path(os.environ.get("LOWDIM_ASSETS", REPO_ROOT / "assets")),
+        max_samples=_int_env("LOWDIM_MAX_SAMPLES", 64),
+        model_cache=_int_env("LOWDIM_MODEL_CACHE", 3),
+        assets=Path(os.environ.get("LOWDIM_ASSETS", DEFAULT_ASSETS)),
         clip=os.environ.get("LOWDIM_CLIP", DEFAULT_CLIP),
     )
+
+
+settings = from_environment  # transitional alias for modules not yet moved to the feature layer

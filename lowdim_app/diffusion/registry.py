@@ -1,4 +1,4 @@
-"""Which models exist and how to load them (DESIGN §2).
+"""Which models exist and how to load them.
 
 * built-in ids (``digits-gen``, ``digits-mem``, ``digits-dup``): folders in ``assets/models``;
 * allow-listed hub ids (extend with ``LOWDIM_EXTRA_MODELS``): loaded from the local Hugging
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import settings
+from ..config import Runtime
 from ..errors import ModelUnavailable, UserError
 from .model import DiffusionModel
 
@@ -46,12 +46,16 @@ class ModelEntry:
     detail: str = ""
 
 
-def builtin_dir(model_id: str) -> Path:
-    return settings().assets / "models" / model_id
+def _rt(runtime: Runtime | None) -> Runtime:
+    return runtime if runtime is not None else Runtime()
 
 
-def hub_allow_list() -> list[str]:
-    return list(HUB_MODELS) + [m for m in settings().extra_models if m not in HUB_MODELS]
+def builtin_dir(model_id: str, runtime: Runtime | None = None) -> Path:
+    return _rt(runtime).assets / "models" / model_id
+
+
+def hub_allow_list(runtime: Runtime | None = None) -> list[str]:
+    return list(HUB_MODELS) + [m for m in _rt(runtime).extra_models if m not in HUB_MODELS]
 
 
 def _hub_cached(repo_id: str) -> bool:
@@ -63,21 +67,17 @@ def _hub_cached(repo_id: str) -> bool:
         return False
 
 
-def list_models() -> list[ModelEntry]:
+def list_models(runtime: Runtime | None = None) -> list[ModelEntry]:
     """All models the app offers, with whether each can be loaded right now."""
     entries = []
     for mid, desc in BUILTIN_MODELS.items():
-        ok = (builtin_dir(mid) / "model_index.json").is_file()
-        entries.append(ModelEntry(mid, desc, "builtin", ok, "" if ok else f"missing {builtin_dir(mid)}"))
-    for mid in hub_allow_list():
+        ok = (builtin_dir(mid, runtime) / "model_index.json").is_file()
+        entries.append(ModelEntry(mid, desc, "builtin", ok, "" if ok else "missing from the assets folder"))
+    for mid in hub_allow_list(runtime):
         cached = _hub_cached(mid)
         entries.append(ModelEntry(mid, HUB_MODELS.get(mid, "allow-listed hub model"), "hub", cached,
                                   "in the local cache" if cached else "not cached (download needs internet)"))
     return entries
-
-
-def available_model_ids() -> list[str]:
-    return [e.model_id for e in list_models() if e.available]
 
 
 def _is_pipeline_folder(path: Path) -> bool:
@@ -106,25 +106,25 @@ def _snapshot(repo_id: str) -> Path:
         raise ModelUnavailable(_unavailable_message(repo_id)) from None
 
 
-def resolve(model_id: str) -> tuple[str, Path]:
+def resolve(model_id: str, runtime: Runtime | None = None) -> tuple[str, Path]:
     """``(kind, folder)`` for an id or a path; raises :class:`UserError` for anything else."""
     if not isinstance(model_id, str) or not model_id.strip():
         raise UserError("no model given")
     model_id = model_id.strip()
     if model_id in BUILTIN_MODELS:
-        path = builtin_dir(model_id)
+        path = builtin_dir(model_id, runtime)
         if not _is_pipeline_folder(path):
             raise ModelUnavailable(f"built-in model {model_id} is missing at {path}; recreate it with the "
                                    "command in its model card (python -m lowdim_app train ...)")
         return "builtin", path
-    if model_id in hub_allow_list():
+    if model_id in hub_allow_list(runtime):
         return "hub", _snapshot(model_id)
     path = Path(model_id).expanduser()
     if path.is_dir():
         if not _is_pipeline_folder(path):
             raise UserError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
         return "folder", path
-    raise UserError(f"unknown model {model_id!r}: use one of {', '.join(list(BUILTIN_MODELS) + hub_allow_list())} "
+    raise UserError(f"unknown model {model_id!r}: use one of {', '.join(list(BUILTIN_MODELS) + hub_allow_list(runtime))} "
                     "or a local diffusers folder (other hub ids: set LOWDIM_EXTRA_MODELS)")
 
 
@@ -167,7 +167,7 @@ class _ModelCache:
         self._models: "OrderedDict[tuple[str, str], DiffusionModel]" = OrderedDict()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def get(self, model_id: str, device: torch.device) -> DiffusionModel:
+    def get(self, model_id: str, device: torch.device, runtime: Runtime) -> DiffusionModel:
         key = (str(model_id).strip(), str(device))
         with self._lock:
             if key in self._models:
@@ -178,30 +178,25 @@ class _ModelCache:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            kind, path = resolve(key[0])
+            kind, path = resolve(key[0], runtime)
             model = _load_from_folder(key[0], path, device)
             with self._lock:
                 self._models[key] = model
-                while len(self._models) > max(1, settings().model_cache):
+                while len(self._models) > max(1, runtime.model_cache):
                     self._models.popitem(last=False)
             return model
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
 
 
 _CACHE = _ModelCache()
 
 
-def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> DiffusionModel:
+def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+               runtime: Runtime | None = None) -> DiffusionModel:
     """Load (or reuse) a model by built-in id, allow-listed hub id, or local folder path.
 
+    ``runtime``: the operator's settings (allow-list, assets, device); built-in defaults if omitted.
     Loaded models are read-only and shared; per-request state never lives on them.
     """
-    dev = torch.device(device) if device is not None else settings().torch_device
-    return _CACHE.get(model_id, dev)
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
+    rt = _rt(runtime)
+    dev = torch.device(device) if device is not None else rt.torch_device
+    return _CACHE.get(model_id, dev, rt)

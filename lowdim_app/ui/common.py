@@ -1,4 +1,5 @@
-"""Small helpers every tab uses: error translation, GPU decoration, model choices, validation."""
+"""Small helpers every tab uses: the feature adapter, error translation, GPU decoration, model choices,
+cancellation."""
 from __future__ import annotations
 
 import functools
@@ -10,8 +11,10 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from ..config import Runtime, from_environment
 from ..data.images import ImageError
 from ..errors import UserError
+from ..features.base import Cancelled, Progress
 
 log = logging.getLogger("lowdim_app.ui")
 
@@ -29,6 +32,8 @@ def _translate(err: Exception) -> gr.Error:
         return err
     if isinstance(err, (UserError, ImageError)):
         return gr.Error(str(err))
+    if isinstance(err, Cancelled):
+        return gr.Error("cancelled")
     log.exception("unexpected error in a UI handler")
     first = str(err).splitlines()[0][:200] if str(err) else ""
     return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
@@ -54,33 +59,15 @@ def handle_errors(fn):
     return wrapper
 
 
-def as_int(name: str, value, lo: int, hi: int) -> int:
-    """Server-side check for an integer parameter (API callers can send anything)."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(f) or f != int(f):
-        raise UserError(f"{name} must be a whole number, got {value!r}")
-    if not lo <= f <= hi:
-        raise UserError(f"{name} must be between {lo} and {hi}, got {int(f)}")
-    return int(f)
-
-
-def as_float(name: str, value, lo: float, hi: float) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(f) or not lo <= f <= hi:
-        raise UserError(f"{name} must be between {lo} and {hi}, got {value!r}")
-    return f
+def runtime() -> Runtime:
+    """The operator's settings (read from the environment by the adapter, passed to features)."""
+    return from_environment()
 
 
 def model_choices() -> list[str]:
     from ..diffusion.registry import BUILTIN_MODELS, hub_allow_list
 
-    return list(BUILTIN_MODELS) + hub_allow_list()
+    return list(BUILTIN_MODELS) + hub_allow_list(runtime())
 
 
 def load_model_checked(model_id):
@@ -89,7 +76,45 @@ def load_model_checked(model_id):
 
     if not isinstance(model_id, str) or not model_id.strip():
         raise UserError("choose a model")
-    return load_model(model_id.strip())
+    return load_model(model_id.strip(), runtime=runtime())
+
+
+def _gr_progress(progress):
+    """A feature ``Progress`` that reports stages to ``gr.Progress`` and lets it track tqdm bars."""
+    if progress is None:
+        return Progress(None, bars=True)
+
+    def show(fraction, message):
+        try:
+            progress(fraction, desc=message)
+        except Exception:  # progress is best effort (e.g. outside a Gradio event)
+            pass
+    return Progress(show, bars=True)
+
+
+@gpu
+def _run_on_device(feature, settings, rt, prog, inputs):
+    return feature.run(settings, runtime=rt, progress=prog, **inputs)
+
+
+def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
+    """Run a feature for a UI event: runtime from the environment, stages to ``gr.Progress``,
+    on the GPU when one is attached (ZeroGPU)."""
+    prog = _gr_progress(progress)
+    if should_stop is not None:
+        prog.should_stop = should_stop
+    return _run_on_device(feature, settings, runtime(), prog, inputs)
+
+
+def stream_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
+    """Partial results of a feature for a streaming UI event (stops quietly on Cancel)."""
+    prog = _gr_progress(progress)
+    if should_stop is not None:
+        prog.should_stop = should_stop
+    try:
+        yield from feature.stream(settings, runtime=runtime(), progress=prog, **inputs)
+    except Cancelled:
+        return
 
 
 def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
@@ -146,10 +171,6 @@ class StopFlags:
 STOP_FLAGS = StopFlags()
 
 
-class Cancelled(Exception):
-    """Raised from a progress callback to leave a library loop that has no ``should_stop`` hook."""
-
-
 def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str):
     """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint.
 
@@ -163,3 +184,20 @@ def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, 
 
     stop.click(cancel, None, None, cancels=[ev], api_name=False, queue=False)
     return ev
+
+
+# transitional: tabs not yet moved to the feature layer validate with these
+def as_int(name: str, value, lo: int, hi: int) -> int:
+    from ..features.settings import Spec, _check_bounds, _number
+
+    v = _number(name, value, whole=True)
+    _check_bounds(name, v, Spec(lo=lo, hi=hi))
+    return v
+
+
+def as_float(name: str, value, lo: float, hi: float) -> float:
+    from ..features.settings import Spec, _check_bounds, _number
+
+    v = _number(name, value, whole=False)
+    _check_bounds(name, v, Spec(lo=lo, hi=hi))
+    return v

@@ -129,7 +129,7 @@ def _neighbours(model, images, names):
     if model.model_id not in MEM_MODELS:
         return []
     from ..data.digits import load_digits_split
-    from ..data.neighbours import nearest
+    from ..metrics import nearest
 
     train = load_digits_split().train_images[np.asarray(model.card["train_index"], dtype=int)]
     nn = nearest(images, train, k=1)

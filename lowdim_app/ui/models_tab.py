@@ -2,27 +2,27 @@
 from __future__ import annotations
 
 import json
-import shlex
 
 import gradio as gr
 
-from ..config import settings
-from ..data.images import make_grid
 from ..diffusion.registry import DEFAULT_MODEL, list_models, resolve
-from .common import as_float, as_int, gpu, handle_errors, load_model_checked, model_choices
+from ..errors import UserError
+from ..features.sample import FEATURE as SAMPLE
+from ..features.sample import SampleSettings
+from .common import handle_errors, model_choices, run_feature, runtime
 
 MAX_STEPS = 1000
 
 
 def models_table() -> list[list[str]]:
     return [[e.model_id, e.kind, "ready" if e.available else "unavailable", e.description, e.detail]
-            for e in list_models()]
+            for e in list_models(runtime())]
 
 
 @handle_errors
 def model_card(model_id: str) -> str:
     """Markdown model card: the built-in card (data, steps, loss, wall time, evidence) or a summary."""
-    kind, folder = resolve(model_id)
+    kind, folder = resolve(model_id, runtime())
     readme = folder / "README.md"
     if readme.is_file():
         text = readme.read_text()
@@ -41,31 +41,15 @@ def _initial_card() -> str:
         return f"Model card unavailable: {err.message}"
 
 
-def reproduce_line(model_id: str, n: int, seed: int, steps: int, prompt: str, guidance: float, is_text: bool) -> str:
-    cmd = f"python -m lowdim_app sample --model {shlex.quote(model_id)} --n {n} --seed {seed} --steps {steps}"
-    if is_text:
-        cmd += f" --prompt {shlex.quote(prompt or '')} --guidance {guidance:g}"
-    return f"Reproduce: `{cmd} --out grid.png`"
-
-
-@gpu
-def _generate(model, n, seed, steps, cond):
-    return model.generate(n, seed=seed, steps=steps, cond=cond, progress=True)
-
-
 @handle_errors
 def sample(model_id: str, n, seed, steps, prompt: str = "", guidance=7.5, progress=gr.Progress(track_tqdm=True)):
     """Sample ``n`` images with DDIM; returns the grid image and the CLI line that reproduces it."""
-    n = as_int("number of images", n, 1, settings().max_samples)
-    seed = as_int("seed", seed, 0, 2**31 - 1)
-    steps = as_int("DDIM steps", steps, 1, MAX_STEPS)
-    guidance = as_float("guidance scale", guidance, 0.0, 30.0)
-    model = load_model_checked(model_id)
-    cond = model.encode_prompt(prompt or "", guidance_scale=guidance) if model.is_text else None
-    images = _generate(model, n, seed, steps, cond)
-    up = max(1, 128 // model.image_shape[-1])
-    grid = make_grid(images, upscale=up)
-    return grid, reproduce_line(model_id.strip(), n, seed, steps, prompt, guidance, model.is_text)
+    settings = SampleSettings.from_raw(model=model_id, n=n, seed=seed, steps=steps, prompt=prompt, guidance=guidance)
+    limit = runtime().max_samples
+    if settings.n > limit:
+        raise UserError(f"number of images must be at most {limit} here (the CLI has no such limit)")
+    result = run_feature(SAMPLE, settings, progress=progress)
+    return result.images()["grid"], f"Reproduce: `{result.reproduce(extra='--out grid.png')}`"
 
 
 def build() -> None:
@@ -75,7 +59,7 @@ def build() -> None:
         with gr.Column(scale=1):
             model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="models-model", info="built-in id, allow-listed hub id, or a local diffusers folder")
-            n = gr.Slider(1, settings().max_samples, value=16, step=1, label="Number of images", elem_id="models-n")
+            n = gr.Slider(1, runtime().max_samples, value=16, step=1, label="Number of images", elem_id="models-n")
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="models-seed")
             steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="DDIM steps", elem_id="models-steps")
             with gr.Accordion("Text models (Stable Diffusion)", open=False):

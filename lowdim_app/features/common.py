@@ -1,0 +1,37 @@
+"""Helpers the features share: model settings, loading, image conversion for results."""
+from __future__ import annotations
+
+from ..config import Runtime
+from ..errors import UserError
+from .settings import setting
+
+MODEL_HELP = "built-in id (digits-gen, digits-mem, digits-dup), allow-listed hub id, or a local diffusers folder"
+
+
+def model_setting(default: str = "digits-gen"):
+    return setting(default, help=MODEL_HELP, always=True, max_chars=500)
+
+
+def load(model_id: str, runtime: Runtime | None, model=None):
+    """The model named by ``model_id`` (or ``model`` itself when the caller already has one)."""
+    from ..diffusion.registry import load_model
+
+    if model is not None:
+        return model
+    if not model_id.strip():
+        raise UserError("choose a model")
+    return load_model(model_id.strip(), runtime=runtime)
+
+
+def conditioning(model, prompt: str, guidance: float = 1.0):
+    """Prompt embedding for text models; a prompt given to an unconditional model is an error."""
+    if model.is_text:
+        return model.encode_prompt(prompt or "", guidance_scale=guidance)
+    if prompt:
+        raise UserError(f"{model.model_id} is unconditional; it takes no prompt")
+    return None
+
+
+def upscale_for(model, target: int = 128) -> int:
+    """Nearest-neighbour upscale factor that shows a small model's images at about ``target`` px."""
+    return max(1, target // model.image_shape[-1])
