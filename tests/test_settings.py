@@ -103,3 +103,28 @@ def test_float_values_round_trip_exactly():
 
         assert _parse(shlex.split(d.to_cli())[4:]).rate == v
     assert math.isclose(Demo(alphas="-6:6:7").alphas[1], -4.0)
+
+
+@dataclass(frozen=True)
+class Files(Settings):
+    COMMAND = "files"
+    paths: tuple[str, ...] = setting(positional=True, help="files")
+    extra: tuple[str, ...] = setting((), help="more files")
+    seed: int = seed_setting()
+
+
+def test_text_lists_positional_and_flag_round_trip():
+    import shlex
+
+    d = Files(paths=("a b.png", "c.png"), extra=("x",), seed=2)
+    line = d.to_cli()
+    assert line == "python -m lowdim_app files 'a b.png' c.png --extra x --seed 2"
+    p = argparse.ArgumentParser()
+    add_arguments(p, Files)
+    assert from_args(Files, p.parse_args(shlex.split(line)[4:])) == d
+    assert Files(paths="one.png").paths == ("one.png",)
+    with pytest.raises(UserError, match="paths must be a list of text values"):
+        Files(paths=[1, 2])
+    with pytest.raises(UserError, match="give at least one value"):
+        Files(paths=())
+    assert Files(paths=("a",)).to_cli(placeholders={"paths": ["u v.png"]}) == "python -m lowdim_app files 'u v.png' --seed 0"

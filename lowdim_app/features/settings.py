@@ -9,7 +9,8 @@ declaration drives
 * the reproduce line (:meth:`Settings.to_cli`), so a printed command can never drop a field.
 
 Supported field types: ``int``, ``float``, ``bool``, ``str`` (with ``choices`` for a fixed set),
-``tuple[int, ...]`` / ``tuple[float, ...]`` (CLI ranges ``A:B``, ``LO:HI:COUNT``, ``A,B,C``), each
+``tuple[int, ...]`` / ``tuple[float, ...]`` (CLI ranges ``A:B``, ``LO:HI:COUNT``, ``A,B,C``),
+``tuple[str, ...]`` (several values, e.g. file paths: ``nargs="+"`` on the command line), each
 optionally ``| None`` (``None`` = "automatic", shown as such in help).
 """
 from __future__ import annotations
@@ -201,6 +202,18 @@ def coerce(cls, f: dataclasses.Field, value):
         return value
     # tuples
     item = ft.item
+    if item is str:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise UserError(f"{label} must be a list of text values, got {_short(value)}")
+        if not items and spec.positional:
+            raise UserError(f"{label}: give at least one value")
+        if len(items) > spec.max_items:
+            raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
+        for v in items:
+            if len(v) > spec.max_chars or "\x00" in v:
+                raise UserError(f"{label}: a value is too long or contains NUL characters")
+        return tuple(items)
     if isinstance(value, str):
         if len(value) > spec.max_chars:
             raise UserError(f"{label} is too long ({len(value)} characters)")
@@ -275,12 +288,19 @@ class Settings:
             v = getattr(self, f.name)
             if f.name in placeholders:
                 text = placeholders[f.name]
+                text = " ".join(shlex.quote(t) for t in text) if isinstance(text, (list, tuple)) else text
                 parts.append(text) if spec.positional else flags.append(f"{_flag(f)} {text}")
                 continue
             if not spec.positional and not spec.always and _equal(v, f.default):
                 continue
             ft = field_type(type(self), f)
-            if spec.positional:
+            if ft.item is str:
+                quoted = " ".join(shlex.quote(x) for x in v)
+                if spec.positional:
+                    parts.append(quoted)
+                elif v:
+                    flags.append(f"{_flag(f)} {quoted}")
+            elif spec.positional:
                 parts.append(shlex.quote(_format(v, ft, spec)))
             elif ft.base is bool:
                 flags.append(_flag(f) if v else "--no-" + f.name.replace("_", "-"))
@@ -349,7 +369,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             help_ = f"{help_} ({'; '.join(bits)})" if help_ else "; ".join(bits)
         help_ = help_.replace("%", "%%")
         if spec.positional:
-            parser.add_argument(f.name, help=help_, metavar=f.name.upper())
+            nargs = ("+" if f.default is dataclasses.MISSING or not f.default else "*") if ft.item is str else None
+            parser.add_argument(f.name, help=help_, metavar=f.name.upper(), nargs=nargs)
+        elif ft.item is str:
+            parser.add_argument(_flag(f), dest=f.name, default=argparse.SUPPRESS, help=help_, nargs="+",
+                                metavar=f.name.upper())
         elif ft.base is bool:
             parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_)
