@@ -6,7 +6,7 @@
 2. Timings on a Stable-Diffusion-v1.4-shaped pipeline (real UNet/VAE/CLIP-L-text shapes, RANDOM
    WEIGHTS, fp16) at 512 px (64x64 latents): the memorization score per image with the forward stopped
    after ``up_blocks.0.resnets.2`` vs the full U-Net forward (with and without the VAE encode), at
-   batch 1 and 32, next to seed 004's 0.067 s per image; the Wen et al. 2024 norm per prompt; one
+   batch 1 and 32, next to Zhang et al. 2025's 0.067 s per image (Table 1); the Wen et al. 2024 norm per prompt; one
    batched JVP + VJP pass of ``x0_hat`` (k = 5 directions, float32, math attention) and a top-5
    Jacobian SVD. CUDA events after warm-up; the median of ``--repeats``.
 

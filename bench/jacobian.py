@@ -1,4 +1,4 @@
-"""Benchmark: top-k singular subspace of J_t = d x0_hat / d x_t (seed 000 §4.2, DESIGN §1.1).
+"""Benchmark: top-k singular subspace of J_t = d x0_hat / d x_t (Wang et al. 2024, §4.2; Chen et al. 2024, LOCO Edit).
 
 For each model and k, side by side in one run:
   * krylov   -- ``methods.jacobian.top_k_svd`` (block Krylov / Ritz expansion, Wedin stop rule, tol 0.05)

@@ -1,4 +1,4 @@
-"""Benchmark: memorization detection from representation spikiness (seed 004 §4.1, Table 1).
+"""Benchmark: memorization detection from representation spikiness (Zhang et al. 2025, §4.1, Table 1).
 
 Two parts, side by side in one run:
 

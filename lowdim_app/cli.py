@@ -45,7 +45,7 @@ def _run_feature(feature, args) -> int:
     settings = from_args(feature.Settings, args)
     quiet = getattr(args, "quiet", False)
     progress = Progress(None if quiet else _stage_printer(feature.name), bars=not quiet)
-    result = feature.run(settings, runtime=runtime, progress=progress)
+    result = feature.run(settings, runtime=runtime, progress=progress, **feature.cli_inputs(args))
     for line in feature.write_outputs(result, args):
         print(line)
     return 0

@@ -158,3 +158,18 @@ def page(browser, app_server):
     pg.wait_for_selector("#tabs", timeout=60_000)
     yield pg
     ctx.close()
+
+
+def run_reproduce_line(text: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the CLI command quoted in a UI "Reproduce: `...`" text verbatim (in ``cwd``, as a user would)."""
+    import re
+    import shlex
+
+    m = re.search(r"`(python -m lowdim_app [^`]+)`", text)
+    assert m, f"no reproduce line in {text!r}"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = shlex.split(m.group(1))
+    assert argv[:3] == ["python", "-m", "lowdim_app"]
+    r = subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{m.group(1)} failed:\n{r.stderr[-2000:]}"
+    return r

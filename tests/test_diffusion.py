@@ -38,15 +38,40 @@ def test_prediction_types_are_consistent_with_add_noise(ptype):
         assert torch.allclose(m.x0_hat(x_t, 500), out.expand_as(x_t))
 
 
-def test_x0_hat_recovers_clean_input_for_an_oracle_eps(tiny_pixel_dir):
-    """Noise-free round trip: if eps_theta returned the true noise, x0_hat(add_noise(x0, eps)) = x0."""
+class _OracleUNet(torch.nn.Module):
+    """Returns the exact eps / v / x0 of a known clean batch ``x0`` (what a perfect network predicts)."""
+
+    def __init__(self, x0, abar, kind):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.x0, self.abar, self.kind = x0, abar, kind
+        self.config = SimpleNamespace(sample_size=x0.shape[-1], in_channels=x0.shape[1])
+
+    def forward(self, x_t, t):
+        from types import SimpleNamespace
+
+        a = self.abar[t.long()].float().view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+        out = {"epsilon": eps, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * self.x0, "sample": self.x0}[self.kind]
+        return SimpleNamespace(sample=out)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_x0_hat_recovers_clean_input_for_an_oracle_network(tiny_pixel_dir, kind):
+    """x0_hat (Wang et al. 2024, eq. 5-6) of a network that predicts the true eps / v / x0 is x0 itself,
+    for every prediction type, and eps_hat is the true noise."""
+    from lowdim_app.diffusion.model import DiffusionModel
+
     m = load_model(str(tiny_pixel_dir), "cpu")
     x0, eps = m.randn(4, 1), m.randn(4, 2)
+    cfg = dict(m.scheduler_config, prediction_type=kind)
+    oracle = DiffusionModel("oracle", _OracleUNet(x0, m.alphas_cumprod, kind), cfg)
     for t in (10, 500, 990):
-        x_t = m.add_noise(x0, t, eps)
-        sa, sb = m.abar(t).sqrt().float(), (1 - m.abar(t)).sqrt().float()
-        assert torch.allclose((x_t - sb * eps) / sa, x0, atol=1e-4)
-        assert torch.allclose(m.add_noise(x0, torch.full((4,), t), eps), x_t)
+        x_t = oracle.add_noise(x0, t, eps)
+        assert torch.allclose(oracle.x0_hat(x_t, t), x0, atol=1e-4)
+        assert torch.allclose(oracle.eps(x_t, t), eps, atol=1e-3)
+        assert torch.allclose(oracle.add_noise(x0, torch.full((4,), t), eps), x_t)
 
 
 def test_timestep_grid(tiny_pixel_dir):

@@ -5,7 +5,7 @@ import torch
 
 from lowdim_app.cli import main
 from lowdim_app.diffusion import load_model
-from lowdim_app.training import TrainConfig, train, training_images
+from lowdim_app.diffusion.training import TrainConfig, train, training_images
 
 
 def test_training_data_selection():

@@ -27,8 +27,3 @@ def digit_classifier():
 def predict_proba(images: torch.Tensor) -> np.ndarray:
     """``N x 1 x 16 x 16`` in [-1, 1] -> ``N x 10`` class probabilities."""
     return digit_classifier().predict_proba(images.detach().cpu().flatten(1).float().numpy())
-
-
-def test_accuracy() -> float:
-    split = load_digits_split()
-    return float((predict_proba(split.test_images).argmax(1) == split.test_labels.numpy()).mean())

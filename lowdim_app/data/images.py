@@ -8,11 +8,9 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # hard refusal above this (decompression-bomb guard)
@@ -161,13 +159,3 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, u
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.Resampling.NEAREST)
     return img
-
-
-def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def stack_sources(sources: Sequence | Iterable, size: int, channels: int) -> torch.Tensor:
-    return torch.cat([load_image(s, size, channels) for s in sources])

@@ -122,7 +122,7 @@ def add_vector(
     cond_half_only: bool = False,
     call_index: int | None = None,
 ) -> Iterator[AddHandle]:
-    """Add ``scale * vectors[name]`` to each named module's output (seed 004 eq. 11).
+    """Add ``scale * vectors[name]`` to each named module's output (Zhang et al. 2025, eq. 11).
 
     ``vectors[name]`` broadcasts against the output (``1 x C x 1 x 1`` channel vector or
     ``1 x C x H x W`` spatial vector). With ``cond_half_only`` only the second half of the

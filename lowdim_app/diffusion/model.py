@@ -1,9 +1,9 @@
 """One object for a loaded diffusion model, pixel (``UNet2DModel``) or latent text-to-image
 (Stable Diffusion). Everything downstream (methods, CLI, UI) talks to this, never to diffusers.
 
-Notation (DESIGN §1, seed 000 §2.1): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``,
+Notation (Wang et al. 2024, §2.1): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``,
 ``x0_hat(x_t, t, c) = (x_t - sqrt(1 - abar_t) eps_theta(x_t, t, c)) / sqrt(abar_t)``
-(the posterior-mean / DAE view, seed 000 eq. 5-6), converted from ``v_prediction`` and
+(the posterior-mean / DAE view, Wang et al. 2024, eq. 5-6), converted from ``v_prediction`` and
 ``sample`` outputs as well. For latent models ``x`` is the scaled VAE latent.
 
 DDIM (eta = 0) sampling and inversion share one timestep grid (:meth:`DiffusionModel.timesteps`),
@@ -40,9 +40,6 @@ class Conditioning:
     @property
     def uses_cfg(self) -> bool:
         return self.uncond is not None and self.guidance_scale != 1.0
-
-    def with_guidance(self, guidance_scale: float) -> "Conditioning":
-        return Conditioning(self.cond, self.uncond, guidance_scale, self.prompt)
 
 
 StepCallback = Callable[[int, int], None]
@@ -118,7 +115,7 @@ class DiffusionModel:
         return int(t)
 
     def timestep_from_fraction(self, frac: float) -> int:
-        """``frac`` of ``T`` as an integer timestep (e.g. 0.7 -> 0.7T, seed 000 App. E.4)."""
+        """``frac`` of ``T`` as an integer timestep (e.g. 0.7 -> 0.7T, Wang et al. 2024, App. E.4)."""
         check_range("time fraction", frac, 0.0, 1.0)
         return int(round(frac * (self.num_train_timesteps - 1)))
 
@@ -158,7 +155,7 @@ class DiffusionModel:
                             prompt=prompts[0] if len(prompts) == 1 else "; ".join(prompts))
 
     def default_conditioning(self, guidance_scale: float = 1.0) -> Conditioning | None:
-        """The empty prompt for text models (seed 004 §3.1 scores with it), ``None`` otherwise."""
+        """The empty prompt for text models (Zhang et al. 2025, §3.1, scores with it), ``None`` otherwise."""
         return self.encode_prompt("", guidance_scale=guidance_scale) if self.is_text else None
 
     # ---------------------------------------------------------------- U-Net
@@ -227,7 +224,7 @@ class DiffusionModel:
         return self.predict(x_t, t, cond, dtype)[0]
 
     def x0_hat(self, x_t, t, cond: Conditioning | None = None, dtype=None) -> torch.Tensor:
-        """Posterior-mean estimate of the clean sample (seed 000 eq. 5-6)."""
+        """Posterior-mean estimate of the clean sample (Wang et al. 2024, eq. 5-6)."""
         return self.predict(x_t, t, cond, dtype)[1]
 
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:

@@ -216,6 +216,10 @@ class Feature:
         for kind in self.outputs:
             parser.add_argument(f"--{kind}", default=None, metavar="PATH", help=helps[kind])
 
+    def cli_inputs(self, args) -> dict:
+        """Extra ``run`` inputs taken from output-side CLI arguments (e.g. the folder ``train`` writes)."""
+        return {}
+
     def write_outputs(self, result: Result, args) -> list[str]:
         """Print the summary and write the files the command line asked for; returns the lines."""
         lines = [result.summary()] if result.summary() else []

@@ -1,4 +1,4 @@
-"""The Gradio app: one tab per capability (DESIGN §3). Tabs are thin: validate, call methods, render."""
+"""The Gradio app: one tab per capability; tabs are thin adapters over the feature layer."""
 from __future__ import annotations
 
 import logging

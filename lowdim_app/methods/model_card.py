@@ -1,8 +1,8 @@
 """Model cards for trained models: data, steps, loss, wall time, the command that made the
 model, and measured evidence of its regime (memorizes / generalizes / hybrid).
 
-Evidence (issue 2): samples are drawn with DDIM (seeded) and compared with the model's own
-training images by RMS nearest-neighbour distance (:mod:`lowdim_app.data.neighbours`) and
+Evidence: samples are drawn with DDIM (seeded) and compared with the model's own
+training images by RMS nearest-neighbour distance (:func:`lowdim_app.metrics.nearest`) and
 with a disclosed digit classifier (:mod:`lowdim_app.data.classifier`).
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.classifier import CONFIDENT, predict_proba
-from .data.digits import load_digits_split
-from .data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD, nearest
+from ..data.classifier import CONFIDENT, predict_proba
+from ..data.digits import load_digits_split
+from ..data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD
+from ..metrics import nearest
 
 
 def _pct(values: np.ndarray) -> dict:

@@ -1,15 +1,13 @@
 """Train a small pixel DDPM (diffusers ``UNet2DModel``) with the DDPM loss.
 
 ``L = E_{x0, t, eps} || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) - eps ||^2``
-(seed 000 eq. 4 in epsilon form; seed 004 §2.1). The result is a diffusers folder
-(``DDPMPipeline`` layout, safetensors only) with ``card.json`` + ``README.md``.
+(Wang et al. 2024, eq. 4 in epsilon form; Zhang et al. 2025, §2.1). The result is a diffusers
+folder (``DDPMPipeline`` layout, safetensors only) with ``card.json``.
 """
 from __future__ import annotations
 
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.digits import load_digits_split, subset_indices
+from ..data.digits import load_digits_split, subset_indices
 
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
@@ -42,8 +40,11 @@ class TrainConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     attention: bool = True
     out: str = "runs/model"
-    sample_grid: int = 64
-    command: str = ""
+    command: str = ""             # the command line that reproduces this training run
+
+
+class TrainingStopped(Exception):
+    """Raised when ``should_stop()`` turned true during training."""
 
 
 @dataclass
@@ -52,9 +53,7 @@ class TrainResult:
     final_loss: float
     wall_time_s: float
     n_params: int
-    n_train_images: int
     loss_curve: list[float] = field(default_factory=list)
-    duplicated_index: list[int] = field(default_factory=list)
     train_index: list[int] = field(default_factory=list)
 
 
@@ -84,7 +83,7 @@ def training_images(cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
         info = {"source": "scikit-learn digits (8x8 -> 16x16 bilinear, [-1, 1]), fixed seeded split",
                 "train_index": index.tolist()}
     else:
-        from .data.images import load_folder
+        from ..data.images import load_folder
 
         images, files, problems = load_folder(cfg.data, cfg.image_size, cfg.channels)
         index = np.arange(len(images))
@@ -103,7 +102,8 @@ def training_images(cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     return images, info
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, should_stop=None) -> TrainResult:
+    """Train and save; ``should_stop()`` is polled every 50 steps (raises ``RuntimeError('stopped')``)."""
     from diffusers import DDPMPipeline, DDPMScheduler
     from diffusers.training_utils import EMAModel
 
@@ -143,6 +143,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         losses.append(float(loss))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped after {step} of {cfg.steps} steps")
     wall = time.perf_counter() - start
     ema.copy_to(unet.parameters())
     out = Path(cfg.out)
@@ -151,8 +153,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     curve = [float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)]
     result = TrainResult(
         out=out, final_loss=float(np.mean(losses[-200:])), wall_time_s=wall,
-        n_params=sum(p.numel() for p in unet.parameters()), n_train_images=int(info["n_total"]),
-        loss_curve=curve, duplicated_index=info["duplicated_index"], train_index=info["train_index"],
+        n_params=sum(p.numel() for p in unet.parameters()), loss_curve=curve, train_index=info["train_index"],
     )
     card = {
         "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
@@ -167,7 +168,3 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     }
     (out / "card.json").write_text(json.dumps(card, indent=1))
     return result
-
-
-def command_line() -> str:
-    return "python -m lowdim_app " + " ".join(shlex.quote(a) for a in sys.argv[1:])
