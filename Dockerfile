@@ -1,5 +1,10 @@
-# Hugging Face Docker Space: user uid 1000, port 7860, HF cache under the user's home.
+# Self-hosting LowDim Lab (the Hugging Face Space itself uses the Gradio SDK, see README front matter).
+#   CPU:  docker build -t lowdim-lab .
+#   CUDA: docker build -t lowdim-lab --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
+#         docker run --gpus all -p 7860:7860 lowdim-lab
 FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
@@ -12,12 +17,13 @@ ENV HOME=/home/user \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
+    LOWDIM_PUBLIC=1 \
     PYTHONUNBUFFERED=1
 WORKDIR $HOME/app
 
 COPY --chown=user requirements.txt .
-# CPU wheel of the pinned torch first (a GPU Space swaps this index for a CUDA one)
-RUN pip install --no-cache-dir --user torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+# the pinned torch from the chosen wheel index first (CPU by default, a CUDA index for GPUs)
+RUN pip install --no-cache-dir --user torch==2.13.0 --index-url ${TORCH_INDEX} \
     && pip install --no-cache-dir --user -r requirements.txt
 
 COPY --chown=user . .

@@ -18,4 +18,22 @@ def test_readme_commands_match_ci():
     assert "bash scripts/test.sh" in README
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci
-    assert README.startswith("---\ntitle: LowDim Lab") and "app_port: 7860" in README
+    assert README.startswith("---\ntitle: LowDim Lab")
+
+
+def test_front_matter_is_a_zerogpu_gradio_space():
+    """ZeroGPU Spaces must use the Gradio SDK (Hugging Face ZeroGPU docs); models are preloaded as safetensors."""
+    import yaml
+
+    meta = yaml.safe_load(README.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and str(meta["python_version"]) == "3.11"
+    import gradio
+
+    assert meta["sdk_version"] == gradio.__version__
+    for entry in meta["preload_from_hub"]:
+        repo, files = entry.split()[:2]
+        assert repo in ("google/ddpm-cifar10-32", "CompVis/stable-diffusion-v1-4")
+        weights = [f for f in files.split(",") if "model" in f and not f.endswith(".json")]
+        assert weights and all(f.endswith(".safetensors") for f in weights), entry
+    req = (Path(__file__).resolve().parent.parent / "requirements.txt").read_text()
+    assert "\nspaces" in req

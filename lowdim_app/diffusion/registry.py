@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -129,13 +128,13 @@ def resolve(model_id: str, runtime: Runtime | None = None) -> tuple[str, Path]:
 
 
 def _load_from_folder(model_id: str, path: Path, device: torch.device) -> DiffusionModel:
-    index = json.loads((path / "model_index.json").read_text())
-    cls = index.get("_class_name", "")
-    card_file = path / "card.json"
-    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    """Load a checked pipeline folder (subfolder or flat layout, safetensors only)."""
+    from .layout import inspect, read_json
+
+    layout = inspect(path, model_id)
+    card = read_json(path / "card.json", f"{model_id}: the model card") if (path / "card.json").is_file() else {}
     try:
-        if "unet" in index and "vae" in index:  # latent (Stable Diffusion style)
+        if layout.kind == "latent":  # Stable Diffusion style
             from diffusers import AutoencoderKL, UNet2DConditionModel
             from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -145,20 +144,17 @@ def _load_from_folder(model_id: str, path: Path, device: torch.device) -> Diffus
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
             text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", use_safetensors=True, dtype=dtype)
             tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
-            return DiffusionModel(model_id, unet.to(device), scheduler_config, vae=vae.to(device),
+            return DiffusionModel(model_id, unet.to(device), layout.scheduler_config, vae=vae.to(device),
                                   text_encoder=text_encoder.to(device), tokenizer=tokenizer, device=device,
                                   dtype=dtype, source=str(path), card=card)
-        if "unet" in index:
-            from diffusers import UNet2DModel
+        from diffusers import UNet2DModel
 
-            unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True)
-            return DiffusionModel(model_id, unet.to(device), scheduler_config, device=device,
-                                  source=str(path), card=card)
-    except (OSError, EnvironmentError) as err:
+        unet = UNet2DModel.from_pretrained(layout.unet_dir, use_safetensors=True)
+        return DiffusionModel(model_id, unet.to(device), layout.scheduler_config, device=device,
+                              source=str(path), card=card)
+    except (OSError, EnvironmentError, ValueError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelUnavailable(f"cannot load {model_id} from {path}: {first[:200]} "
-                               "(only safetensors weights are loaded)") from None
-    raise UserError(f"{path}: unsupported pipeline {cls!r} (need a UNet2DModel or Stable Diffusion pipeline)")
+        raise ModelUnavailable(f"cannot load {model_id}: {type(err).__name__}: {first[:200]}") from None
 
 
 class _ModelCache:

@@ -92,3 +92,17 @@ def build_tiny_clip(out: str | Path, seed: int = 0, tokenizer_dir: str | Path = 
     model.save_pretrained(out, safe_serialization=True)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+def to_flat_layout(folder: str | Path, out: str | Path) -> Path:
+    """Rewrite a subfolder-layout pixel pipeline in the flat layout the Google DDPM repos publish:
+    the U-Net's ``config.json`` and weights and ``scheduler_config.json`` at the root."""
+    import shutil
+
+    folder, out = Path(folder), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (folder / "unet").iterdir():
+        shutil.copy2(f, out / f.name)
+    shutil.copy2(folder / "scheduler" / "scheduler_config.json", out / "scheduler_config.json")
+    shutil.copy2(folder / "model_index.json", out / "model_index.json")
+    return out
