@@ -12,6 +12,7 @@ environment themselves. Library users get the built-in defaults unless they pass
 | ``LOWDIM_MODEL_CACHE`` | how many loaded models to keep in memory | 3 |
 | ``LOWDIM_ASSETS`` | folder with built-in models/calibrations | ``<repo>/assets`` |
 | ``LOWDIM_CLIP`` | CLIP model (hub id in the local cache, or a folder) for the concept-strength curve of text models; ``off`` disables | ``openai/clip-vit-large-patch14`` |
+| ``LOWDIM_PUBLIC`` | public mode: only built-in and allow-listed models, no server paths from callers | on when ``SPACE_ID`` is set (a Hugging Face Space), else off |
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Runtime:
     model_cache: int = 3
     assets: Path = DEFAULT_ASSETS
     clip: str = DEFAULT_CLIP
+    public: bool = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -66,7 +68,19 @@ def from_environment() -> Runtime:
         model_cache=_int_env("LOWDIM_MODEL_CACHE", 3),
         assets=Path(os.environ.get("LOWDIM_ASSETS", DEFAULT_ASSETS)),
         clip=os.environ.get("LOWDIM_CLIP", DEFAULT_CLIP),
+        public=_flag_env("LOWDIM_PUBLIC", default=bool(os.environ.get("SPACE_ID"))),
     )
+
+
+def _flag_env(name: str, default: bool) -> bool:
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"error: {name} must be 1 or 0, got {text!r}")
 
 
 settings = from_environment  # transitional alias for modules not yet moved to the feature layer

@@ -105,25 +105,38 @@ def _snapshot(repo_id: str) -> Path:
         raise ModelUnavailable(_unavailable_message(repo_id)) from None
 
 
+MAX_MODEL_ID = 500
+
+
 def resolve(model_id: str, runtime: Runtime | None = None) -> tuple[str, Path]:
-    """``(kind, folder)`` for an id or a path; raises :class:`UserError` for anything else."""
+    """``(kind, folder)`` for an id or a path; raises :class:`UserError` for anything else.
+
+    In public mode (``runtime.public``) only built-in and allow-listed ids are accepted, and the
+    message for anything else is the same whether or not such a folder exists on the server."""
+    rt = _rt(runtime)
     if not isinstance(model_id, str) or not model_id.strip():
         raise UserError("no model given")
     model_id = model_id.strip()
+    choices = ", ".join(list(BUILTIN_MODELS) + hub_allow_list(rt))
+    shown = model_id if len(model_id) <= 80 else model_id[:77] + "..."
     if model_id in BUILTIN_MODELS:
-        path = builtin_dir(model_id, runtime)
+        path = builtin_dir(model_id, rt)
         if not _is_pipeline_folder(path):
-            raise ModelUnavailable(f"built-in model {model_id} is missing at {path}; recreate it with the "
-                                   "command in its model card (python -m lowdim_app train ...)")
+            raise ModelUnavailable(f"built-in model {model_id} is missing from this installation; recreate it "
+                                   "with the command in its model card (python -m lowdim_app train ...)")
         return "builtin", path
-    if model_id in hub_allow_list(runtime):
+    if model_id in hub_allow_list(rt):
         return "hub", _snapshot(model_id)
+    if rt.public:
+        raise UserError(f"unknown model {shown!r}: this server offers {choices}")
+    if len(model_id) > MAX_MODEL_ID or "\x00" in model_id:
+        raise UserError(f"unknown model {shown!r}: not a model id or folder path")
     path = Path(model_id).expanduser()
     if path.is_dir():
         if not _is_pipeline_folder(path):
-            raise UserError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+            raise UserError(f"{shown} is not a diffusers pipeline folder (no model_index.json)")
         return "folder", path
-    raise UserError(f"unknown model {model_id!r}: use one of {', '.join(list(BUILTIN_MODELS) + hub_allow_list(runtime))} "
+    raise UserError(f"unknown model {shown!r}: use one of {choices} "
                     "or a local diffusers folder (other hub ids: set LOWDIM_EXTRA_MODELS)")
 
 
@@ -194,5 +207,7 @@ def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device | None 
     Loaded models are read-only and shared; per-request state never lives on them.
     """
     rt = _rt(runtime)
+    if rt.public and str(model_id).strip() not in list(BUILTIN_MODELS) + hub_allow_list(rt):
+        resolve(model_id, rt)   # raises the public-mode message (never serve a cached folder model)
     dev = torch.device(device) if device is not None else rt.torch_device
     return _CACHE.get(model_id, dev, rt)
