@@ -37,12 +37,24 @@ def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
+def _striped(img: Image.Image) -> Image.Image:
+    """The same mode with a stripe of another value, so the image has content."""
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).rectangle([0, 0, img.width // 2, img.height], fill=_other(img.mode))
+    return img
+
+
+def _other(mode):
+    return {"RGBA": (0, 0, 255, 255), "CMYK": (255, 0, 0, 0), "RGB": (255, 255, 0), "L": 0, "1": 1}[mode]
+
+
 @pytest.mark.parametrize("make", [
-    lambda: Image.new("RGBA", (40, 30), (255, 0, 0, 0)),          # transparent -> white
-    lambda: Image.new("CMYK", (20, 20), (0, 255, 0, 0)),
-    lambda: Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)),  # 16-bit
-    lambda: Image.new("P", (20, 20)),
-    lambda: Image.new("1", (20, 20)),
+    lambda: _striped(Image.new("RGBA", (40, 30), (255, 0, 0, 0))),          # transparent part -> white
+    lambda: _striped(Image.new("CMYK", (20, 20), (0, 255, 0, 0))),
+    lambda: Image.fromarray(np.r_[np.full((10, 20), 40000), np.zeros((10, 20))].astype(np.uint16)),  # 16-bit
+    lambda: _striped(Image.new("RGB", (20, 20), (200, 30, 30))).convert("P"),
+    lambda: _striped(Image.new("1", (20, 20))),
 ])
 def test_odd_modes_load_as_valid_tensors(make):
     x = load_image(make(), 16, channels=3)
@@ -50,18 +62,43 @@ def test_odd_modes_load_as_valid_tensors(make):
 
 
 def test_transparent_pixels_become_white_and_16bit_scales():
-    x = load_image(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), 8, channels=1)
-    assert torch.allclose(x, torch.ones_like(x))
-    x16 = load_image(Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)), 8, channels=1)
-    assert torch.allclose(x16, torch.ones_like(x16))
+    half = np.zeros((8, 8, 4), dtype=np.uint8)
+    half[:, 4:, 3] = 255                      # left half transparent, right half opaque black
+    x = load_image(Image.fromarray(half, "RGBA"), 8, channels=1)
+    assert torch.allclose(x[..., :4], torch.ones_like(x[..., :4])) and torch.allclose(x[..., 4:], -torch.ones_like(x[..., 4:]))
+    x16 = load_image(Image.fromarray(np.r_[np.full((4, 8), 65535), np.zeros((4, 8))].astype(np.uint16)), 8, channels=1)
+    assert torch.allclose(x16[..., :4, :], torch.ones_like(x16[..., :4, :]))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "fully transparent"),
+    (lambda: Image.new("L", (8, 8), 0), "no content"),
+    (lambda: Image.new("RGB", (6000, 60), (9, 9, 9)), "no content"),
+    (lambda: Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), "F"), "NaN or infinite"),
+    (lambda: np.full((8, 8, 3), np.inf), "NaN or infinite"),
+])
+def test_images_without_content_are_refused(make, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(make(), 16, channels=1)
+
+
+def test_pixel_limit_is_checked_before_decoding(monkeypatch):
+    """An image over the pixel limit is refused from its header: load() is never called."""
+    big = _png(Image.new("L", (7000, 7000)))   # 49 MP: under PIL's own bomb error (2x its limit)
+    called = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: called.append(1))
+    with pytest.raises(ImageError, match="too large"):
+        load_image(big, 16, 1)
+    assert not called
 
 
 def test_animated_gif_uses_first_frame():
-    frames = [Image.new("L", (10, 10), v) for v in (0, 255)]
+    first = Image.fromarray(np.tile(np.array([0, 255], dtype=np.uint8), (10, 5)))
+    frames = [first, Image.new("L", (10, 10), 128)]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     x = load_image(buf.getvalue(), 10, channels=1)
-    assert torch.allclose(x, -torch.ones_like(x))
+    assert torch.allclose(x, load_image(first, 10, channels=1), atol=1e-6)
 
 
 def test_bad_images_give_one_line_errors(tmp_path):
@@ -77,8 +114,8 @@ def test_bad_images_give_one_line_errors(tmp_path):
 
 
 def test_folder_loader_skips_and_reports_bad_files(tmp_path):
-    Image.new("L", (20, 20), 128).save(tmp_path / "a.png")
-    Image.new("RGB", (30, 20), (0, 0, 255)).save(tmp_path / "b.jpg")
+    _striped(Image.new("L", (20, 20), 128)).save(tmp_path / "a.png")
+    _striped(Image.new("RGB", (30, 20), (0, 0, 255))).save(tmp_path / "b.jpg")
     (tmp_path / "broken.png").write_bytes(b"xx")
     x, used, problems = load_folder(tmp_path, 16, 1)
     assert x.shape == (2, 1, 16, 16) and len(used) == 2 and len(problems) == 1 and "broken.png" in problems[0]

@@ -34,7 +34,9 @@ def test_train_cli_on_a_folder(tmp_path):
     data = tmp_path / "imgs"
     data.mkdir()
     for i in range(4):
-        Image.new("RGB", (24, 24), (60 * i, 10, 200)).save(data / f"{i}.png")
+        img = Image.new("RGB", (24, 24), (60 * i, 10, 200))
+        img.paste((255, 255, 255), (0, 0, 12, 24))
+        img.save(data / f"{i}.png")
     rc = main(["train", "--data", str(data), "--steps", "2", "--batch-size", "2", "--size", "8", "--channels", "3",
                "--out", str(tmp_path / "out"), "--no-evidence"])
     assert rc == 0

@@ -1,7 +1,9 @@
 """Image loading and validation: user files -> tensors in [-1, 1], tensors -> PIL.
 
-Every entry point raises :class:`ImageError` with a one-line reason on bad input
-(unreadable, decompression bomb, too small, empty folder) so the UI and CLI can show it.
+Every entry point raises :class:`ImageError` with a one-line reason on bad input (unreadable,
+too many pixels -- checked from the header before anything is decoded --, too small, NaN or
+infinite pixel values, fully transparent, no content at all (every pixel the same), empty folder)
+so the UI and CLI can show it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ def _open(source) -> Image.Image:
         return source
     if isinstance(source, np.ndarray):
         arr = source
+        if arr.size and np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise ImageError("the image has NaN or infinite pixel values")
         if arr.dtype != np.uint8:
             hi = float(arr.max()) if arr.size else 1.0
             arr = np.clip(arr.astype(np.float64) / (hi if hi > 1 else 1.0) * 255, 0, 255).astype(np.uint8)
@@ -46,7 +50,11 @@ def _open(source) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         img = Image.open(data)
+        if img.width * img.height > MAX_PIXELS:   # from the header, before any pixel is decoded
+            raise ImageError(f"{name}: image too large ({img.width}x{img.height}, over {MAX_PIXELS // 10**6} megapixels)")
         img.load()
+    except ImageError:
+        raise
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (over {MAX_PIXELS // 10**6} megapixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -70,12 +78,16 @@ def to_rgb_or_gray(img: Image.Image, channels: int) -> Image.Image:
         raise ImageError(f"image too small ({img.width}x{img.height}); need at least {MIN_SIDE}x{MIN_SIDE}")
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageError("the image has NaN or infinite pixel values")
         lo, hi = float(arr.min()), float(arr.max())
         scale = 65535.0 if hi > 255 else 255.0
         arr = np.clip(arr / scale * 255.0, 0, 255) if hi > 1 or lo < 0 else arr * 255.0
         img = Image.fromarray(arr.astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][1] == 0:
+            raise ImageError("the image is fully transparent (nothing to see)")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("L" if channels == 1 else "RGB")
@@ -88,6 +100,9 @@ def load_image(source, size: int | tuple[int, int], channels: int = 3, invert: b
     ``invert`` flips intensities (useful for dark-on-light digit drawings).
     """
     img = to_rgb_or_gray(_open(source), channels)
+    lo, hi = img.getextrema() if channels == 1 else (min(e[0] for e in img.getextrema()), max(e[1] for e in img.getextrema()))
+    if lo == hi:
+        raise ImageError(f"the image has no content (every pixel is {lo})")
     h, w = (size, size) if isinstance(size, int) else size
     img = ImageOps.fit(img, (w, h), method=Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
