@@ -27,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lowdim_app.config import Runtime  # noqa: E402
+from lowdim_app.metrics import spikiness  # noqa: E402
 from lowdim_app.diffusion import load_model  # noqa: E402
 from lowdim_app.diffusion.hooks import capture  # noqa: E402
 from lowdim_app.methods import jacobian as jac  # noqa: E402
@@ -51,7 +53,7 @@ def _smoke(rows: list) -> None:
         cpu, gpu = load_model(mid, "cpu"), load_model(mid, "cuda")
         a, b = cpu.generate(8, seed=0, steps=50), gpu.generate(8, seed=0, steps=50).cpu()
         rows.append({"part": "smoke", "what": f"{mid} DDIM samples, max |cpu - gpu|", "value": float((a - b).abs().max())})
-        layer = mz.default_layer(cpu)
+        layer = mz.default_layer(cpu, Runtime().assets)
         sa, sb = mz.scores(cpu, a, layer), mz.scores(gpu, a, layer)
         rows.append({"part": "smoke", "what": f"{mid} spikiness, max rel. diff", "value": float(np.max(np.abs(sa - sb) / np.abs(sa)))})
         x = cpu.randn(1, 3)
@@ -130,7 +132,7 @@ def _full(model, x0, layer, t=50):
     c = model.default_conditioning()
     with capture(model.unet, [layer]) as cap:
         model.unet_call(xt, t, c.cond.expand(len(xt), -1, -1))
-    return mz.spikiness(cap.outputs[layer][0].float().amax(dim=(2, 3)), "std")
+    return spikiness(cap.outputs[layer][0].float().amax(dim=(2, 3)), "std")
 
 
 def _timings(rows: list, repeats: int) -> None:
@@ -179,7 +181,7 @@ def _early_latent(model, x0, layer, t=50):
     c = model.default_conditioning()
     h = run_until(model.unet, layer, xt, torch.full((len(xt),), t, device=xt.device),
                   encoder_hidden_states=c.cond.expand(len(xt), -1, -1))
-    return mz.spikiness(h.float().amax(dim=(2, 3)), "std")
+    return spikiness(h.float().amax(dim=(2, 3)), "std")
 
 
 def main() -> int:

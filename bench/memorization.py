@@ -34,6 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lowdim_app.config import Runtime  # noqa: E402
+from lowdim_app.metrics import spikiness  # noqa: E402
 from lowdim_app.diffusion import load_model  # noqa: E402
 from lowdim_app.diffusion.hooks import capture  # noqa: E402
 from lowdim_app.methods import memorization as mz  # noqa: E402
@@ -47,7 +49,7 @@ def _quality(model_id: str, rows: list, quick: bool) -> None:
     from lowdim_app.methods.memorization_builtin import reference_sets
 
     model = load_model(model_id)
-    cal = mz.default_calibration(model_id)
+    cal = mz.default_calibration(model_id, Runtime().assets)
     mem, gen, how = reference_sets(model, n=128 if quick else 384)
     print(f"{model_id}: {len(mem)} memorized / {len(gen)} generalized ({how})")
     detectors = {f"spikiness std @ {cal.layer}, t=50": lambda x: mz.scores(model, x, cal.layer, 50, "std")}
@@ -94,7 +96,7 @@ def _full_forward_scores(model, images, layer: str, t: int = 50) -> np.ndarray:
     c = model.default_conditioning()
     with capture(model.unet, [layer]) as cap:
         model.unet_call(xt, t, None if c is None else c.cond.expand(len(xt), -1, -1))
-    return mz.spikiness(cap.outputs[layer][0].float().amax(dim=(2, 3)), "std").numpy()
+    return spikiness(cap.outputs[layer][0].float().amax(dim=(2, 3)), "std").numpy()
 
 
 def _throughput(label: str, model, layer: str, batches: list[int], repeats: int, rows: list) -> None:
@@ -133,7 +135,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sd = load_model(str(build_tiny_sd_pipeline(Path(tmp) / "tiny-sd")))
         digits = load_model("digits-gen")
-        _throughput("digits-gen", digits, mz.default_layer(digits), batches, repeats, rows)
+        _throughput("digits-gen", digits, mz.default_layer(digits, Runtime().assets), batches, repeats, rows)
         _throughput("cifar-unet (random weights)", _Cifar.build(), "up_blocks.1.resnets.0", batches, repeats, rows)
         _throughput("tiny-sd (random weights)", sd, mz.SD_DEFAULT_LAYER, batches, repeats, rows)
         prompts = [f"a photo of object {i}" for i in range(8)]

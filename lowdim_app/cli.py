@@ -56,7 +56,10 @@ def _add_feature(sub, feature) -> None:
 
     p = sub.add_parser(feature.name, help=feature.help, description=feature.help)
     add_arguments(p, feature.Settings)
-    if any(f.name == "model" for f in dataclasses.fields(feature.Settings)):
+    uses_model = feature.uses_model
+    if uses_model is None:
+        uses_model = any(f.name == "model" for f in dataclasses.fields(feature.Settings))
+    if uses_model:
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: LOWDIM_DEVICE or auto)")
     feature.add_output_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -9,16 +9,20 @@ EX = sorted(glob.glob("assets/examples/digit_*.png"))
 
 
 def test_score_endpoint(client):
-    table, csv_path, hist, summary, nn = client.predict([handle_file(p) for p in EX[:2]], "digits-dup", "", 50, "std",
-                                                        1, 2, 0, api_name="/score")
+    table, csv_path, hist, summary, nn, repro = client.predict([handle_file(p) for p in EX[:2]], "digits-dup", "", 50,
+                                                               "std", 1, 2, 0, api_name="/score")
     assert len(table["data"]) == 4 and "memorized if score >" in summary and csv_path.endswith(".csv")
     assert len(nn) == 4
+    rows = open(csv_path).read().splitlines()
+    assert rows[0] == "path,score,verdict,implied_fpr" and len(rows) == 5 and rows[1].startswith(EX[0].split("/")[-1] + ",")
+    assert ("python -m lowdim_app score digit_0_test3.png digit_2_test0.png --model digits-dup --t 50 --metric std "
+            "--noise-draws 1 --n-generate 2 --seed 0 --csv scores.csv") in repro
 
 
 def test_score_with_an_uploaded_calibration_file(client, tmp_path):
     cal = "assets/calibrations/digits-dup.json"
-    table, _, _, summary, _ = client.predict([handle_file(EX[0])], "digits-dup", "", 50, "std", 1, 0, 0,
-                                             handle_file(cal), api_name="/score")
+    table, _, _, summary, _, _ = client.predict([handle_file(EX[0])], "digits-dup", "", 50, "std", 1, 0, 0,
+                                                handle_file(cal), api_name="/score")
     assert len(table["data"]) == 1 and "uploaded calibration file" in summary
     with pytest.raises(AppError, match="this calibration is for digits-dup, not digits-mem"):
         client.predict([handle_file(EX[0])], "digits-mem", "", 50, "std", 1, 0, 0, handle_file(cal), api_name="/score")
@@ -40,6 +44,17 @@ def test_score_bad_input(client):
         client.predict([handle_file(EX[0])], "digits-dup", "no.such.layer", 50, "std", 1, 0, 0, api_name="/score")
 
 
+def test_calibrate_bad_input(client):
+    with pytest.raises(AppError, match="give known-memorized images"):
+        client.predict(None, [handle_file(p) for p in EX[:2]], "digits-dup", "", 50, "std", 0.01, api_name="/calibrate")
+    with pytest.raises(AppError, match="need at least 2 generalized"):
+        client.predict([handle_file(EX[0])], [handle_file(EX[1])], "digits-dup", "", 50, "std", 0.01,
+                       api_name="/calibrate")
+    with pytest.raises(AppError, match="target FPR must be between 0 and 0.5"):
+        client.predict([handle_file(EX[0])], [handle_file(p) for p in EX[1:3]], "digits-dup", "", 50, "std", 0.9,
+                       api_name="/calibrate")
+
+
 def test_memorization_tab_in_browser(page, artifacts):
     page.get_by_role("tab", name="Memorization").click()
     page.locator("#mem-ngen input[type=number]").fill("8")
@@ -47,4 +62,6 @@ def test_memorization_tab_in_browser(page, artifacts):
     page.locator("#mem-score-btn").click()
     page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
     page.locator("#mem-hist img").wait_for(state="visible")
+    assert "python -m lowdim_app score --model digits-dup" in page.locator("#mem-reproduce").inner_text()
+    assert "--n-generate 8 --seed 0" in page.locator("#mem-reproduce").inner_text()
     page.screenshot(path=str(artifacts / "memorization_tab.png"), full_page=True)

@@ -1,4 +1,5 @@
-"""Memorization check: hooks read the right layer, early stop, metrics, calibration, shipped calibrations."""
+"""Memorization check (Zhang et al. 2025, §4.1, Alg. 1): hooks read the right layer, early stop, metrics,
+calibration, shipped calibrations, how a score resolves its settings against a calibration."""
 import json
 
 import numpy as np
@@ -7,10 +8,12 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from lowdim_app.cli import main
+from lowdim_app.config import DEFAULT_ASSETS
 from lowdim_app.data.digits import load_digits_split
 from lowdim_app.diffusion import capture
 from lowdim_app.errors import UserError
 from lowdim_app.methods import memorization as mz
+from lowdim_app.metrics import spikiness
 
 
 def test_spikiness_orders_one_hot_above_flat():
@@ -19,13 +22,13 @@ def test_spikiness_orders_one_hot_above_flat():
     flat = torch.ones(1, 64)  # same l1 norm
     h = torch.cat([one_hot, flat])
     for metric in ("std", "l4_l2", "max_min"):
-        s = mz.spikiness(h, metric)
+        s = spikiness(h, metric)
         assert s[0] > s[1], metric
-    e = mz.spikiness(h, "entropy")
+    e = spikiness(h, "entropy")
     assert e[0] < e[1] and abs(e[1] - np.log(64)) < 1e-9 and abs(e[0]) < 1e-9
-    assert abs(mz.spikiness(flat, "l4_l2")[0] - 64 ** -0.25) < 1e-9
+    assert abs(spikiness(flat, "l4_l2")[0] - 64 ** -0.25) < 1e-9
     with pytest.raises(UserError):
-        mz.spikiness(h, "nope")
+        spikiness(h, "nope")
 
 
 def test_representation_equals_manual_full_forward_capture(digits_gen):
@@ -68,12 +71,12 @@ def test_calibration_file_round_trip_and_model_check(tmp_path):
 
 def test_shipped_calibrations_and_the_hybrid_effect():
     """digits-dup: its 8 duplicated training digits score as memorized, other training digits do not
-    (seed 004 Cor. 3.4 / App. A.4). Shipped AUROC values are the measured ones."""
+    (Zhang et al. 2025, Cor. 3.4 / App. A.4). Shipped AUROC values are the measured ones."""
     from lowdim_app.diffusion import load_model
 
-    dup = mz.default_calibration("digits-dup")
+    dup = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
     assert dup.auroc > 0.99 and dup.tpr_at_1pct_fpr > 0.95 and dup.fpr <= 0.02
-    assert mz.default_calibration("digits-mem").auroc > 0.9
+    assert mz.default_calibration("digits-mem", DEFAULT_ASSETS).auroc > 0.9
     model = load_model("digits-dup")
     s = load_digits_split()
     dup_idx = np.asarray(model.card["data"]["duplicated_index"])
@@ -88,8 +91,11 @@ def test_text_model_scores_with_empty_prompt(tiny_sd):
     img = tiny_sd.generate(2, seed=1, steps=2)
     h = mz.representations(tiny_sd, img, mz.SD_DEFAULT_LAYER, t=50)
     assert h.shape == (2, tiny_sd.unet.config.block_out_channels[-1])
-    rows, cal = mz.score_images(tiny_sd, img, ["a", "b"])
-    assert cal is None and rows[0].memorized is None and np.isfinite(rows[0].score)
+    how = mz.setup(tiny_sd, DEFAULT_ASSETS)
+    assert how.calibration is None and how.layer == mz.SD_DEFAULT_LAYER and (how.t, how.metric) == (50, "std")
+    rows = mz.score_images(tiny_sd, img, ["a", "b"], how)
+    assert rows[0].memorized is None and rows[0].verdict == "n/a" and np.isfinite(rows[0].score)
+    assert rows[1].score == pytest.approx(float(spikiness(h, "std")[1]), rel=1e-6)
 
 
 def test_score_and_calibrate_cli(tmp_path, capsys):
@@ -157,3 +163,191 @@ def test_wen_guidance_norm_is_zero_for_the_empty_prompt(tiny_sd):
     assert v[1] == pytest.approx(float(manual), rel=1e-4)
     with pytest.raises(UserError, match="text-conditioned"):
         text_guidance_norm(load_model("digits-gen"), ["x"])
+
+
+# ----------------------------------------------------------------------------- settings against calibrations
+def test_setup_uses_the_shipped_calibration_only_when_the_settings_agree(tmp_path):
+    from lowdim_app.diffusion import load_model
+
+    model = load_model("digits-dup")
+    shipped = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
+    how = mz.setup(model, DEFAULT_ASSETS)
+    assert how.source == "shipped" and (how.layer, how.t, how.metric, how.n_noise) == (shipped.layer, 50, "std", 1)
+    assert mz.setup(model, DEFAULT_ASSETS, shipped.layer, 50, "std", 3).calibration == shipped
+    for kw in ({"t": 100}, {"metric": "entropy"}, {"layer": "mid_block"}):
+        how = mz.setup(model, DEFAULT_ASSETS, **kw)
+        assert how.calibration is None and how.source == ""
+        assert how.layer == kw.get("layer", shipped.layer) and how.t == kw.get("t", 50)
+    # an assets folder without calibrations: no verdict, the mid block
+    assert mz.setup(model, tmp_path) == mz.ScoreSetup("mid_block", 50, "std", 1, None, "")
+
+
+def test_a_calibration_file_rules_layer_t_metric_and_noise_draws():
+    """The file's settings fill the blanks (the score is computed at *its* timestep), explicit
+    different values are an error, and a file for another model is refused."""
+    from lowdim_app.diffusion import load_model
+
+    model = load_model("digits-dup")
+    cal = mz.calibrate([3.0, 4.0], [0.0, 1.0, 0.5], "digits-dup", "mid_block", 120, "l4_l2", n_noise=2)
+    how = mz.setup(model, DEFAULT_ASSETS, calibration=cal)
+    assert (how.layer, how.t, how.metric, how.n_noise, how.source) == ("mid_block", 120, "l4_l2", 2, "file")
+    assert mz.setup(model, DEFAULT_ASSETS, "mid_block", 120, "l4_l2", 5, calibration=cal).n_noise == 5
+    for kw, message in (({"layer": "up_blocks.0.resnets.0"}, "for layer mid_block"), ({"t": 50}, "for t 120"),
+                        ({"metric": "std"}, "for metric l4_l2")):
+        with pytest.raises(UserError, match=message):
+            mz.setup(model, DEFAULT_ASSETS, calibration=cal, **kw)
+    with pytest.raises(UserError, match="for digits-dup, not digits-gen"):
+        mz.setup(load_model("digits-gen"), DEFAULT_ASSETS, calibration=cal)
+    x = load_digits_split().test_images[:3]
+    rows = mz.score_images(model, x, ["a", "b", "c"], how, seed=4)
+    assert np.allclose([r.score for r in rows], mz.scores(model, x, "mid_block", 120, "l4_l2", 2, 4), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the score feature
+def test_score_feature_verdicts_implied_fpr_and_nearest_training_images():
+    """Verdicts follow the calibration's rule, the implied FPR is the share of the generalized reference
+    at least as spiky, and a training image's nearest training image is itself (RMS 0)."""
+    from lowdim_app.features.score import FEATURE, ScoreSettings
+    from lowdim_app.methods.memorization_builtin import training_images
+
+    from lowdim_app.diffusion import load_model
+
+    model = load_model("digits-dup")
+    train = training_images(model)
+    dup_pos = [list(model.card["train_index"]).index(i) for i in model.card["data"]["duplicated_index"][:2]]
+    test = load_digits_split().test_images[:2]
+    x = torch.cat([train[dup_pos], test])
+    s = ScoreSettings(images=("d0", "d1", "t0", "t1"), model="digits-dup", seed=2)
+    res = FEATURE.run(s, images=x, names=list(s.images))
+    cal = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
+    assert res.calibration == cal and res.calibration_source == "shipped"
+    expected = mz.scores(model, x, cal.layer, 50, "std", 1, 2)
+    assert np.array_equal([r.score for r in res.rows], expected)
+    gen = np.asarray(cal.generalized_scores)
+    for r in res.rows:
+        assert r.verdict == ("memorized" if r.score > cal.threshold else "generalized")
+        assert r.implied_fpr == pytest.approx((gen >= r.score).mean(), abs=0)
+    assert [r.verdict for r in res.rows] == ["memorized", "memorized", "generalized", "generalized"]
+    assert res.nearest_index[:2] == dup_pos and res.nearest_rms[:2] == pytest.approx([0, 0], abs=1e-6)
+    manual = torch.cdist(test.flatten(1), train.flatten(1)) / 256 ** 0.5
+    assert res.nearest_index[2:] == manual.argmin(1).tolist()
+    assert res.nearest_rms[2:] == pytest.approx(manual.min(1).values.tolist(), rel=1e-5)
+    assert torch.equal(res.nearest_images[2], train[manual[0].argmin()])
+    assert len(res.neighbour_pairs()) == 4 and "t0 | nearest training image, RMS" in res.neighbour_pairs()[2][1]
+    # the CSV is the table, the JSON carries the neighbours, the summary counts the flags
+    lines = res.to_csv().splitlines()
+    assert lines[0] == "path,score,verdict,implied_fpr" and lines[1].startswith("d0,") and len(lines) == 5
+    score, fpr = (float(v) for v in lines[3].split(",")[1::2])
+    assert score == pytest.approx(res.rows[2].score, rel=1e-5) and fpr == pytest.approx(res.rows[2].implied_fpr, abs=5e-5)
+    js = json.loads(json.dumps(res.to_json()))
+    assert js["rows"][0]["nearest_train_index"] == dup_pos[0] and js["calibration"]["source"] == "shipped"
+    assert "2 of 4 images flagged" in res.summary()
+
+
+def test_nearest_training_image_is_searched_in_the_models_own_training_set():
+    """digits-mem trained on 16 digits: its neighbours are among those 16 (not the whole digits split)."""
+    from lowdim_app.diffusion import load_model
+    from lowdim_app.features.score import FEATURE, ScoreSettings
+
+    model = load_model("digits-mem")
+    split = load_digits_split()
+    own = split.train_images[np.asarray(model.card["train_index"])]
+    x = torch.cat([own[5:6], split.test_images[:2]])
+    res = FEATURE.run(ScoreSettings(images=("own", "t0", "t1"), model="digits-mem"), images=x, names=["own", "t0", "t1"])
+    manual = torch.cdist(x.flatten(1), own.flatten(1)) / 256 ** 0.5
+    assert res.nearest_index == manual.argmin(1).tolist() and res.nearest_index[0] == 5
+    assert res.nearest_rms == pytest.approx(manual.min(1).values.tolist(), abs=1e-6)
+    assert res.nearest_rms[1] > 0.1      # a held-out digit is far from all 16
+
+
+def test_score_feature_on_a_model_without_calibration_or_training_set(tiny_sd):
+    from lowdim_app.features.score import FEATURE, ScoreSettings
+
+    img = tiny_sd.generate(2, seed=1, steps=2)
+    res = FEATURE.run(ScoreSettings(images=("a.png", "b.png"), model="tiny"), model=tiny_sd, images=img,
+                      names=["a.png", "b.png"])
+    assert res.calibration is None and res.nearest_images is None and res.neighbour_pairs() == []
+    assert [r.verdict for r in res.rows] == ["n/a", "n/a"] and "No calibration matches" in res.summary()
+    assert res.to_csv().splitlines()[1].endswith(",n/a,")
+
+
+def test_score_settings_need_images_or_generated_samples_and_print_a_clean_line():
+    from lowdim_app.features.score import ScoreSettings
+
+    with pytest.raises(UserError, match="upload at least one image or ask for generated samples"):
+        ScoreSettings(model="digits-dup")
+    s = ScoreSettings(model="digits-dup", n_generate=2, seed=5)
+    assert s.images == () and s.to_cli() == "python -m lowdim_app score --model digits-dup --n-generate 2 --seed 5"
+    with pytest.raises(UserError, match="images must be a list of text values"):
+        ScoreSettings(images=[1], model="digits-dup")
+
+
+def test_generated_samples_alone_from_the_cli(tmp_path, capsys):
+    """`score --n-generate N` needs no image (the UI's "also generate samples" without uploads)."""
+    from lowdim_app.diffusion import load_model
+
+    assert main(["score", "--model", "digits-dup", "--n-generate", "1", "--seed", "5", "--csv", str(tmp_path / "g.csv"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == (tmp_path / "g.csv").read_text().strip() and "images flagged" in out.err
+    name, score = out.out.splitlines()[1].split(",")[:2]
+    model = load_model("digits-dup")
+    expected = mz.scores(model, model.generate(1, seed=5), mz.default_layer(model, DEFAULT_ASSETS), seed=5)[0]
+    assert name == "sample seed 5 #0" and float(score) == pytest.approx(expected, rel=1e-5)
+
+
+def test_calibrate_feature_fits_the_scores_of_its_images(tmp_path):
+    """The fitted calibration holds the seeded scores of exactly these images, its AUROC is the
+    Mann-Whitney statistic, and a score with the saved file flags the memorized ones."""
+    from lowdim_app.diffusion import load_model
+    from lowdim_app.features.calibrate import FEATURE, CalibrateSettings
+    from lowdim_app.features.score import FEATURE as SCORE
+    from lowdim_app.features.score import ScoreSettings
+
+    model = load_model("digits-dup")
+    split = load_digits_split()
+    mem = split.train_images[model.card["data"]["duplicated_index"][:3]]
+    gen = split.test_images[:4]
+    s = CalibrateSettings(model="digits-dup", memorized=("m0", "m1", "m2"), generalized=("g0", "g1", "g2", "g3"),
+                          layer="up_blocks.0.resnets.1", t=70, metric="l4_l2", target_fpr=0.25, seed=9)
+    res = FEATURE.run(s, memorized_images=mem, generalized_images=gen)
+    cal = res.calibration
+    sm = mz.scores(model, mem, "up_blocks.0.resnets.1", 70, "l4_l2", 1, 9)
+    sg = mz.scores(model, gen, "up_blocks.0.resnets.1", 70, "l4_l2", 1, 9)
+    assert np.array_equal(cal.memorized_scores, sm) and np.array_equal(cal.generalized_scores, sg)
+    pairs = [(a > b) + 0.5 * (a == b) for a in sm for b in sg]
+    assert cal.auroc == pytest.approx(max(np.mean(pairs), 1 - np.mean(pairs)), abs=1e-12)
+    assert cal.fpr <= 0.25 and res.memorized_names == ["m0", "m1", "m2"] and "memorized: m0 m1 m2" in cal.notes
+    path = res.write(tmp_path / "c.json")
+    back = SCORE.run(ScoreSettings(images=("m0",), model="digits-dup", calibration=str(path), seed=9), images=mem[:1],
+                     names=["m0"])
+    assert (back.t, back.metric, back.layer) == (70, "l4_l2", "up_blocks.0.resnets.1")
+    assert back.rows[0].memorized == bool(cal.is_memorized(back.rows[0].score))
+
+
+def test_calibrate_builtin_writes_into_the_runtime_assets(tmp_path, monkeypatch, capsys):
+    """Small reference sets (16 samples, 5 DDIM steps) into LOWDIM_ASSETS, not the shipped folder;
+    digits-gen (no near-copies) borrows digits-dup's layer; thresholds sit at the target FPR."""
+    from lowdim_app.metrics import auroc
+
+    shipped = {p.name: p.read_bytes() for p in (DEFAULT_ASSETS / "calibrations").iterdir()}
+    (tmp_path / "models").symlink_to(DEFAULT_ASSETS / "models")
+    monkeypatch.setenv("LOWDIM_ASSETS", str(tmp_path))
+    assert main(["calibrate-builtin", "--n-samples", "16", "--steps", "5", "--quiet"]) == 0
+    assert "digits-dup: layer" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (DEFAULT_ASSETS / "calibrations").iterdir()} == shipped
+    cals = {m: mz.Calibration.load(tmp_path / "calibrations" / f"{m}.json") for m in ("digits-dup", "digits-mem", "digits-gen")}
+    with open(tmp_path / "calibrations" / "layer_auroc.csv") as f:
+        rows = list(__import__("csv").DictReader(f))
+    dup_rows = [r for r in rows if r["model"] == "digits-dup"]
+    assert len(dup_rows) == 12 and not [r for r in rows if r["model"] == "digits-gen"]
+    best = max(dup_rows, key=lambda r: float(r["auroc_std"]))["layer"]
+    assert cals["digits-dup"].layer == best == cals["digits-gen"].layer
+    for m, c in cals.items():
+        gen = np.asarray(c.generalized_scores)
+        assert c.fpr == (gen > c.threshold).mean() and c.fpr <= 0.01 + 1 / len(gen)
+        assert "samples: 16 DDIM (5 steps, seed 7)" in c.notes
+        if c.memorized_scores:
+            a = auroc(c.memorized_scores, gen)
+            assert c.auroc == pytest.approx(max(a, 1 - a))
+    assert cals["digits-gen"].memorized_scores == [] and cals["digits-gen"].auroc is None

@@ -187,6 +187,7 @@ class Feature:
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
     Settings: ClassVar[type[Settings]] = Settings
+    uses_model: ClassVar[bool | None] = None   # adds --device on the CLI; None: when the settings have `model`
 
     def cost(self, settings) -> Cost:
         return Cost()

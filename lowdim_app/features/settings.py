@@ -206,7 +206,7 @@ def coerce(cls, f: dataclasses.Field, value):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
             raise UserError(f"{label} must be a list of text values, got {_short(value)}")
-        if not items and spec.positional:
+        if not items and spec.positional and f.default is dataclasses.MISSING:
             raise UserError(f"{label}: give at least one value")
         if len(items) > spec.max_items:
             raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
@@ -297,7 +297,8 @@ class Settings:
             if ft.item is str:
                 quoted = " ".join(shlex.quote(x) for x in v)
                 if spec.positional:
-                    parts.append(quoted)
+                    if quoted:
+                        parts.append(quoted)
                 elif v:
                     flags.append(f"{_flag(f)} {quoted}")
             elif spec.positional:
@@ -363,14 +364,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
                         + (f" {spec.unit}" if spec.unit else ""))
         if spec.choices:
             bits.append("one of " + ", ".join(map(str, spec.choices)))
-        if not spec.positional and f.default is not dataclasses.MISSING:
+        if not spec.positional and f.default is not dataclasses.MISSING and default != ():
             bits.append("default: " + ("auto" if default is None else _format(default, ft, spec) if default != "" else "''"))
         if bits:
             help_ = f"{help_} ({'; '.join(bits)})" if help_ else "; ".join(bits)
         help_ = help_.replace("%", "%%")
         if spec.positional:
-            nargs = ("+" if f.default is dataclasses.MISSING or not f.default else "*") if ft.item is str else None
-            parser.add_argument(f.name, help=help_, metavar=f.name.upper(), nargs=nargs)
+            if ft.item is str:
+                required = f.default is dataclasses.MISSING
+                parser.add_argument(f.name, help=help_, metavar=f.name.upper(), nargs="+" if required else "*",
+                                    **({} if required else {"default": list(f.default)}))
+            else:
+                parser.add_argument(f.name, help=help_, metavar=f.name.upper())
         elif ft.item is str:
             parser.add_argument(_flag(f), dest=f.name, default=argparse.SUPPRESS, help=help_, nargs="+",
                                 metavar=f.name.upper())

@@ -1,11 +1,12 @@
-"""Baseline memorization detectors, for comparison with representation spikiness (seed 004 Table 1).
+"""Baseline memorization detectors, for comparison with representation spikiness (Zhang et al. 2025,
+arXiv:2512.20963, §4.1, Table 1).
 
 * :func:`denoising_error` -- the per-image denoising loss ``||eps_hat(x_t, t) - eps||^2 / n`` at
   ``x_t = AddForwardNoise(x_0, t)``, averaged over noise draws (the loss-threshold
   membership-inference attack of Carlini et al. 2023 / Matsumoto et al. 2023): a memorized image
   is denoised better, so a *lower* error means memorized.
-* :func:`text_guidance_norm` -- Wen et al. (ICLR 2024), "Detecting, explaining, and mitigating
-  memorization in diffusion models": for a prompt ``p``, the magnitude of the text-conditional
+* :func:`text_guidance_norm` -- Wen et al. 2024 (arXiv:2407.21720), "Detecting, explaining, and
+  mitigating memorization in diffusion models": for a prompt ``p``, the magnitude of the text-conditional
   noise prediction ``||eps(x_t, e_p) - eps(x_t, e_empty)||_2`` averaged over the first ``first``
   DDIM steps of generation from ``x_T``; a memorized prompt gives a *larger* norm. Text models only.
 

@@ -16,6 +16,17 @@ def new_figure(w: float = 6.0, h: float = 3.6):
     return fig, ax
 
 
+def save_figure(fig, path, dpi: int = 110):
+    """Write ``fig`` as PNG (parent folders created) and close it; returns the path."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def to_pil(fig) -> Image.Image:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

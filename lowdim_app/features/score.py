@@ -1,0 +1,223 @@
+"""``score``: is an image memorized? Spikiness of the U-Net's pooled representation against a
+calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1), with the nearest training
+image of each image for the built-in models (their training sets are known)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..metrics import SPIKINESS_METRICS as METRICS
+from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
+from .common import load, model_setting
+from .settings import Settings, seed_setting, setting
+
+GENERATE_STEPS = 50
+MAX_PAIRS = 12       # neighbour pairs shown
+CSV_HEADER = ["path", "score", "verdict", "implied_fpr"]
+
+
+@dataclass(frozen=True)
+class ScoreSettings(Settings):
+    COMMAND = "score"
+    images: tuple[str, ...] = setting((), positional=True, help="image files or folders")
+    model: str = model_setting()
+    layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
+    t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
+    metric: str | None = setting(None, choices=METRICS, help="spikiness measure (auto: the calibration's, else std)")
+    noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
+                                      help="noise draws averaged (auto: the calibration's, else 1)")
+    calibration: str = setting("", help="calibration JSON from `calibrate` (empty: the model's shipped one)",
+                               max_chars=1000)
+    n_generate: int = setting(0, lo=0, hi=10_000, label="generated samples",
+                              help="also score this many fresh DDIM samples (seeded, 50 steps)")
+    seed: int = seed_setting(help="seed of the noise draws and of the generated samples")
+
+    def check(self) -> None:
+        if not self.images and not self.n_generate:
+            raise UserError("upload at least one image or ask for generated samples (image paths or --n-generate N)")
+
+
+@dataclass
+class ScoreResult(Result):
+    rows: list = field(default_factory=list)              # methods.memorization.ImageScore
+    layer: str = ""
+    t: int = 50
+    metric: str = "std"
+    noise_draws: int = 1
+    calibration: object | None = None                     # methods.memorization.Calibration
+    calibration_source: str = ""                          # "uploaded", "file", "shipped" or ""
+    skipped: list[str] = field(default_factory=list)
+    scored: torch.Tensor | None = None                    # N x C x H x W in [-1, 1]
+    nearest_images: torch.Tensor | None = None            # built-in models: nearest training image per row
+    nearest_index: list[int] | None = None                # ... its index in the model's training set
+    nearest_rms: list[float] | None = None                # ... and its RMS distance
+    upscale: int = 6
+
+    def table(self) -> list[list]:
+        """One row per image: path, score (6 significant digits), verdict, implied FPR (4 decimals)."""
+        return [[r.name, float(f"{r.score:.6g}"), r.verdict,
+                 None if r.implied_fpr is None else round(r.implied_fpr, 4)] for r in self.rows]
+
+    def to_csv(self) -> str:
+        return csv_text(CSV_HEADER, [["" if v is None else v for v in row] for row in self.table()])
+
+    def numbers(self) -> dict:
+        cal = self.calibration
+        rows = []
+        for i, r in enumerate(self.rows):
+            row = {"name": r.name, "score": r.score, "verdict": r.verdict, "implied_fpr": r.implied_fpr}
+            if self.nearest_index is not None:
+                row.update(nearest_train_index=self.nearest_index[i], nearest_rms=self.nearest_rms[i])
+            rows.append(row)
+        return {"layer": self.layer, "t": self.t, "metric": self.metric, "noise_draws": self.noise_draws,
+                "calibration": None if cal is None else {"source": self.calibration_source, **cal.headline()},
+                "rows": rows, "skipped": self.skipped}
+
+    def figure(self):
+        from ..plots.memorization import scores_histogram
+
+        cal = self.calibration
+        scores = [r.score for r in self.rows]
+        if cal is None:
+            return scores_histogram(scores, metric=self.metric)
+        return scores_histogram(scores, memorized=cal.memorized_scores, generalized=cal.generalized_scores,
+                                threshold=cal.threshold, fpr=cal.fpr, metric=cal.metric)
+
+    def neighbour_pairs(self) -> list[tuple]:
+        """(image | nearest training image, caption) for the first rows of a built-in model."""
+        from ..data.images import make_grid
+
+        if self.nearest_images is None:
+            return []
+        out = []
+        for i in range(min(len(self.rows), MAX_PAIRS)):
+            pair = torch.cat([self.scored[i:i + 1], self.nearest_images[i:i + 1]])
+            out.append((make_grid(pair, nrow=2, upscale=self.upscale),
+                        f"{self.rows[i].name} | nearest training image, RMS {self.nearest_rms[i]:.3f}"))
+        return out
+
+    def images(self) -> dict:
+        return {caption: img for img, caption in self.neighbour_pairs()}
+
+    def headline(self) -> str:
+        cal = self.calibration
+        if cal is None:
+            return ("No calibration matches these settings: scores only (fit one with Calibrate, "
+                    "or keep the calibration's layer, t and metric).")
+        area = "n/a" if cal.auroc is None else round(cal.auroc, 3)
+        text = (f"Layer `{cal.layer}`, t = {cal.t}, metric `{cal.metric}`: {cal.rule()} "
+                f"(calibrated FPR {cal.fpr:.3f}; AUROC {area}). "
+                f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged.")
+        name = Path(self.settings.calibration).name
+        if self.calibration_source == "uploaded":
+            text += f" Settings and threshold from the uploaded calibration file {name}."
+        elif self.calibration_source == "file":
+            text += f" Settings and threshold from the calibration file {name}."
+        return text
+
+    def summary(self) -> str:
+        return self.headline() + (" Skipped: " + "; ".join(self.skipped) if self.skipped else "")
+
+
+def load_images(model, sources, names=None) -> tuple[torch.Tensor | None, list[str], list[str]]:
+    """Files, folders (their image files, sorted) or in-memory images -> ``N x C x H x W`` at the
+    model's size, with the names shown for them; unreadable images are skipped with a reason."""
+    from ..data.images import ImageError, list_image_files, load_image
+
+    if isinstance(sources, torch.Tensor):
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(sources))]
+        if len(names) != len(sources):
+            raise UserError(f"{len(sources)} images but {len(names)} names")
+        return sources.float(), names, []
+    items = []
+    for i, src in enumerate(sources):
+        given = None if names is None else names[i]
+        if isinstance(src, (str, Path)) and Path(src).is_dir():
+            try:
+                items += [(f, str(f)) for f in list_image_files(src)]
+            except ImageError as err:
+                items.append((None, str(err)))
+        else:
+            items.append((src, given if given is not None else str(src)))
+    tensors, used, problems = [], [], []
+    c, h, w = model.image_shape
+    for src, name in items:
+        if src is None:
+            problems.append(name)
+            continue
+        try:
+            tensors.append(load_image(src, (h, w), channels=c))
+            used.append(name)
+        except ImageError as err:
+            problems.append(str(err))
+    return (torch.cat(tensors) if tensors else None), used, problems
+
+
+class Score(Feature):
+    name = "score"
+    help = "memorization check: representation spikiness of images (CSV to stdout)"
+    Settings = ScoreSettings
+    outputs = ("csv", "json")
+
+    def cost(self, s: ScoreSettings) -> Cost:
+        n = len(s.images) + s.n_generate
+        return Cost(forward=n * (s.noise_draws or 1) + s.n_generate * GENERATE_STEPS,
+                    note="one (early-stopped) U-Net pass per image and noise draw, plus 50 DDIM steps per generated "
+                         "sample; a folder counts as one image")
+
+    def run(self, s: ScoreSettings, *, runtime=None, progress=None, should_stop=None, model=None,
+            images=None, names=None, calibration_file: str | Path | None = None) -> ScoreResult:
+        """``images``/``names``: what the UI holds (uploaded files or tensors) in place of ``s.images``;
+        ``calibration_file``: the real path of the file ``s.calibration`` names (an upload)."""
+        from ..methods import memorization as mz
+        from ..methods.memorization_builtin import BUILTIN_MODELS, nearest_training
+
+        rt = runtime_or_default(runtime)
+        prog = Progress.wrap(progress, should_stop)
+        model = load(s.model, rt, model)
+        cal_path = calibration_file or s.calibration
+        uploaded = mz.Calibration.load(cal_path) if cal_path else None
+        how = mz.setup(model, rt.assets, s.layer, s.t, s.metric, s.noise_draws, uploaded)
+
+        parts, shown, skipped = [], [], []
+        if images is not None or s.images:
+            tens, shown, skipped = load_images(model, images if images is not None else s.images, names)
+            if tens is None:
+                raise UserError(skipped[0] if skipped else "upload at least one image or ask for generated samples")
+            parts.append(tens)
+        if s.n_generate:
+            prog(0.0, f"generating {s.n_generate} samples")
+            parts.append(model.generate(s.n_generate, seed=s.seed, steps=GENERATE_STEPS, progress=prog.bars,
+                                        step_callback=lambda i, t: prog.check()).cpu())
+            shown += [f"sample seed {s.seed} #{i}" for i in range(s.n_generate)]
+        scored = torch.cat(parts)
+        prog(0.6, f"scoring {len(scored)} images")
+        rows = mz.score_images(model, scored, shown, how, s.seed)
+
+        res = ScoreResult(settings=s, rows=rows, layer=how.layer, t=how.t, metric=how.metric, noise_draws=how.n_noise,
+                          calibration=how.calibration, skipped=skipped, scored=scored,
+                          calibration_source={"file": "uploaded" if calibration_file else "file",
+                                              "shipped": "shipped"}.get(how.source, ""))
+        if model.model_id in BUILTIN_MODELS:
+            prog(0.9, "nearest training images")
+            nn, train = nearest_training(model, scored)
+            idx = nn.index[:, 0]
+            res.nearest_images, res.nearest_index = train[idx], idx.tolist()
+            res.nearest_rms = [float(d) for d in nn.nearest]
+        return res
+
+    # CLI: the table on stdout (as CSV), notes on stderr
+    def write_outputs(self, result: ScoreResult, args) -> list[str]:
+        notes = [f"skipped: {p}" for p in result.skipped] + [result.headline()]
+        for kind, write in (("csv", result.write_csv), ("json", result.write_json)):
+            if getattr(args, kind, None):
+                notes.append(f"wrote {write(getattr(args, kind))}")
+        print("\n".join(notes), file=sys.stderr)
+        return [result.to_csv().rstrip("\n")]
+
+
+FEATURE = Score()
