@@ -1,35 +1,54 @@
-"""Shared matplotlib setup (Agg backend, consistent style) and figure -> PIL conversion."""
+"""Shared figure setup and rendering.
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), never through
+pyplot's global figure registry, and every rendering (``to_pil``, ``save_figure``) holds one
+process-wide lock: matplotlib's text layout and mathtext parser keep module-level state that is
+not thread-safe, and the app renders figures for concurrent requests.
+"""
 from __future__ import annotations
 
 import io
+import threading
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
+
+RENDER_LOCK = threading.RLock()
 
 
 def new_figure(w: float = 6.0, h: float = 3.6):
-    fig, ax = plt.subplots(figsize=(w, h), dpi=110)
+    """A ``(Figure, Axes)`` pair with the project's style (grid, 110 dpi)."""
+    fig = Figure(figsize=(w, h), dpi=110)
+    ax = fig.add_subplot()
     ax.grid(alpha=0.3)
     return fig, ax
 
 
-def save_figure(fig, path, dpi: int = 110):
-    """Write ``fig`` as PNG (parent folders created) and close it; returns the path."""
-    from pathlib import Path
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
 
+    plt.close(fig)   # a no-op for object-API figures; frees pyplot-made ones
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG (parent folders created) and close it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    with RENDER_LOCK:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _close(fig)
     return path
 
 
 def to_pil(fig) -> Image.Image:
+    """Render ``fig`` to an RGB PIL image and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
+    with RENDER_LOCK:
+        fig.savefig(buf, format="png", bbox_inches="tight")
+    _close(fig)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
