@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lowdim_app.synthetic.phase import PhaseSettings, run_phase  # noqa: E402
+from lowdim_app.features.phase import FEATURE as PHASE, PhaseSettings  # noqa: E402
 
 
 def timed(st):
     t0 = time.perf_counter()
-    res = run_phase(st)
+    res = PHASE.run(st).grid
     return time.perf_counter() - t0, res
 
 

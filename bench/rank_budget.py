@@ -12,15 +12,15 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lowdim_app.plots.molrg import rank_vs_snr_figure, save  # noqa: E402
-from lowdim_app.synthetic.gl_score import RankSettings, rank_vs_snr  # noqa: E402
+from lowdim_app.features.molrg_rank import FEATURE as RANK, RankSettings  # noqa: E402
+from lowdim_app.plots.common import save_figure  # noqa: E402
+from lowdim_app.plots.molrg import rank_vs_snr_figure  # noqa: E402
 
 
 def main():
@@ -34,10 +34,10 @@ def main():
     out, train_s = None, {}
     for i, b in enumerate(a.budgets.split(",")):
         steps, width, batch, lr = b.split(":")
-        st = replace(base, mlp_steps=int(steps), mlp_width=int(width), mlp_batch=int(batch), mlp_lr=float(lr),
-                     dae_iters=base.dae_iters if i == 0 else 0)
+        st = base.replace(mlp_steps=int(steps), mlp_width=int(width), mlp_batch=int(batch), mlp_lr=float(lr),
+                          dae_iters=base.dae_iters if i == 0 else 0)
         t0 = time.perf_counter()
-        o = rank_vs_snr(st)
+        o = RANK.run(st).to_json()
         name = [k for k in o["models"] if k.startswith("MLP")][0]
         train_s[name] = round(time.perf_counter() - t0, 1)
         print(f"{name}: {train_s[name]} s", flush=True)
@@ -53,7 +53,8 @@ def main():
     print(f"Lemma 2 bounds (rank/n): {out['bounds'][0]:.3f} .. {out['bounds'][1]:.3f}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1))
-    save(rank_vs_snr_figure(out), a.out + ".png")
+    save_figure(rank_vs_snr_figure(out["snr"], out["models"], out["bounds"], title=f"n={base.n}, d_k={list(base.dims)}"),
+                a.out + ".png")
     print(f"wrote {a.out}.json/.png")
 
 

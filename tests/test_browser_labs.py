@@ -41,3 +41,22 @@ def test_cancel_in_browser_stops_the_server_run(page, artifacts):
     assert log.read_text().count("gl_score: run stopped by Cancel") == before + 1
     assert "done" not in page.locator("#molrg-gl-status").inner_text()
     page.screenshot(path=str(artifacts / "gl_cancelled.png"), full_page=True)
+
+
+def test_rank_lab_in_browser_streams_and_shows_its_files(page, artifacts):
+    """Low-rank denoiser lab with a small budget: the curves arrive, then the CSV/PNG/JSON files and the
+    reproduce line (which names out.json and out.png)."""
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="Low-rank denoiser").click()
+    for name, value in (("n", "16"), ("d1", "2"), ("d2", "2"), ("N", "100"), ("traj", "2"), ("dae", "20"),
+                        ("mlp", "0")):
+        page.locator(f"#molrg-rank-{name} input").fill(value)
+    page.locator("#molrg-rank-run").click()
+    page.wait_for_function("document.querySelector('#molrg-rank-cli')?.innerText.includes('molrg-rank --n 16')",
+                           timeout=120_000)
+    for kind in ("csv", "png", "json"):
+        page.locator(f"#molrg-rank-{kind} a").first.wait_for(state="visible", timeout=60_000)
+    cli = page.locator("#molrg-rank-cli").inner_text()
+    assert "--dims 2,2" in cli and "--json out.json --png out.png" in cli
+    page.locator("#molrg-rank-plot img, #molrg-rank-plot canvas, #molrg-rank-plot svg").first.wait_for(state="visible")
+    page.screenshot(path=str(artifacts / "rank_lab.png"), full_page=True)

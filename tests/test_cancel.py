@@ -86,3 +86,17 @@ def test_cancel_stops_theory_training(one_thread):
     th, out = _run_in_thread(gen)
     _cancel_after_start(req, "molr_mog", th, wait=3.0)
     assert STOP_FLAGS.active() == 0
+
+
+def test_cancel_stops_rank_mlp_training(one_thread):
+    """Low-rank denoiser lab: the closed-form curve streams, then Cancel ends the MLP's 50000 steps."""
+    from lowdim_app.ui.molrg import run_rank_ui
+
+    req = SimpleNamespace(session_hash="rank-test")
+    gen = run_rank_ui(24, 3, 3, 200, 2, 0, 50000, 0, request=req)
+    outs = []
+    th = threading.Thread(target=lambda: outs.extend(gen), daemon=True)
+    th.start()
+    _cancel_after_start(req, "molrg_rank", th)
+    assert len(outs) == 1 and outs[0][1:4] == (None, None, None)   # the closed form only, no files
+    assert STOP_FLAGS.active() == 0

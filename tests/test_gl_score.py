@@ -1,9 +1,14 @@
-"""GL score (seed 000 eq. 21), the batched MLP denoiser, EDM sampling and the rank-vs-SNR experiment."""
+"""GL score (Wang et al. 2024, eq. 21), the batched MLP denoiser, EDM sampling and the rank-vs-SNR
+experiment (Fig. 3b), through the features ``gl-score`` and ``molrg-rank``."""
+import csv
+import io
+
 import pytest
 import torch
 
-from lowdim_app.synthetic.gl_score import (BatchedMLP, RankSettings, edm_sample, gl_distance, gl_score,
-                                           rank_vs_snr, train_denoisers)
+from lowdim_app.features.gl_score import FEATURE as GL, GLSettings
+from lowdim_app.features.molrg_rank import FEATURE as RANK, RankSettings
+from lowdim_app.synthetic.gl_score import BatchedMLP, edm_sample, gl_distance, gl_score, train_denoisers
 from lowdim_app.synthetic.molrg import MoLRG, edm_sigmas
 
 
@@ -60,23 +65,71 @@ def test_batched_mlp_members_are_independent_and_training_reduces_loss():
 
 
 def test_rank_vs_snr_closed_form_and_dae_within_lemma2():
-    out = rank_vs_snr(RankSettings(n=20, dims=[3, 3], N=200, num_steps=10, trajectories=3, dae_iters=150,
-                                   train_mlp=False))
-    lo, hi = out["bounds"]
+    st = RankSettings(n=20, dims=[3, 3], N=200, steps=10, trajectories=3, dae_iters=150, mlp_steps=0)
+    parts = list(RANK.stream(st))                      # one result per model
+    assert [list(p.models) for p in parts] == [["posterior mean (Lemma 1)"],
+                                               ["posterior mean (Lemma 1)", "low-rank DAE (eq. 9, SGD)"]]
+    assert [p.finished for p in parts] == [False, True]
+    out = parts[-1]
+    lo, hi = out.bounds
+    assert (lo, hi) == (3 / 20, 6 / 20)                # Lemma 2 (eq. 44) as ratios
     for name in ("posterior mean (Lemma 1)", "low-rank DAE (eq. 9, SGD)"):
-        vals = out["models"][name]
+        vals = out.models[name]
         assert len(vals) == 10 and all(lo - 1e-9 <= v <= hi + 1e-9 for v in vals)
-    pm = out["models"]["posterior mean (Lemma 1)"]
+    pm = out.models["posterior mean (Lemma 1)"]
     assert pm[0] == pytest.approx(hi) and pm[-1] == pytest.approx(lo)   # low SNR: union; high SNR: one subspace
+    assert parts[0].models["posterior mean (Lemma 1)"] == pm              # later models leave earlier curves alone
+    table = list(csv.reader(io.StringIO(out.to_csv())))
+    assert table[0] == ["sigma", "snr", "posterior mean (Lemma 1)", "low-rank DAE (eq. 9, SGD)"] and len(table) == 11
+    assert float(table[1][1]) == pytest.approx(1 / out.sigma[0], rel=1e-5)
+    assert [float(r[3]) for r in table[1:]] == pytest.approx(out.models["low-rank DAE (eq. 9, SGD)"], abs=1e-5)
+
+
+def test_rank_unequal_dims_skip_the_dae_with_a_note():
+    out = RANK.run(RankSettings(n=12, dims=[2, 3], N=50, steps=4, trajectories=2, dae_iters=20, mlp_steps=0))
+    assert list(out.models) == ["posterior mean (Lemma 1)"] and out.finished
+    assert any("equal d_k" in n for n in out.notes)
 
 
 def test_gl_score_small_n_memorizes_large_n_generalizes():
     """Fig. 5a in miniature: trained on N_k = d_k samples per component the network reproduces its
     training points (GL near 0); on N_k = 48 d_k it samples the mixture (GL near 1; measured 0.17 and
     1.18 with these settings, the overshoot is residual off-subspace noise of the short training)."""
-    from lowdim_app.synthetic.gl_score import GLSettings, iter_gl_experiment
-
-    st = GLSettings(n=12, K=2, d_values=[2], ratios=[1, 48], steps=6000, width=128, depth=3, n_eval=200)
-    res = list(iter_gl_experiment(st))[-1]
+    st = GLSettings(n=12, K=2, d=[2], ratios=[1, 48], steps=6000, width=128, depth=3, n_eval=200)
+    res = GL.run(st)
     gl = {r["ratio"]: r["gl"] for r in res.rows}
     assert res.finished and gl[1] < 0.3 and 0.8 < gl[48] < 1.4, gl
+
+
+def test_gl_stream_fills_in_per_d_and_cancel_keeps_finished_curves_only():
+    from lowdim_app.features.base import Cancelled
+
+    st = GLSettings(n=12, K=2, d=[2, 3], ratios=[1, 2.5], steps=20, width=16, depth=2, n_eval=30)
+    parts = list(GL.stream(st))
+    assert [[(r["d"], r["N_k"]) for r in p.rows] for p in parts] == [[(2, 2), (2, 5)], [(2, 2), (2, 5), (3, 3), (3, 8)]]
+    assert [p.finished for p in parts] == [False, True] and parts[0].rows == parts[1].rows[:2]
+    assert parts[1].to_csv().splitlines()[1:] == [
+        f"{r['d']},{r['N_k']},{r['ratio']:g},{r['gl']:.5f},{r['train_loss']:.5f}" for r in parts[1].rows]
+    got, polls = [], []
+
+    def stop_during_second_training():      # true from the 3rd poll after the first curve: mid-training
+        if got:
+            polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(Cancelled):
+        for res in GL.stream(st.replace(steps=300), should_stop=stop_during_second_training):
+            got.append(res)
+    assert len(got) == 1 and [r["d"] for r in got[0].rows] == [2, 2]
+
+
+def test_costs_follow_the_work_that_runs():
+    gl = GLSettings(d=[3], ratios=[1, 2])
+    assert GL.cost(gl.replace(d=(3, 4, 5, 6))).cpu_seconds == pytest.approx(4 * GL.cost(gl).cpu_seconds)
+    assert GL.cost(gl.replace(steps=24000)).cpu_seconds == pytest.approx(2 * GL.cost(gl).cpu_seconds)
+    rk = RankSettings()
+    assert RANK.cost(rk.replace(mlp_steps=0)).cpu_seconds < RANK.cost(rk).cpu_seconds
+    # unequal d_k skip the DAE: it costs nothing then
+    assert RANK.cost(rk.replace(dims=(5, 6))).cpu_seconds == pytest.approx(
+        RANK.cost(rk.replace(dims=(5, 6), dae_iters=0)).cpu_seconds)
+    assert RANK.cost(rk.replace(dae_iters=0)).cpu_seconds < RANK.cost(rk).cpu_seconds

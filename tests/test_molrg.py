@@ -1,11 +1,11 @@
-"""MoLRG (seed 000 Def. 1, Lemma 1, Lemma 2, eq. 46): closed forms against Monte Carlo / autograd."""
+"""MoLRG (Wang et al. 2024, Def. 1, Lemma 1, Lemma 2, eq. 46): closed forms against Monte Carlo / autograd."""
 import math
 
 import pytest
 import torch
 
 from lowdim_app.synthetic.molrg import MoLRG, edm_sigmas, lemma2_bounds, vp_schedule
-from lowdim_app.synthetic.rank import numerical_rank
+from lowdim_app.metrics import numerical_rank
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 

@@ -5,17 +5,18 @@ import json
 import pytest
 import torch
 
-from lowdim_app.synthetic.dae import _reduced_grad, dae_loss, default_dae_config, expected_dae_loss, train_dae
-from lowdim_app.synthetic.phase import PhaseSettings, PhaseResult, cell_data, iter_phase, run_phase
-from lowdim_app.synthetic.subspace import k_subspaces, pca_subspaces, stiefel_retract, subspace_error, success
 from lowdim_app.errors import UserError
+from lowdim_app.features.phase import FEATURE as PHASE, PhaseSettings
+from lowdim_app.metrics import principal_cosines
+from lowdim_app.synthetic.dae import _reduced_grad, dae_loss, default_dae_config, expected_dae_loss, train_dae
+from lowdim_app.synthetic.phase import cell_data, iter_phase
+from lowdim_app.synthetic.subspace import k_subspaces, pca_subspaces, stiefel_retract, subspace_error, success
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
 
-
 def _data(K, n, d, N, T=6, seed=0):
-    st = PhaseSettings(n=n, K=K, trials=T, seed=seed)
+    st = PhaseSettings(n=n, K=K, d=(d,), N=(N,), trials=T, seed=seed)
     return cell_data(st, d, N)
 
 
@@ -111,9 +112,13 @@ def test_train_dae_k1_recovers_subspace():
 
 
 def _settings(**kw):
-    base = dict(n=24, d_values=[2, 3, 4], N_values=[1, 2, 3, 4, 5, 6], trials=5, seed=0)
+    base = dict(n=24, d=[2, 3, 4], N=[1, 2, 3, 4, 5, 6], trials=5, seed=0)
     base.update(kw)
     return PhaseSettings(**base)
+
+
+def run_phase(st):
+    return PHASE.run(st).grid
 
 
 @pytest.mark.parametrize("K,method", [(1, "svd"), (1, "cluster"), (2, "cluster")])
@@ -129,37 +134,102 @@ def test_phase_grid_transition_at_N_equals_d(K, method):
                 assert rate == 0.0, (d, N, rate)
 
 
-def test_phase_generator_partial_and_json_roundtrip(tmp_path):
+def test_phase_stream_partial_and_json_roundtrip(tmp_path):
     st = _settings(K=1, method="svd")
-    done = []
-    for res in iter_phase(st):                       # one batch per N column
-        done.append(res.cells_done)
-        assert res.finished == (res.cells_done == 18)
-    assert done == [3 * (j + 1) for j in range(6)]
-    path = tmp_path / "p.json"
-    res.to_json(path)
+    parts = list(PHASE.stream(st))                  # one result per N column
+    assert [r.grid.cells_done for r in parts] == [3 * (j + 1) for j in range(6)]
+    assert [r.finished for r in parts] == [False] * 5 + [True]
+    res = parts[-1]
+    for j, part in enumerate(parts):               # column j is filled at step j and never changes
+        for i in range(3):
+            assert part.grid.success[i][:j + 1] == res.grid.success[i][:j + 1]
+            assert part.grid.success[i][j + 1:] == [None] * (5 - j)
+    path = res.write_json(tmp_path / "p.json")
     obj = json.loads(path.read_text())
-    assert obj["settings"]["method"] == "svd" and len(obj["success_rate"]) == 3
-    assert len(obj["success_rate"][0]) == 6
-    assert PhaseResult.from_dict(obj).success == res.success
+    assert obj["command"] == "phase" and obj["settings"]["method"] == "svd"
+    assert obj["d_values"] == [2, 3, 4] and obj["N_values"] == [1, 2, 3, 4, 5, 6]
+    assert obj["success_rate"] == res.grid.success and obj["cells_total"] == 18 and obj["finished"]
     # same seed -> same grid, also with other batching (data depend on the cell only)
     again = run_phase(_settings(K=1, method="svd", chunk="cell"))
-    assert again.success == res.success
-    assert "d,N,success_rate" in res.to_csv()
+    assert again.success == res.grid.success
+    csv = res.to_csv().splitlines()
+    assert csv[0] == "d,N,success_rate,mean_error,trials" and len(csv) == 19
+    assert csv[1].split(",")[:3] == ["2", "1", f"{res.grid.success[0][0]:.4f}"]
 
 
 def test_phase_stop_and_validation():
     n_calls = []
     out = list(iter_phase(_settings(K=1, method="svd"), should_stop=lambda: n_calls.append(1) or len(n_calls) >= 2))
-    assert not out[-1].finished and out[-1].cells_done == 6
-    with pytest.raises(UserError):
-        _settings(K=2, method="svd").validate()
-    with pytest.raises(UserError):
-        _settings(K=3, n=8, d_values=[3]).validate()
-    with pytest.raises(UserError):
-        _settings(trials=0).validate()
+    # the second poll (after the second column's solve) stops the run: that column is not recorded
+    assert not out[-1].finished and out[-1].cells_done == 3 and len(out) == 1
+    assert [row[1] for row in out[-1].success] == [None] * 3
+    with pytest.raises(UserError, match="svd"):
+        _settings(K=2, method="svd")
+    with pytest.raises(UserError, match="exceeds n"):
+        _settings(K=3, n=8, d=[3])
+    with pytest.raises(UserError, match="cells"):
+        _settings(K=1, d=list(range(1, 21)), N=list(range(1, 102)))  # 2020 cells > 2000
+    assert _settings(d=[4, 2, 2, 3]).d == (2, 3, 4)                  # sorted, duplicates dropped
+
+
+@pytest.mark.parametrize("K,method", [(1, "svd"), (2, "cluster")])
+def test_noisy_cell_success_follows_the_selected_norm(K, method):
+    """With noise the spectral and Frobenius App. E.1 errors differ; each success rate must equal the
+    rate of an exact reference (principal angles between the estimate and the truth, eq. 12 by SVD)."""
+    d, N, T = 3, 6, 10
+    rates = {}
+    for norm in ("spectral", "fro"):
+        st = PhaseSettings(K=K, n=24, d=(d,), N=(N,), trials=T, method=method, noise=0.1, norm=norm, seed=0)
+        res = run_phase(st)
+        U, X, labels = cell_data(st, d, N)
+        errs = []
+        for t in range(T):
+            per = []
+            for k in range(K):                      # the true labels: K = 2 clustering is exact here
+                Xk = X[t][labels[t] == k]
+                Uh = torch.linalg.svd(Xk.T, full_matrices=False)[0][:, :d]
+                sin2 = 1 - principal_cosines(Uh.T, U[t, k].T) ** 2
+                per.append(float(sin2.max().sqrt()) if norm == "spectral" else float((2 * sin2.sum()).sqrt()))
+            errs.append(sum(per) / K)
+        expected = sum(e <= st.threshold for e in errs) / T
+        assert res.success[0][0] == expected, (norm, errs)
+        assert res.mean_error[0][0] == pytest.approx(sum(errs) / T, abs=1e-9)
+        rates[norm] = expected
+    assert rates["spectral"] > rates["fro"] + 0.5, rates       # the cell tells the norms apart
 
 
 def test_phase_dae_small_grid():
-    res = run_phase(_settings(K=1, method="dae", d_values=[2], N_values=[1, 4], trials=3, dae_iters=300))
+    res = run_phase(_settings(K=1, method="dae", d=[2], N=[1, 4], trials=3, dae_iters=300))
     assert res.success[0] == [0.0, 1.0]
+
+
+def test_phase_cost_scales_with_the_grid_and_the_web_budget_is_declared_once():
+    from lowdim_app.features.phase import WEB_MAX_PROBLEMS
+
+    base = _settings(K=1, method="svd", trials=10)
+    assert PHASE.cost(base.replace(trials=20)).cpu_seconds == pytest.approx(2 * PHASE.cost(base).cpu_seconds)
+    costs = [PHASE.cost(base.replace(method=m)).cpu_seconds for m in ("svd", "cluster", "dae")]
+    assert costs[0] < costs[1] < costs[2]
+    dae = base.replace(method="dae")
+    assert PHASE.cost(dae.replace(dae_iters=600)).cpu_seconds == pytest.approx(
+        2 * PHASE.cost(dae.replace(dae_iters=300)).cpu_seconds)
+    full = PhaseSettings(K=1, n=24, d=list(range(1, 11)), N=list(range(1, 21)), trials=WEB_MAX_PROBLEMS // 200)
+    PHASE.check_web_budget(full)                                   # exactly at the cap
+    with pytest.raises(UserError, match="web app"):
+        PHASE.check_web_budget(full.replace(trials=full.trials + 1))
+
+
+def test_phase_cancel_raises_and_drops_the_interrupted_column():
+    from lowdim_app.features.base import Cancelled
+
+    st = _settings(K=1, method="dae", d=[2], N=[2, 3, 4], trials=2, dae_iters=400)
+    got = []
+    with pytest.raises(Cancelled):
+        for res in PHASE.stream(_settings(K=1, method="svd"), should_stop=lambda: len(got) >= 1):
+            got.append(res)
+    assert len(got) == 1 and got[0].grid.cells_done == 3
+    got = []
+    with pytest.raises(Cancelled):                                  # during the DAE training of column 2
+        for res in PHASE.stream(st, should_stop=lambda: len(got) >= 1):
+            got.append(res)
+    assert [r.grid.cells_done for r in got] == [1] and got[0].grid.success[0][1:] == [None, None]

@@ -1,4 +1,5 @@
-"""Low-rank denoising autoencoders for MoLRG and their training by SGD (seed 000).
+"""Low-rank denoising autoencoders for MoLRG and their training by SGD (Wang et al. 2024,
+arXiv:2409.02426, §3.2 and App. E.1).
 
 Parameterisations (``theta = {U_k}``, ``U_k in O^{n x d_k}``):
 

@@ -1,43 +1,44 @@
 """Network denoisers on MoLRG data: the generalization (GL) score and the rank-vs-SNR experiment.
 
-Seed 000 §4.1 (Fig. 5a, eq. 21), App. D.2 / E.2 (Fig. 3b, Fig. 7a).
+Wang et al. 2024 (arXiv:2409.02426): §4.1 (Fig. 5a, eq. 21), App. D.2 / E.2 (Fig. 3b, Fig. 7a).
 
 * :func:`gl_score` -- eq. 21: ``GL = D(x_gen) / D(x_MoLRG)`` with
   ``D(x) = sum_i min_{j != i} ||x_i - x_j||`` (``~0``: generated samples collapse onto the
   training data, memorisation; ``~1``: they spread like fresh MoLRG samples, generalisation).
 * :class:`BatchedMLP` -- a small MLP denoiser with EDM preconditioning (Karras et al. 2022),
-  standing in for the paper's DDPM++ U-Net (DESIGN §1.4 allows an MLP). ``E`` independent
-  networks are held as stacked weights and trained *together* as one tensor program (each on
-  its own training set), so a whole GL curve is one batched training run.
+  standing in for the paper's DDPM++ U-Net (a CPU-sized network; Fig. 5a's claim is about the
+  ratio ``N_k / d_k``, not the architecture). ``E`` independent networks are held as stacked
+  weights and trained *together* as one tensor program (each on its own training set), so a
+  whole GL curve is one batched training run.
 * :func:`train_denoisers` -- Algorithm 1 with Adam (App. E.2: lr 1e-3, batch 64) and the EDM
   loss: ``sigma ~ logNormal(-1.2, 1.2)``, weight ``(sigma^2 + sd^2) / (sigma sd)^2``.
 * :func:`edm_sample` -- the 18-step Heun sampler of EDM (``s_t = 1``, ``gamma_t = sigma``), for
   the networks and for the closed-form posterior mean.
-* :func:`iter_gl_experiment` -- Fig. 5a: K components, ``n``, ``d_k`` in ``d_values``, ``N_k =
-  ratio * d_k`` training samples per component; yields after each ``d_k`` (all ratios of one
-  ``d_k`` train at once).
-* :func:`rank_vs_snr` -- Fig. 3b / 7a: numerical rank (eq. 46) / n of the Jacobian of (i) the
-  closed-form posterior mean (Lemma 1), (ii) the low-rank DAE (eq. 9) with bases trained by SGD
-  (Algorithm 1, :func:`~lowdim_app.synthetic.dae.train_dae`), (iii) a trained MLP, averaged
+* :func:`gl_curve` -- Fig. 5a for one ``d_k``: ``K`` components in ``R^n``, ``N_k = ratio * d_k``
+  training samples per component, one network per ratio (trained at once).
+* :func:`iter_rank_vs_snr` -- Fig. 3b / 7a: numerical rank (eq. 46) / n of the Jacobian of (i)
+  the closed-form posterior mean (Lemma 1), (ii) the low-rank DAE (eq. 9) with bases trained by
+  SGD (Algorithm 1, :func:`~lowdim_app.synthetic.dae.train_dae`), (iii) a trained MLP, averaged
   along EDM Heun sampling trajectories of the closed-form denoiser, with Lemma 2's bounds
   ``min_k d_k / n <= rank / n <= sum_k d_k / n``.
+
+The experiments take the labs' declared settings (:mod:`lowdim_app.features.gl_score`,
+:mod:`lowdim_app.features.molrg_rank`, or any object with the same attributes).
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .dae import default_dae_config, train_dae
+from ..metrics import numerical_rank
 from .molrg import MoLRG, edm_sigmas, lemma2_bounds
-from .rank import numerical_rank
 
-__all__ = ["gl_distance", "gl_score", "BatchedMLP", "train_denoisers", "edm_sample",
-           "GLSettings", "GLResult", "iter_gl_experiment", "rank_vs_snr", "RankSettings"]
+__all__ = ["gl_distance", "gl_score", "BatchedMLP", "train_denoisers", "edm_sample", "gl_curve",
+           "iter_rank_vs_snr", "rank_curves", "DAE_CURVE", "POSTERIOR_CURVE", "mlp_curve_name"]
 
 
 # ----------------------------------------------------------------------------- eq. 21
@@ -176,116 +177,63 @@ def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], shape, si
 
 
 # ----------------------------------------------------------------------------- Fig. 5a
-@dataclass
-class GLSettings:
-    """Fig. 5a settings. The training defaults were set by measurement (n = 48, K = 2, d_k = 3): with
-    1500 Adam steps of a width-128 MLP the samples kept an off-subspace residual of ~0.4 and mixed the
-    two subspaces, so GL came out > 1 at every ratio; 12000 steps, width 256, depth 4, lr 2e-3 (cosine
-    decay, EMA), batch 128 and noise levels ``log sigma ~ N(-2, 1.5^2)`` (the data scale is ~0.25,
-    half EDM's 0.5) bring the residual to ~0.02 and GL to ~0.08 at N_k/d_k = 1 and ~1 at 64."""
+def gl_curve(st, d: int, should_stop: Callable[[], bool] | None = None) -> list[dict] | None:
+    """Fig. 5a for one ``d_k = d``: train one network per ratio on ``N_k = round(ratio d)`` samples
+    per component (batched), sample ``st.n_eval`` points with the EDM Heun sampler, and score them
+    against ``st.n_eval`` fresh MoLRG samples (eq. 21). Returns one row per ratio
+    (``d, N_k, ratio, gl, train_loss``), or ``None`` when ``should_stop()`` ended the training.
 
-    n: int = 48
-    K: int = 2
-    d_values: list[int] = field(default_factory=lambda: [3, 4, 5, 6])
-    ratios: list[float] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
-    steps: int = 12000
-    lr: float = 2e-3
-    batch: int = 128
-    width: int = 256
-    depth: int = 4
-    p_mean: float = -2.0
-    p_std: float = 1.5
-    n_eval: int = 300
-    sample_steps: int = 18
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class GLResult:
-    settings: dict
-    rows: list[dict] = field(default_factory=list)   # d, N_k, ratio, gl, train_loss
-    finished: bool = False
-    wall_s: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"settings": self.settings, "rows": self.rows, "finished": self.finished,
-                "wall_s": round(self.wall_s, 3)}
-
-    def to_csv(self) -> str:
-        lines = ["d_k,N_k,ratio,gl_score,train_loss"]
-        lines += [f"{r['d']},{r['N_k']},{r['ratio']:g},{r['gl']:.5f},{r['train_loss']:.5f}" for r in self.rows]
-        return "\n".join(lines) + "\n"
-
-
-def iter_gl_experiment(st: GLSettings, should_stop: Callable[[], bool] | None = None) -> Iterator[GLResult]:
-    """Fig. 5a: for each ``d_k`` train one network per ratio (batched), sample ``n_eval`` points
-    with the EDM Heun sampler, and score them against ``n_eval`` fresh MoLRG samples (eq. 21).
-    Yields the growing :class:`GLResult` after each ``d_k``."""
-    t0 = time.perf_counter()
-    res = GLResult(st.to_dict())
-    sigmas = edm_sigmas(st.sample_steps)
-    for d in st.d_values:
-        if st.K * d > st.n:
-            raise ValueError(f"K * d = {st.K * d} exceeds n = {st.n}")
-        seed = int(np.random.SeedSequence([st.seed, d, 5]).generate_state(1)[0])
-        m = MoLRG.random(st.n, [d] * st.K, seed=seed)
-        g = torch.Generator().manual_seed(seed)
-        Nks = [max(1, int(round(r * d))) for r in st.ratios]
-        E, Nmax = len(Nks), st.K * max(Nks)
-        X = torch.zeros(E, Nmax, st.n)
-        for e, Nk in enumerate(Nks):   # N_k samples per component (balanced)
-            a = torch.randn(st.K, Nk, d, generator=g, dtype=torch.float64)
-            xs = torch.cat([a[k] @ m.bases[k].T for k in range(st.K)], 0)
-            X[e, :xs.shape[0]] = xs.float()
-        nv = torch.tensor([st.K * Nk for Nk in Nks])
-        losses = {}
-        net = train_denoisers(X, nv, st.steps, st.lr, st.batch, st.width, st.depth, seed=seed,
-                              callback=lambda it, l: losses.__setitem__("last", l),
-                              callback_every=max(1, st.steps // 10), should_stop=should_stop,
-                              P_mean=st.p_mean, P_std=st.p_std)
-        if should_stop is not None and should_stop():
-            res.wall_s = time.perf_counter() - t0
-            yield res
-            return
-        ones = torch.ones(E, st.n_eval)
-        xg = edm_sample(lambda x, s: net(x, ones * s), (E, st.n_eval, st.n), sigmas, generator=g)
-        xr, _ = m.sample(st.n_eval, generator=g)
-        gl = gl_score(xg.double(), xr.unsqueeze(0).expand(E, -1, -1))
-        tl = losses.get("last", torch.full((E,), float("nan")))
-        for e, Nk in enumerate(Nks):
-            res.rows.append({"d": d, "N_k": Nk, "ratio": Nk / d, "gl": float(gl[e]),
-                             "train_loss": float(tl[e])})
-        res.wall_s = time.perf_counter() - t0
-        res.finished = d == st.d_values[-1]
-        yield res
+    Uses ``st.n, K, ratios, steps, lr, batch, width, depth, p_mean, p_std, n_eval,
+    sample_steps, seed``; the data of ``d`` depend on ``(seed, d)`` only."""
+    if st.K * d > st.n:
+        raise ValueError(f"K * d = {st.K * d} exceeds n = {st.n}")
+    seed = int(np.random.SeedSequence([st.seed, d, 5]).generate_state(1)[0])
+    m = MoLRG.random(st.n, [d] * st.K, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    Nks = [max(1, int(round(r * d))) for r in st.ratios]
+    E, Nmax = len(Nks), st.K * max(Nks)
+    X = torch.zeros(E, Nmax, st.n)
+    for e, Nk in enumerate(Nks):   # N_k samples per component (balanced)
+        a = torch.randn(st.K, Nk, d, generator=g, dtype=torch.float64)
+        xs = torch.cat([a[k] @ m.bases[k].T for k in range(st.K)], 0)
+        X[e, :xs.shape[0]] = xs.float()
+    nv = torch.tensor([st.K * Nk for Nk in Nks])
+    losses = {}
+    net = train_denoisers(X, nv, st.steps, st.lr, st.batch, st.width, st.depth, seed=seed,
+                          callback=lambda it, loss: losses.__setitem__("last", loss),
+                          callback_every=max(1, st.steps // 10), should_stop=should_stop,
+                          P_mean=st.p_mean, P_std=st.p_std)
+    if should_stop is not None and should_stop():
+        return None
+    ones = torch.ones(E, st.n_eval)
+    xg = edm_sample(lambda x, s: net(x, ones * s), (E, st.n_eval, st.n), edm_sigmas(st.sample_steps),
+                    generator=g)
+    xr, _ = m.sample(st.n_eval, generator=g)
+    gl = gl_score(xg.double(), xr.unsqueeze(0).expand(E, -1, -1))
+    tl = losses.get("last", torch.full((E,), float("nan")))
+    return [{"d": d, "N_k": Nk, "ratio": Nk / d, "gl": float(gl[e]), "train_loss": float(tl[e])}
+            for e, Nk in enumerate(Nks)]
 
 
 # ----------------------------------------------------------------------------- Fig. 3b / 7a
-@dataclass
-class RankSettings:
-    n: int = 48
-    dims: list[int] = field(default_factory=lambda: [6, 6])
-    N: int = 1000
-    num_steps: int = 18
-    trajectories: int = 15
-    eta: float = 0.99
-    dae_iters: int = 300
-    train_mlp: bool = True
-    mlp_steps: int = 6000
-    mlp_width: int = 256
-    mlp_batch: int = 128
-    mlp_lr: float = 2e-3
-    # training noise log sigma ~ N(p_mean, p_std^2): wide enough to cover the sampler's sigma range
-    # 0.002..80 (the GL recipe's N(-2, 1.5^2) barely reaches sigma > 10)
-    p_mean: float = -1.2
-    p_std: float = 2.0
-    seed: int = 0
+POSTERIOR_CURVE = "posterior mean (Lemma 1)"
+DAE_CURVE = "low-rank DAE (eq. 9, SGD)"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def mlp_curve_name(width: int, steps: int, batch: int) -> str:
+    """The MLP curve's label: its width and training budget in kimg (steps x batch / 1000, Fig. 7a)."""
+    return f"MLP denoiser (width {width}, {steps * batch / 1000:g} kimg)"
+
+
+def rank_curves(st) -> list[str]:
+    """The curves :func:`iter_rank_vs_snr` computes for ``st``, in order: the closed form, the
+    low-rank DAE (equal ``d_k`` and ``dae_iters > 0``), the MLP (``mlp_steps > 0``)."""
+    names = [POSTERIOR_CURVE]
+    if len(set(st.dims)) == 1 and st.dae_iters > 0:
+        names.append(DAE_CURVE)
+    if st.mlp_steps > 0:
+        names.append(mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch))
+    return names
 
 
 def _traj_rank(jac: Callable[[torch.Tensor, float], torch.Tensor], visited, eta) -> list[float]:
@@ -296,46 +244,54 @@ def _traj_rank(jac: Callable[[torch.Tensor, float], torch.Tensor], visited, eta)
     return out
 
 
-def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict:
+def iter_rank_vs_snr(st, should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
     """Mean numerical rank / n of the denoiser Jacobian along EDM Heun trajectories of the
-    closed-form posterior mean (``trajectories`` starts), at each of the ``num_steps`` noise
-    levels; for the closed form, the trained low-rank DAE (eq. 9, bases by Algorithm 1) and,
-    if ``train_mlp``, a trained MLP. Returns a dict of lists (``sigma``, ``snr``, per-model
-    ``rank_ratio``) plus Lemma 2's bounds as ratios."""
-    m = MoLRG.random(st.n, st.dims, seed=st.seed)
+    closed-form posterior mean (``st.trajectories`` starts), at each of the ``st.steps`` noise
+    levels, for the closed form, the trained low-rank DAE (eq. 9, bases by Algorithm 1; equal
+    ``d_k`` and ``st.dae_iters > 0`` only) and, when ``st.mlp_steps > 0``, a trained MLP.
+
+    Yields a snapshot after each model: ``sigma``, ``snr``, ``bounds`` (Lemma 2 as ratios) and
+    ``models`` (curve name -> rank / n per noise level). Ends early when ``should_stop()``."""
+    m = MoLRG.random(st.n, list(st.dims), seed=st.seed)
     g = torch.Generator().manual_seed(st.seed + 1)
     X, _ = m.sample(st.N, generator=g)
-    sigmas = edm_sigmas(st.num_steps)
+    sigmas = edm_sigmas(st.steps)
     post = lambda x, s: m.posterior_mean(x, 1.0, s)  # noqa: E731  (s_t = 1, gamma_t = sigma)
     _, visited = edm_sample(post, (st.trajectories, st.n), sigmas, generator=g, dtype=torch.float64,
                             record=True)
-    out = {"settings": st.to_dict(), "sigma": sigmas.tolist(), "snr": (1 / sigmas).tolist(),
-           "bounds": [b / st.n for b in lemma2_bounds(st.dims)], "models": {}}
-    out["models"]["posterior mean (Lemma 1)"] = [
+    out = {"sigma": sigmas.tolist(), "snr": (1 / sigmas).tolist(),
+           "bounds": [b / st.n for b in lemma2_bounds(list(st.dims))], "models": {}}
+
+    def snapshot():
+        return {**out, "models": dict(out["models"])}
+
+    def stopped():
+        return should_stop is not None and should_stop()
+
+    out["models"][POSTERIOR_CURVE] = [
         r / st.n for r in _traj_rank(lambda x, s: m.posterior_jacobian(x, 1.0, s), visited, st.eta)]
-    if progress:
-        progress("closed form done")
-    # trained low-rank DAE (eq. 9): Algorithm 1 on the N samples, then its Jacobian in closed form
+    yield snapshot()
     K = len(st.dims)
-    if len(set(st.dims)) == 1 and st.dae_iters > 0 and not (should_stop and should_stop()):
+    if DAE_CURVE in rank_curves(st):
+        if stopped():
+            return
+        # Algorithm 1 on the N samples, then the DAE's Jacobian in closed form (eq. 9 = Lemma 1's form)
         cfg = default_dae_config(K, "hardmax" if K > 1 else "softmax")
         cfg.iters = int(st.dae_iters)
-        d = st.dims[0]
         Ut = torch.stack(m.bases).unsqueeze(0)
-        U = train_dae(X.unsqueeze(0), K, d, cfg, U_true=Ut, generator=g, N_k=max(1, st.N // K))[0]
+        U = train_dae(X.unsqueeze(0), K, st.dims[0], cfg, U_true=Ut, generator=g, N_k=max(1, st.N // K))[0]
         md = MoLRG([U[k] for k in range(K)], m.weights)
-        out["models"]["low-rank DAE (eq. 9, SGD)"] = [
+        out["models"][DAE_CURVE] = [
             r / st.n for r in _traj_rank(lambda x, s: md.posterior_jacobian(x, 1.0, s), visited, st.eta)]
-        if progress:
-            progress("low-rank DAE done")
-    if st.train_mlp and not (should_stop and should_stop()):
-        gl = GLSettings()   # depth of the MLP recipe measured for Fig. 5a
+        yield snapshot()
+    if st.mlp_steps > 0:
+        if stopped():
+            return
         net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps, lr=st.mlp_lr,
-                              batch=st.mlp_batch, width=st.mlp_width, depth=gl.depth, seed=st.seed,
+                              batch=st.mlp_batch, width=st.mlp_width, depth=st.mlp_depth, seed=st.seed,
                               should_stop=should_stop, P_mean=st.p_mean, P_std=st.p_std)
-        if should_stop and should_stop():
-            return out
+        if stopped():
+            return
         f = net.member(0)
         for p in net.parameters():
             p.requires_grad_(False)
@@ -343,9 +299,6 @@ def rank_vs_snr(st: RankSettings, should_stop: Callable[[], bool] | None = None,
         def jac(x, s):
             return torch.stack([torch.func.jacrev(lambda z: f(z, s))(xi.float()) for xi in x]).double()
 
-        kimg = st.mlp_steps * st.mlp_batch / 1000
-        out["models"][f"MLP denoiser (width {st.mlp_width}, {kimg:g} kimg)"] = [
+        out["models"][mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch)] = [
             r / st.n for r in _traj_rank(jac, visited, st.eta)]
-        if progress:
-            progress("MLP done")
-    return out
+        yield snapshot()

@@ -1,25 +1,21 @@
 """Mixtures of low-rank Gaussians (MoLRG) and their exact posterior mean.
 
-Seed 000 (Wang et al., "Diffusion models learn low-dimensional distributions via subspace
-clustering"): Definition 1 / eq. 15, Lemma 1 (eq. 8), Lemma 2 (eq. 44).
+Wang et al. 2024 (arXiv:2409.02426), "Diffusion Models Learn Low-Dimensional Distributions via
+Subspace Clustering": Definition 1 / eq. 15, Lemma 1 (eq. 8), Lemma 2 (App. D.1, eq. 44).
 
 Data (eq. 15): ``x = U_k* a + e`` with probability ``pi_k``; ``U_k*`` is ``n x d_k`` with
 orthonormal columns, the blocks are mutually orthogonal (columns of one random orthogonal
 matrix), ``a ~ N(0, I_{d_k})`` and ``e ~ N(0, noise^2 I_n)``. So component ``k`` is
 ``N(0, U_k U_k^T + noise^2 I)``.
 
-Forward process: ``x_t = s_t x_0 + gamma_t eps`` (seed 000 eq. 3, ``gamma_t = s_t sigma_t``).
-Two schedules are provided:
-
-* :func:`vp_schedule` -- the continuous variance-preserving schedule (Song et al. 2021) with
-  ``beta(t) = beta_min + t (beta_max - beta_min)``, ``beta_min = 0.1``, ``beta_max = 20``,
-  ``t in [0, T]`` (``T = 1``): ``s_t = exp(-t^2 (beta_max - beta_min) / 4 - t beta_min / 2)``,
-  ``gamma_t = sqrt(1 - s_t^2)``. It is the continuous limit of the diffusers DDPM linear
-  schedule (``beta`` 1e-4 .. 0.02 over 1000 steps), i.e. ``s_t = sqrt(abar_t)``.
-* :func:`ve_schedule` -- ``s_t = 1``, ``gamma_t = sigma_t`` (the EDM / variance-exploding
-  convention used by seed 000 App. D for the rank-vs-SNR figures).
-
-SNR is ``1 / sigma_t = s_t / gamma_t`` (seed 000 Fig. 3).
+Forward process: ``x_t = s_t x_0 + gamma_t eps`` (eq. 3, ``gamma_t = s_t sigma_t``).
+:func:`vp_schedule` is the continuous variance-preserving schedule (Song et al. 2021) with
+``beta(t) = beta_min + t (beta_max - beta_min)``, ``beta_min = 0.1``, ``beta_max = 20``,
+``t in [0, T]`` (``T = 1``): ``s_t = exp(-t^2 (beta_max - beta_min) / 4 - t beta_min / 2)``,
+``gamma_t = sqrt(1 - s_t^2)``. It is the continuous limit of the diffusers DDPM linear
+schedule (``beta`` 1e-4 .. 0.02 over 1000 steps), i.e. ``s_t = sqrt(abar_t)``. The rank-vs-SNR
+experiment (App. D.2) uses the EDM convention ``s_t = 1``, ``gamma_t = sigma_t``
+(:func:`edm_sigmas`); SNR is ``1 / sigma_t = s_t / gamma_t`` (Fig. 3).
 
 About eq. 8: the paper's formula weights component ``k`` by ``pi_k exp(phi_t ||U_k^T x||^2)``.
 The exact posterior weights also carry the Gaussian normaliser
@@ -35,11 +31,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .rank import numerical_rank
+from ..metrics import numerical_rank
 
 __all__ = [
-    "MoLRG", "vp_schedule", "ve_schedule", "edm_sigmas", "numerical_rank",
-    "lemma2_bounds", "random_orthonormal_blocks",
+    "MoLRG", "vp_schedule", "edm_sigmas", "lemma2_bounds", "random_orthonormal_blocks",
 ]
 
 VP_BETA_MIN = 0.1
@@ -59,13 +54,6 @@ def vp_schedule(t, T: float = 1.0, beta_min: float = VP_BETA_MIN, beta_max: floa
     if s.ndim == 0:
         return float(s), float(g)
     return s, g
-
-
-def ve_schedule(sigma):
-    """The ``s_t = 1`` variant: returns ``(1, sigma)`` (``gamma_t = sigma_t``)."""
-    if isinstance(sigma, torch.Tensor) and sigma.ndim > 0:
-        return torch.ones_like(sigma), sigma
-    return 1.0, float(sigma)
 
 
 def edm_sigmas(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -92,13 +80,13 @@ def random_orthonormal_blocks(n: int, dims: list[int], generator: torch.Generato
 
 
 def lemma2_bounds(dims: list[int]) -> tuple[int, int]:
-    """Lemma 2 (eq. 44): ``min_k d_k <= rank(J) <= sum_k d_k``."""
+    """Lemma 2 (Wang et al. 2024, eq. 44): ``min_k d_k <= rank(J) <= sum_k d_k``."""
     return min(dims), sum(dims)
 
 
 @dataclass
 class MoLRG:
-    """Mixture of low-rank Gaussians (seed 000 Def. 1, eq. 15).
+    """Mixture of low-rank Gaussians (Wang et al. 2024, Def. 1, eq. 15).
 
     ``bases[k]`` is ``n x d_k`` with orthonormal, mutually orthogonal columns; ``weights`` are
     the mixing proportions ``pi_k`` (normalised on construction); ``noise`` is the std of the
@@ -232,7 +220,7 @@ class MoLRG:
 
     def posterior_jacobian(self, x: torch.Tensor, s_t: float, gamma_t: float) -> torch.Tensor:
         """Closed-form Jacobian ``d E[x_0 | x_t] / d x_t`` at ``x`` (``(n,)`` -> ``(n, n)``;
-        batched ``(..., n)`` -> ``(..., n, n)``); seed 000 App. D.1 (proof of Lemma 2).
+        batched ``(..., n)`` -> ``(..., n, n)``); Wang et al. 2024, App. D.1 (proof of Lemma 2).
 
         With ``m_k(x) = M_k x`` (``M_k = beta I + (alpha - beta) P_k``), ``w = softmax(l)`` and
         ``grad l_k = -Sigma_k^{-1} x``: ``J = sum_k w_k M_k + sum_k w_k m_k (g_k - gbar)^T``.
@@ -257,7 +245,7 @@ class MoLRG:
         return torch.func.jacrev(lambda z: self.posterior_mean(z, s_t, gamma_t))(x)
 
     def jacobian_rank(self, x: torch.Tensor, s_t: float, gamma_t: float, eta: float = 0.99):
-        """Numerical rank (eq. 46) of the posterior-mean Jacobian at ``x`` (batched OK)."""
+        """Numerical rank (Wang et al. 2024, eq. 46) of the posterior-mean Jacobian at ``x`` (batched OK)."""
         sv = torch.linalg.svdvals(self.posterior_jacobian(x, s_t, gamma_t))
         return numerical_rank(sv, eta)
 
@@ -269,6 +257,3 @@ class MoLRG:
         d2 = torch.cdist(x.reshape(-1, self.n), s_t * samples.to(x.dtype)) ** 2
         w = torch.softmax(-d2 / (2 * gamma_t ** 2), dim=-1)
         return (w @ samples.to(x.dtype)).reshape(x.shape)
-
-    def to_dict(self) -> dict:
-        return {"n": self.n, "dims": self.dims, "weights": self.weights.tolist(), "noise": self.noise}

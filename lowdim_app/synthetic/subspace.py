@@ -1,7 +1,7 @@
 """Batched solvers for the problems that training the low-rank DAE is equivalent to.
 
-Seed 000 Thm. 1 (PCA, eq. 12), Thm. 3 (subspace clustering, eq. 18) and the success
-criterion of App. E.1. Everything works on a *batch* of independent problems at once
+Wang et al. 2024 (arXiv:2409.02426): Thm. 1 (PCA, eq. 12), Thm. 3 (subspace clustering,
+eq. 18) and the success criterion of App. E.1. Everything works on a *batch* of independent problems at once
 (batched SVD / QR / eigh), padded to common sizes with masks:
 
 * ``X``      ``(B, N, n)`` samples (rows), ``smask`` ``(B, N)`` which rows are real,

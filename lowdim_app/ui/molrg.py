@@ -1,205 +1,168 @@
-"""MoLRG theory labs (seed 000): Phase transition, Low-rank denoiser, Generalization score.
+"""MoLRG theory labs (Wang et al. 2024, arXiv:2409.02426): Phase transition, Low-rank denoiser,
+Generalization score.
 
-``build()`` creates three sub-tabs inside the current Blocks/Tab context. Every handler validates
-its parameters on the server, calls the library (``lowdim_app.synthetic``), renders, and shows
-the CLI line that reproduces the run. Long runs stream (generators) and can be cancelled.
+``build()`` creates three sub-tabs inside the current Blocks/Tab context. Each handler builds the
+feature's declared settings from its inputs (:mod:`lowdim_app.features.phase`,
+:mod:`~lowdim_app.features.molrg_rank`, :mod:`~lowdim_app.features.gl_score`), streams the
+feature's partial results, writes the final result's files and shows its reproduce line. Cancel
+stops the computation (``STOP_FLAGS``).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
-from ..commands.molrg import gl_command_line, phase_command_line
 from ..errors import UserError
-from .common import STOP_FLAGS, as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
+from ..features.gl_score import FEATURE as GL, GLSettings
+from ..features.molrg_rank import FEATURE as RANK, RankSettings
+from ..features.phase import FEATURE as PHASE, WEB_MAX_PROBLEMS, PhaseSettings
+from ..features.settings import coerce, fmt, spec_of
+from .common import STOP_FLAGS, handle_errors, run_cancel_buttons, stream_feature, wire_cancellable
 
-UI_MAX_CELLS_X_TRIALS = 20_000
+FILES_EXTRA = "--json out.json --png out.png"
 
 
-def _tmp(name: str) -> str:
-    d = Path(tempfile.mkdtemp(prefix="molrg-"))
-    return str(d / name)
+def _field(cls, name: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(cls)}[name]
 
 
-def _save_fig(fig, name: str) -> str:
-    path = _tmp(name)
-    fig.savefig(path, dpi=110)
-    return path
+def _bounds(cls, name: str) -> str:
+    spec = spec_of(_field(cls, name))
+    if spec.lo is None or spec.hi is None:
+        return ""
+    return f"{fmt(spec.lo)}..{fmt(spec.hi)}{' ' + spec.unit if spec.unit else ''}"
+
+
+def _info(cls, name: str) -> str:
+    """A setting's help text with its declared bounds, for the input's ``info``."""
+    help_, bounds = spec_of(_field(cls, name)).help, _bounds(cls, name)
+    return f"{help_} ({bounds})" if bounds else help_
+
+
+def _span(cls, name: str, lo, hi) -> tuple[int, ...]:
+    """``lo..hi`` inclusive, both ends validated by the setting's declaration."""
+    a, b = coerce(cls, _field(cls, name), [lo, hi])
+    if a > b:
+        raise UserError(f"{name}: 'from' ({a}) must not exceed 'to' ({b})")
+    return tuple(range(a, b + 1))
+
+
+def _is_zero(value) -> bool:
+    try:
+        return float(value) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def _reproduce(settings) -> str:
+    return f"Reproduce: `{settings.to_cli(extra=FILES_EXTRA)}`"
+
+
+def _files(result, stem: str) -> tuple[str, str, str]:
+    """The final result's CSV, PNG and JSON (the files the reproduce line names) in a fresh folder."""
+    folder = Path(tempfile.mkdtemp(prefix="molrg-"))
+    return (str(result.write_csv(folder / f"{stem}.csv")), str(result.write_figure(folder / f"{stem}.png")),
+            str(result.write_json(folder / f"{stem}.json")))
 
 
 # ----------------------------------------------------------------------------- phase
-def phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed):
-    from ..synthetic.phase import METHODS, PhaseSettings
-
-    n = as_int("n", n, 4, 128)
-    K = as_int("K", K, 1, 3)
-    d_lo, d_hi = as_int("d from", d_lo, 1, 32), as_int("d to", d_hi, 1, 32)
-    N_lo, N_hi = as_int("N from", N_lo, 1, 100), as_int("N to", N_hi, 1, 100)
-    if d_lo > d_hi or N_lo > N_hi:
-        raise UserError("each range needs from <= to")
-    trials = as_int("trials", trials, 1, 100)
-    noise = as_float("noise", noise, 0.0, 1.0)
-    seed = as_int("seed", seed, 0, 2**31 - 1)
-    if method not in METHODS:
-        raise UserError(f"method must be one of {', '.join(METHODS)}")
-    if dae_variant not in ("softmax", "hardmax"):
-        raise UserError("DAE variant must be softmax or hardmax")
-    cells = (d_hi - d_lo + 1) * (N_hi - N_lo + 1)
-    if cells * trials > UI_MAX_CELLS_X_TRIALS:
-        raise UserError(f"cells x trials = {cells * trials} is over {UI_MAX_CELLS_X_TRIALS}; use the CLI")
-    return PhaseSettings(n=n, K=K, d_values=list(range(d_lo, d_hi + 1)), N_values=list(range(N_lo, N_hi + 1)),
-                         trials=trials, method=method, noise=noise, seed=seed, dae_variant=dae_variant).validate()
+def phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed) -> PhaseSettings:
+    s = PhaseSettings.from_raw(n=n, K=K, d=_span(PhaseSettings, "d", d_lo, d_hi),
+                               N=_span(PhaseSettings, "N", N_lo, N_hi), trials=trials, noise=noise,
+                               method=method, dae_variant=dae_variant, seed=seed)
+    PHASE.check_web_budget(s)
+    return s
 
 
 @handle_errors
 def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed,
                  request: gr.Request = None):
     """Stream the success-rate heat map as batches (N columns) finish."""
+    settings = phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed)
+    cli = _reproduce(settings)
     with STOP_FLAGS.running(request, "phase") as should_stop:
-        yield from _phase_stream(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed,
-                                 should_stop)
-
-
-def _phase_stream(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed, should_stop):
-    import matplotlib.pyplot as plt
-
-    from ..plots.molrg import phase_heatmap
-    from ..synthetic.phase import iter_phase
-
-    st = phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed)
-    cli = f"Reproduce: `{phase_command_line(st)} --json out.json --png out.png`"
-    res = None
-    for res in iter_phase(st, should_stop):
-        if should_stop():
-            return
-        fig = phase_heatmap(res)
-        status = f"{res.cells_done}/{res.cells_total} cells, {res.wall_s:.1f} s"
-        if not res.finished:
-            yield fig, status, "```\n" + res.table() + "\n```", None, None, cli
-            plt.close(fig)
-    csv_path = _tmp("phase.csv")
-    res.to_csv(csv_path)
-    png_path = _save_fig(fig, "phase.png")
-    res.to_json(_tmp("phase.json"))
-    plt.close(fig)
-    yield fig, f"done: {res.cells_total} cells in {res.wall_s:.1f} s", "```\n" + res.table() + "\n```", \
-        csv_path, png_path, cli
+        for res in stream_feature(PHASE, settings, should_stop=should_stop):
+            table = "```\n" + res.table() + "\n```"
+            if res.finished:
+                csv, png, js = _files(res, "phase")
+                yield (res.figure(), f"done: {res.grid.cells_total} cells in {res.grid.wall_s:.1f} s", table,
+                       csv, png, js, cli)
+            else:
+                status = f"{res.grid.cells_done}/{res.grid.cells_total} cells, {res.grid.wall_s:.1f} s"
+                yield res.figure(), status, table, None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- rank vs SNR
+def rank_settings(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed) -> RankSettings:
+    dims = [d1] if _is_zero(d2) else [d1, d2]
+    return RankSettings.from_raw(n=n, dims=dims, N=N, trajectories=trajectories, dae_iters=dae_iters,
+                                 mlp_steps=mlp_steps, seed=seed)
+
+
 @handle_errors
-def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, progress=gr.Progress(),
-                request: gr.Request = None):
-    import matplotlib.pyplot as plt
-
-    from ..plots.molrg import rank_vs_snr_figure
-    from ..synthetic.gl_score import RankSettings, rank_vs_snr
-
-    n = as_int("n", n, 4, 128)
-    dims = [as_int("d_1", d1, 1, 32)]
-    d2 = as_int("d_2", d2, 0, 32)
-    if d2 > 0:
-        dims.append(d2)
-    if sum(dims) > n:
-        raise UserError(f"sum of dims {sum(dims)} exceeds n = {n}")
-    st = RankSettings(n=n, dims=dims, N=as_int("N", N, 2, 5000),
-                      trajectories=as_int("trajectories", trajectories, 1, 30),
-                      dae_iters=as_int("DAE iterations", dae_iters, 0, 3000),
-                      mlp_steps=max(1, as_int("MLP steps", mlp_steps, 0, 50000)),
-                      train_mlp=int(float(mlp_steps)) > 0, seed=as_int("seed", seed, 0, 2**31 - 1))
-    progress(0.1, desc="closed form")
+def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, request: gr.Request = None):
+    """Stream the rank-vs-SNR curves as the models (closed form, DAE, MLP) finish."""
+    settings = rank_settings(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed)
+    cli = _reproduce(settings)
     with STOP_FLAGS.running(request, "molrg_rank") as should_stop:
-        out = rank_vs_snr(st, should_stop=should_stop, progress=lambda msg: progress(0.5, desc=msg))
-        if should_stop():
-            raise gr.Error("cancelled")
-    fig = rank_vs_snr_figure(out)
-    png = _save_fig(fig, "rank_vs_snr.png")
-    plt.close(fig)
-    csv = _tmp("rank_vs_snr.csv")
-    names = list(out["models"])
-    with open(csv, "w") as f:
-        f.write("sigma,snr," + ",".join(f'"{k}"' for k in names) + "\n")
-        for i, (s, r) in enumerate(zip(out["sigma"], out["snr"])):
-            f.write(f"{s:.6g},{r:.6g}," + ",".join(f"{out['models'][k][i]:.5f}" for k in names) + "\n")
-    cli = (f"Reproduce: `python -m lowdim_app molrg-rank --n {st.n} --dims {','.join(map(str, dims))} --N {st.N} "
-           f"--trajectories {st.trajectories} --dae-iters {st.dae_iters} "
-           f"--mlp-steps {st.mlp_steps if st.train_mlp else 0} --seed {st.seed} --png out.png`")
-    return fig, csv, png, cli
+        for res in stream_feature(RANK, settings, should_stop=should_stop):
+            if res.finished:
+                csv, png, js = _files(res, "rank_vs_snr")
+                yield res.figure(), csv, png, js, cli
+            else:
+                yield res.figure(), None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- GL score
-def gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed):
-    from ..synthetic.gl_score import GLSettings
-
-    n, K = as_int("n", n, 4, 128), as_int("K", K, 1, 3)
-    try:
-        ds = [int(v) for v in str(d_values).replace(" ", "").split(",") if v]
-        rs = [float(v) for v in str(ratios).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise UserError("d_k and ratios must be comma-separated numbers, e.g. 3,4,5,6 and 1,2,4,8") from None
-    if not 1 <= len(ds) <= 6 or not 1 <= len(rs) <= 10:
-        raise UserError("give 1-6 values of d_k and 1-10 ratios")
-    for d in ds:
-        as_int("d_k", d, 1, 16)
-    for r in rs:
-        as_float("ratio", r, 0.1, 200)
-    if K * max(ds) > n:
-        raise UserError(f"K * max(d_k) = {K * max(ds)} exceeds n = {n}")
-    return GLSettings(n=n, K=K, d_values=ds, ratios=rs, steps=as_int("steps", steps, 1, 50000),
-                      width=as_int("width", width, 8, 512), n_eval=as_int("samples", n_eval, 10, 1000),
-                      seed=as_int("seed", seed, 0, 2**31 - 1))
+def gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed) -> GLSettings:
+    return GLSettings.from_raw(n=n, K=K, d=d_values, ratios=ratios, steps=steps, width=width, n_eval=n_eval,
+                               seed=seed)
 
 
 @handle_errors
 def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed, request: gr.Request = None):
+    """Stream the GL curves (eq. 21) as each d_k's networks finish."""
+    settings = gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed)
+    cli = _reproduce(settings)
     with STOP_FLAGS.running(request, "gl_score") as should_stop:
-        yield from _gl_stream(n, K, d_values, ratios, steps, width, n_eval, seed, should_stop)
-
-
-def _gl_stream(n, K, d_values, ratios, steps, width, n_eval, seed, should_stop):
-    import matplotlib.pyplot as plt
-
-    from ..plots.molrg import gl_figure
-    from ..synthetic.gl_score import iter_gl_experiment
-
-    st = gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed)
-    cli = f"Reproduce: `{gl_command_line(st)} --png out.png`"
-    res = None
-    for res in iter_gl_experiment(st, should_stop):
-        if should_stop():
-            return
-        fig = gl_figure(res)
-        if not res.finished:
-            yield fig, f"trained d_k = {res.rows[-1]['d']} ({res.wall_s:.1f} s)", None, None, cli
-            plt.close(fig)
-    csv = _tmp("gl_score.csv")
-    Path(csv).write_text(res.to_csv())
-    png = _save_fig(fig, "gl_score.png")
-    Path(_tmp("gl_score.json")).write_text(json.dumps(res.to_dict()))
-    plt.close(fig)
-    yield fig, f"done in {res.wall_s:.1f} s", csv, png, cli
+        for res in stream_feature(GL, settings, should_stop=should_stop):
+            if res.finished:
+                csv, png, js = _files(res, "gl_score")
+                yield res.figure(), f"done in {res.wall_s:.1f} s", csv, png, js, cli
+            else:
+                yield res.figure(), f"trained d_k = {res.rows[-1]['d']} ({res.wall_s:.1f} s)", None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- layout
+def _number(value, label: str, cls, name: str, elem_id: str, precision: int | None = 0, full: bool = True):
+    """A number input whose ``info`` shows the setting's declared help and bounds."""
+    info = _info(cls, name) if full else _bounds(cls, name)
+    return gr.Number(value, label=label, precision=precision, elem_id=elem_id, info=info)
+
+
 def build() -> None:
+    P, R, G = PhaseSettings, RankSettings, GLSettings
     with gr.Tab("Phase transition", elem_id="molrg-phase-tab"):
-        gr.Markdown("Learning K orthogonal d-dim subspaces in R^n from N samples per component "
-                    "(seed 000 Fig. 4). Success: App. E.1 error <= 0.5 (best permutation). Red: N_k = d.")
+        gr.Markdown("Learning K orthogonal d-dimensional subspaces in R^n from N_k samples per component "
+                    "(Wang et al. 2024, §4.1, Fig. 4 and 8). A trial succeeds when the App. E.1 error "
+                    "(best permutation) is at most 0.5; red dashes: N_k = d, the boundary of Thm. 2 and 4. "
+                    f"The web app runs up to {WEB_MAX_PROBLEMS} cells x trials; the reproduce line runs any "
+                    "grid.")
         with gr.Row():
-            n = gr.Number(48, label="n", precision=0, elem_id="molrg-phase-n")
-            K = gr.Number(2, label="K (1-3)", precision=0, elem_id="molrg-phase-K")
-            trials = gr.Number(20, label="trials per cell", precision=0, elem_id="molrg-phase-trials")
-            noise = gr.Number(0.0, label="noise", elem_id="molrg-phase-noise")
-            seed = gr.Number(0, label="seed", precision=0, elem_id="molrg-phase-seed")
+            n = _number(48, "n", P, "n", "molrg-phase-n")
+            K = _number(2, "K (1-3)", P, "K", "molrg-phase-K")
+            trials = _number(20, "trials per cell", P, "trials", "molrg-phase-trials")
+            noise = _number(0.0, "noise", P, "noise", "molrg-phase-noise", precision=None)
+            seed = _number(0, "seed", P, "seed", "molrg-phase-seed")
         with gr.Row():
-            d_lo = gr.Number(2, label="d from", precision=0, elem_id="molrg-phase-dlo")
-            d_hi = gr.Number(8, label="d to", precision=0, elem_id="molrg-phase-dhi")
-            N_lo = gr.Number(2, label="N_k from", precision=0, elem_id="molrg-phase-Nlo")
-            N_hi = gr.Number(15, label="N_k to", precision=0, elem_id="molrg-phase-Nhi")
-            method = gr.Dropdown(["svd", "cluster", "dae"], value="cluster", label="method",
+            d_lo = _number(2, "d from", P, "d", "molrg-phase-dlo", full=False)
+            d_hi = _number(8, "d to", P, "d", "molrg-phase-dhi", full=False)
+            N_lo = _number(2, "N_k from", P, "N", "molrg-phase-Nlo", full=False)
+            N_hi = _number(15, "N_k to", P, "N", "molrg-phase-Nhi", full=False)
+            method = gr.Dropdown(list(spec_of(_field(P, "method")).choices), value="cluster", label="method",
                                  elem_id="molrg-phase-method")
             variant = gr.Dropdown(["hardmax", "softmax"], value="hardmax", label="DAE variant (eq. 16 / eq. 9)",
                                   elem_id="molrg-phase-variant")
@@ -212,51 +175,54 @@ def build() -> None:
         with gr.Row():
             csv = gr.File(label="CSV", elem_id="molrg-phase-csv")
             png = gr.File(label="PNG", elem_id="molrg-phase-png")
+            js = gr.File(label="JSON", elem_id="molrg-phase-json")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                         [plot, status, table, csv, png, cli], api_name="phase")
+                         [plot, status, table, csv, png, js, cli], api_name="phase")
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
-        gr.Markdown("Numerical rank / n (eq. 46) of the denoiser Jacobian vs SNR along EDM sampling "
-                    "trajectories (seed 000 Fig. 3b / 7a); shaded: Lemma 2 bounds. The closed form and the "
-                    "low-rank DAE sit on the bounds; a generic MLP approaches them only with a large training "
-                    "budget, as the U-Net does in Fig. 7a (width and batch: `molrg-rank --mlp-width --mlp-batch`; "
-                    "`bench/rank_budget.py` compares budgets).")
+        gr.Markdown("Numerical rank / n (Wang et al. 2024, eq. 46) of the denoiser Jacobian vs SNR along EDM "
+                    "sampling trajectories (Fig. 3b and 7a, App. D.2); shaded: the bounds of Lemma 2. The closed "
+                    "form and the low-rank DAE (eq. 9) sit on the bounds; a generic MLP approaches them only with "
+                    "a large training budget, as the U-Net does in Fig. 7a (width and batch: "
+                    "`molrg-rank --mlp-width --mlp-batch`; `bench/rank_budget.py` compares budgets). "
+                    "Curves appear as each model finishes.")
         with gr.Row():
-            rn = gr.Number(48, label="n", precision=0, elem_id="molrg-rank-n")
-            rd1 = gr.Number(6, label="d_1", precision=0, elem_id="molrg-rank-d1")
+            rn = _number(48, "n", R, "n", "molrg-rank-n")
+            rd1 = _number(6, "d_1", R, "dims", "molrg-rank-d1", full=False)
             rd2 = gr.Number(6, label="d_2 (0: one component)", precision=0, elem_id="molrg-rank-d2")
-            rN = gr.Number(1000, label="training samples", precision=0, elem_id="molrg-rank-N")
+            rN = _number(1000, "training samples", R, "N", "molrg-rank-N")
         with gr.Row():
-            rtraj = gr.Number(15, label="trajectories", precision=0, elem_id="molrg-rank-traj")
-            rdae = gr.Number(300, label="DAE SGD steps (0: skip)", precision=0, elem_id="molrg-rank-dae")
-            rmlp = gr.Number(6000, label="MLP Adam steps (0: skip)", precision=0, elem_id="molrg-rank-mlp")
-            rseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-rank-seed")
+            rtraj = _number(15, "trajectories", R, "trajectories", "molrg-rank-traj")
+            rdae = _number(300, "DAE SGD steps (0: skip)", R, "dae_iters", "molrg-rank-dae")
+            rmlp = _number(6000, "MLP Adam steps (0: skip)", R, "mlp_steps", "molrg-rank-mlp")
+            rseed = _number(0, "seed", R, "seed", "molrg-rank-seed")
         with gr.Row():
             rbuttons = run_cancel_buttons("molrg-rank")
         rplot = gr.Plot(elem_id="molrg-rank-plot")
         with gr.Row():
             rcsv = gr.File(label="CSV", elem_id="molrg-rank-csv")
             rpng = gr.File(label="PNG", elem_id="molrg-rank-png")
+            rjs = gr.File(label="JSON", elem_id="molrg-rank-json")
         rcli = gr.Markdown(elem_id="molrg-rank-cli")
         wire_cancellable(rbuttons, run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed],
-                         [rplot, rcsv, rpng, rcli], api_name="molrg_rank")
+                         [rplot, rcsv, rpng, rjs, rcli], api_name="molrg_rank")
 
     with gr.Tab("Generalization score", elem_id="molrg-gl-tab"):
-        gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (eq. 21) "
-                    "of their samples vs N_k/d_k (seed 000 Fig. 5a). Curves fill in per d_k (about 1-2 minutes "
-                    "each on 2 CPU cores with these defaults). The paper's grid, d_k = 3..6 and ratios "
+        gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (Wang et al. "
+                    "2024, eq. 21) of their samples vs N_k/d_k (Fig. 5a). Curves fill in per d_k (about 1-2 "
+                    "minutes each on 2 CPU cores with these defaults). The paper's grid, d_k = 3..6 and ratios "
                     "1..64, is `python -m lowdim_app gl-score --png fig5a.png` (about 20 minutes).")
         with gr.Row():
-            gn = gr.Number(48, label="n", precision=0, elem_id="molrg-gl-n")
-            gK = gr.Number(2, label="K", precision=0, elem_id="molrg-gl-K")
-            gd = gr.Textbox("3,6", label="d_k values", elem_id="molrg-gl-d")
-            gr_ = gr.Textbox("1,4,16,64", label="N_k/d_k ratios", elem_id="molrg-gl-ratios")
+            gn = _number(48, "n", G, "n", "molrg-gl-n")
+            gK = _number(2, "K", G, "K", "molrg-gl-K")
+            gd = gr.Textbox("3,6", label="d_k values", elem_id="molrg-gl-d", info=_info(G, "d"))
+            gr_ = gr.Textbox("1,4,16,64", label="N_k/d_k ratios", elem_id="molrg-gl-ratios", info=_info(G, "ratios"))
         with gr.Row():
-            gsteps = gr.Number(12000, label="Adam steps", precision=0, elem_id="molrg-gl-steps")
-            gwidth = gr.Number(256, label="MLP width", precision=0, elem_id="molrg-gl-width")
-            geval = gr.Number(300, label="samples for eq. 21", precision=0, elem_id="molrg-gl-neval")
-            gseed = gr.Number(0, label="seed", precision=0, elem_id="molrg-gl-seed")
+            gsteps = _number(12000, "Adam steps", G, "steps", "molrg-gl-steps")
+            gwidth = _number(256, "MLP width", G, "width", "molrg-gl-width")
+            geval = _number(300, "samples for eq. 21", G, "n_eval", "molrg-gl-neval")
+            gseed = _number(0, "seed", G, "seed", "molrg-gl-seed")
         with gr.Row():
             gbuttons = run_cancel_buttons("molrg-gl")
         gstatus = gr.Markdown(elem_id="molrg-gl-status")
@@ -264,6 +230,7 @@ def build() -> None:
         with gr.Row():
             gcsv = gr.File(label="CSV", elem_id="molrg-gl-csv")
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
+            gjs = gr.File(label="JSON", elem_id="molrg-gl-json")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
-                         [gplot, gstatus, gcsv, gpng, gcli], api_name="gl_score")
+                         [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score")
