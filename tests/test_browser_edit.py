@@ -1,4 +1,5 @@
-"""Real browser: the Edit tab finds directions on the example digit and shows the edit strip."""
+"""Real browser: the Edit tab finds directions on the example digit, shows the edit strip, the reproduce
+line and the file it names."""
 
 
 def test_edit_tab_in_browser(page, artifacts):
@@ -9,5 +10,8 @@ def test_edit_tab_in_browser(page, artifacts):
     page.locator("#edit-go-btn").click()
     page.locator("#edit-strip img").wait_for(state="visible", timeout=180_000)
     page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('random')")
-    assert "Mean change along the direction" in page.locator("#edit-edit-info").inner_text()
+    text = page.locator("#edit-edit-info").inner_text()
+    assert "Mean change along the direction" in text and "python -m lowdim_app edit image.png" in text
+    # the file the reproduce line names is offered for download
+    page.locator("#edit-files a[download='image.png']").wait_for(state="visible")
     page.screenshot(path=str(artifacts / "edit_tab.png"), full_page=True)

@@ -1,13 +1,28 @@
-"""Jacobian editing: inversion/edit round trips, masks, saved directions (transfer), latent path, CLI."""
+"""Jacobian editing (Wang et al. 2024, §4.2, App. E.4; Chen et al. 2024, LOCO Edit): inversion/edit
+round trips, masks, saved directions (transfer), latent path, the ``edit``/``rank`` features and CLI."""
+import argparse
 import json
+import shlex
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lowdim_app.cli import main
 from lowdim_app.data.digits import load_digits_split
 from lowdim_app.errors import UserError
+from lowdim_app.features.edit import FEATURE as EDIT
+from lowdim_app.features.edit import AlphaRange, EditSettings
+from lowdim_app.features.rank import FEATURE as RANK
+from lowdim_app.features.rank import RankSettings
+from lowdim_app.features.settings import add_arguments, from_args
 from lowdim_app.methods import editing
+from lowdim_app.metrics import numerical_rank
+
+EX = "assets/examples/digit_2_test0.png"
+TODAY_KEYS = {"model", "t", "alphas", "direction", "kind", "sigma", "change_along_direction", "change_along_random"}
+SEARCH_KEYS = {"singular_values", "numerical_rank", "search"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +47,7 @@ def test_directions_are_orthonormal_right_singular_vectors(digits_gen, search):
 
 
 def test_singular_directions_move_the_image_more_than_random_ones(digits_gen):
-    """Seed 000 Fig. 6 control: along v_1 the edit changes x_0 more than along a random direction.
+    """Wang et al. 2024, Fig. 6 control: along v_1 the edit changes x_0 more than along a random direction.
 
     Measured on 6 held-out digits at t = 0.7T, alpha in {-4, 4}: the mean change ratio is reported
     in the closing note; here we assert the average ratio exceeds 1.5.
@@ -50,7 +65,7 @@ def test_singular_directions_move_the_image_more_than_random_ones(digits_gen):
 
 
 def test_masked_direction_changes_inside_more_than_outside(digits_gen):
-    """LOCO-style local direction (top half masked). Measured on a held-out digit: 89-99% of the
+    """LOCO Edit local direction (Chen et al. 2024; top half masked). Measured on a held-out digit: 89-99% of the
     first-order change J d falls inside the mask at t = 0.3T..0.7T; after the full DDIM edit the
     inside/outside mean pixel-change ratio is 2.7 at t = 0.3T (alpha = 2) but drops below 1 at 0.7T,
     where sampling spreads the change (so local edits want a smaller t)."""
@@ -102,7 +117,7 @@ def test_latent_text_model_edit_end_to_end(tiny_sd):
     assert strip.shape == (2, 3, 128, 128) and torch.isfinite(strip).all()
 
 
-def test_edit_and_rank_cli(tmp_path):
+def test_edit_and_rank_cli(tmp_path, digits_gen):
     from lowdim_app.data.images import to_pil
 
     to_pil(load_digits_split().test_images[:1], upscale=4)[0].save(tmp_path / "d.png")
@@ -111,10 +126,120 @@ def test_edit_and_rank_cli(tmp_path):
                  "--alpha", "-4:4:3", "--out", str(out), "--save-direction", str(tmp_path / "v2.safetensors")]) == 0
     rep = json.loads((out / "edit.json").read_text())
     assert rep["direction"] == 2 and len(rep["change_along_direction"]) == 3 and (out / "strip.png").is_file()
+    assert TODAY_KEYS | SEARCH_KEYS <= set(rep) and rep["alphas"] == [-4.0, 0.0, 4.0] and len(rep["singular_values"]) == 3
+    for name in ("spectrum", "v_directions", "u_images", "edit_alpha_-4.00", "edit_alpha_+0.00", "edit_alpha_+4.00"):
+        assert (out / f"{name}.png").is_file(), name
+    # strip: 2 rows (direction, random control) x 3 alphas of 16 px tiles upscaled 8x with 2 px padding
+    assert Image.open(out / "strip.png").size == (8 * (3 * 18 + 2), 8 * (2 * 18 + 2))
     assert main(["edit", str(tmp_path / "d.png"), "--model", "digits-gen", "--load-direction",
                  str(tmp_path / "v2.safetensors"), "--alpha", "0,3", "--out", str(tmp_path / "out2")]) == 0
+    rep2 = json.loads((tmp_path / "out2" / "edit.json").read_text())
+    assert TODAY_KEYS <= set(rep2) and not SEARCH_KEYS & set(rep2) and rep2["direction"] == 2
+    assert not (tmp_path / "out2" / "spectrum.png").exists()
     assert main(["edit", str(tmp_path / "d.png"), "--model", "digits-mem", "--load-direction",
                  str(tmp_path / "v2.safetensors"), "--out", str(tmp_path / "out3")]) == 2
+    assert main(["edit", str(tmp_path / "d.png"), "--k", "3", "--direction", "4", "--out", str(tmp_path / "o4")]) == 2
     assert main(["rank", "--model", "digits-gen", "--steps", "10", "--points", "3", "--out", str(tmp_path / "rank")]) == 0
     rows = (tmp_path / "rank.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("t,sigma_t,snr,numerical_rank")
+    assert (tmp_path / "rank.png").is_file()
+    # the first point is x_T = randn(seed 0) at t = T - 1: its rank is eq. 46 on the jacrev spectrum
+    t0, _, _, r0, frac0, lower0 = rows[1].split(",")
+    x = digits_gen.randn(1, 0)[0]
+    with digits_gen.forward_ad_safe():
+        J = torch.func.jacrev(lambda z: digits_gen.x0_hat(z[None], int(t0), dtype=torch.float32)[0])(x)
+    expected = numerical_rank(torch.linalg.svdvals(J.reshape(digits_gen.n, digits_gen.n).double()))
+    assert int(t0) == 999 and int(r0) == expected and float(frac0) == pytest.approx(expected / 256) and lower0 == "0"
+
+
+# ------------------------------------------------------------------------ the edit feature
+@pytest.fixture(scope="module")
+def settings():
+    return EditSettings(image=EX, k=2, direction=2, alpha=(-3.0, 0.0, 3.0), seed=4)
+
+
+@pytest.fixture(scope="module")
+def staged(digits_gen, settings):
+    search = EDIT.find(settings, model=digits_gen)
+    return search, EDIT.edit(settings, search, model=digits_gen)
+
+
+def test_two_stages_give_the_one_shot_run(digits_gen, settings, staged):
+    """The UI's Find -> Edit (two calls, one settings object) equals the CLI's single run."""
+    search, res = staged
+    once = EDIT.run(settings, model=digits_gen)
+    assert torch.equal(res.along, once.along) and torch.equal(res.control, once.control)
+    assert torch.equal(search.search.singular_values, once.search.search.singular_values)
+    assert list(res.images()["strip"].getdata()) == list(once.images()["strip"].getdata())
+    # the strip's bottom row is the seeded random control, not the direction
+    inv = search.search.inversion
+    rand = editing.edit_strip(digits_gen, inv, editing.random_direction(digits_gen.sample_shape, 4), [-3.0, 0.0, 3.0])
+    assert torch.equal(res.control, rand) and not torch.equal(res.along, rand)
+    assert torch.equal(res.along, editing.edit_strip(digits_gen, inv, search.search.V[1], [-3.0, 0.0, 3.0]))
+    nums = res.numbers()
+    assert TODAY_KEYS | SEARCH_KEYS <= set(nums) and nums["direction"] == 2 and nums["t"] == 699
+    assert nums["change_along_direction"][1] == 0.0 and nums["sigma"] == pytest.approx(float(search.search.singular_values[1]))
+    assert "v2 (jacobian)" in res.summary() and "Mean change along the direction" in res.summary()
+
+
+def test_edit_stage_refuses_a_search_for_other_settings(digits_gen, settings, staged):
+    search, _ = staged
+    with pytest.raises(UserError, match="changed since 'Find directions'"):
+        EDIT.edit(settings.replace(k=3), search, model=digits_gen)
+    with pytest.raises(UserError, match="changed since 'Find directions'"):
+        EDIT.edit(settings.replace(t=0.5), search, model=digits_gen)
+    # the edit-stage fields may change: another direction and seed reuse the search
+    other = EDIT.edit(settings.replace(direction=1, seed=9), search, model=digits_gen)
+    assert torch.equal(other.along, editing.edit_strip(digits_gen, search.search.inversion, search.search.V[0],
+                                                       [-3.0, 0.0, 3.0]))
+
+
+def test_cost_counts_the_passes_of_a_run(digits_gen, settings, staged):
+    """At the reference size (digits-gen, n = 256, exact path) the estimate is the measured count."""
+    search, _ = staged
+    cost = EDIT.cost(settings)
+    steps = search.search.inversion.steps
+    assert cost.vjp == search.search.summary["passes"] == 256
+    assert cost.forward == steps * (1 + 2 * len(settings.alpha))
+    transfer = EDIT.cost(settings.replace(load_direction="v.safetensors"))
+    assert transfer.vjp == 0 and transfer.forward == cost.forward
+    assert RANK.cost(RankSettings(steps=10, points=3)).vjp == 3 * 256
+
+
+def test_cross_field_rules():
+    with pytest.raises(UserError, match="direction must be between 1 and k = 3"):
+        EditSettings(image=EX, k=3, direction=4)
+    with pytest.raises(UserError, match="drop the mask"):
+        EditSettings(image=EX, mask="m.png", load_direction="v.safetensors")
+    with pytest.raises(UserError, match="give the image"):
+        EditSettings()
+    EditSettings(image=EX, k=3, direction=9, load_direction="v.safetensors")   # a loaded direction ignores k
+    with pytest.raises(UserError, match="alpha range A must be between"):
+        AlphaRange(amax=1e9, count=5)
+    with pytest.raises(UserError, match="edit strength alpha: at most 25 values"):
+        EditSettings(image=EX, alpha=tuple(range(26)))
+
+
+@pytest.mark.parametrize("amax, count", [(6, 7), (2.5, 6), (0.1, 2), (7.3, 25), (49.9, 11)])
+def test_reproduce_line_parses_back_to_the_same_settings(amax, count):
+    """The UI's alphas (linspace of its A and count widgets) survive the printed line exactly."""
+    s = EditSettings(image="image.png", k=4, direction=3, t=0.35, steps=20, mask="mask.png", seed=7,
+                     alpha=AlphaRange(amax=amax, count=count).alphas)
+    argv = shlex.split(s.to_cli())[4:]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, EditSettings)
+    back = from_args(EditSettings, parser.parse_args(argv))
+    assert back == s and back.alpha == tuple(np.linspace(-amax, amax, count).tolist())
+
+
+def test_transfer_edits_at_the_saved_direction_time(digits_gen, tmp_path):
+    """A loaded direction carries its own t (here 300, not the settings' 0.7T) and prompt."""
+    v = editing.random_direction(digits_gen.sample_shape, 11)
+    path = editing.Direction(v, "digits-gen", 300, "jacobian", 3, 1.5).save(tmp_path / "v.safetensors")
+    res = EDIT.run(EditSettings(image=EX, load_direction=str(path), alpha=(0.0, 2.0), steps=20), model=digits_gen)
+    from lowdim_app.features.edit import load_image_for
+
+    inv = editing.invert(digits_gen, load_image_for(digits_gen, EX), 300, 20)
+    assert res.t == 300 and res.search is None and res.numbers()["direction"] == 3
+    assert torch.equal(res.along, editing.edit_strip(digits_gen, inv, v, [0.0, 2.0]))
+    assert "saved direction v3 (t = 300)" in res.summary()

@@ -1,33 +1,41 @@
-"""Jacobian singular vectors of x0_hat (seed 000 §4.2, App. D.1 eq. 46, App. E.4; DESIGN §1.1).
+"""Jacobian singular vectors of x0_hat (Wang et al. 2024, arXiv:2409.02426, §4.2, App. D.1 eq. 46, App. E.4;
+masked directions: Chen et al. 2024, LOCO Edit).
 
 Every top-k result from JVP/VJP products is checked against ``torch.linalg.svd`` of an exact
 Jacobian built independently (the matrix itself, the closed-form MoLRG Jacobian, jacrev).
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
+from test_edit_metrics import geometric_rank
 
 from lowdim_app.errors import UserError
 from lowdim_app.methods import jacobian as jac
+from lowdim_app.metrics import numerical_rank, subspace_cosine
 from lowdim_app.synthetic.molrg import MoLRG
-from lowdim_app.synthetic.rank import numerical_rank
 
 
-def _linear(n: int = 300, decay: float = 0.85, seed: int = 0):
+def _factors(n: int, decay: float, seed: int):
+    """``A = U diag(s) V^T`` with independent random orthogonal ``U``, ``V`` (A is not symmetric)
+    and ``s_i = decay^i``."""
     g = torch.Generator().manual_seed(seed)
     U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
     s = decay ** torch.arange(n, dtype=torch.float64)
+    return U, s, V
+
+
+def _linear(n: int = 300, decay: float = 0.85, seed: int = 0):
+    U, s, V = _factors(n, decay, seed)
     A = ((U * s) @ V.T).float()
     return A, (lambda X: X.reshape(X.shape[0], -1) @ A.T)
 
 
 def _check_against(res, A: torch.Tensor, k: int, cos_min: float, sv_rtol: float):
     U, s, Vh = torch.linalg.svd(A.double())
-    cos_v = jac.subspace_cosine(res.V, Vh[:k])
-    cos_u = jac.subspace_cosine(res.U, U[:, :k].T)
+    cos_v = subspace_cosine(res.V, Vh[:k])
+    cos_u = subspace_cosine(res.U, U[:, :k].T)
     rel = ((res.singular_values.double() - s[:k]).abs() / s[:k]).max().item()
     assert cos_v >= cos_min, (cos_v, res.summary())
     assert cos_u >= cos_min, (cos_u, res.summary())
@@ -57,15 +65,35 @@ def test_warm_start_saves_passes():
     _check_against(warm, A, 5, cos_min=0.9987, sv_rtol=1e-3)
 
 
-def test_exact_path_and_numerical_rank():
+def test_exact_path_spectrum_and_numerical_rank():
     A, f = _linear(n=120, decay=0.7)
     res = jac.exact_svd(f, torch.zeros(120), k=4)
-    s = torch.linalg.svdvals(A.double())
+    s = 0.7 ** torch.arange(120, dtype=torch.float64)
     assert torch.allclose(res.spectrum.double(), s, rtol=1e-4, atol=1e-6)
     assert res.passes == 120 and res.vjp_directions == 120
-    assert res.numerical_rank() == numerical_rank(s) == jac.numerical_rank(s, 0.99)
-    auto = jac.jacobian_svd(f, torch.zeros(120), k=4)  # n <= EXACT_MAX_N -> exact
-    assert auto.method == "exact"
+    # eq. 46 on s_i = 0.7^i in closed form: r = 6 (thresholding at eta instead of eta^2 would give 7)
+    assert res.numerical_rank() == geometric_rank(0.7, 120, 0.99) == 6
+    assert jac.jacobian_svd(f, torch.zeros(120), k=4).method == "exact"   # n <= EXACT_MAX_N -> exact
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_exact_svd_of_a_non_symmetric_map(mode):
+    """U and V are the left and right singular vectors of A (not of A^T): checked against the
+    construction A = U diag(s) V^T with U != V, up to sign, and J v_i = s_i u_i, J^T u_i = s_i v_i."""
+    n, k = 40, 6
+    U, s, V = _factors(n, 0.8, seed=3)
+    A = (U * s) @ V.T
+    assert (A - A.T).abs().max() > 0.1
+    f = lambda X: X.reshape(X.shape[0], -1).double() @ A.T
+    res = jac.exact_svd(f, torch.zeros(n, dtype=torch.float64), k=k, mode=mode)
+    assert torch.allclose(res.singular_values, s[:k], rtol=1e-10)
+    assert torch.allclose(res.spectrum, s, rtol=1e-9)
+    cos_u = (res.U * U[:, :k].T).sum(1).abs()
+    cos_v = (res.V * V[:, :k].T).sum(1).abs()
+    assert torch.allclose(cos_u, torch.ones(k, dtype=torch.float64), atol=1e-9), cos_u
+    assert torch.allclose(cos_v, torch.ones(k, dtype=torch.float64), atol=1e-9), cos_v
+    assert torch.allclose(res.V @ A.T, res.singular_values[:, None] * res.U, atol=1e-10)   # J v_i = s_i u_i
+    assert torch.allclose(res.U @ A, res.singular_values[:, None] * res.V, atol=1e-10)     # J^T u_i = s_i v_i
 
 
 def test_molrg_posterior_mean_topk_matches_closed_form_jacobian():
@@ -76,7 +104,7 @@ def test_molrg_posterior_mean_topk_matches_closed_form_jacobian():
     s_t, gamma_t = 0.8, 0.6
     x = s_t * x0 + gamma_t * torch.randn(96, generator=g, dtype=torch.float64)
     Jc = mix.posterior_jacobian(x, s_t, gamma_t)
-    f = lambda X: mix.posterior_mean(X.double(), s_t, gamma_t).float()  # noqa: E731
+    f = lambda X: mix.posterior_mean(X.double(), s_t, gamma_t).float()
     k = 4
     res = jac.top_k_svd(f, x.float(), k=k, seed=0)
     assert res.converged
@@ -84,6 +112,8 @@ def test_molrg_posterior_mean_topk_matches_closed_form_jacobian():
     ex = jac.exact_svd(f, x.float(), k=k)
     assert torch.allclose(ex.spectrum.double(), torch.linalg.svdvals(Jc), atol=1e-4)
     assert ex.numerical_rank() == numerical_rank(torch.linalg.svdvals(Jc))
+    # Lemma 2: the posterior mean's Jacobian has rank at most the total subspace dimension (4 + 3 + 3)
+    assert ex.numerical_rank() <= 10
 
 
 # ------------------------------------------------------------------- the real U-Net

@@ -1,10 +1,11 @@
-"""Training-free editing along singular vectors of the denoiser's Jacobian (seed 000 §4.2, App. E.4; seed 003).
+"""Training-free editing along singular vectors of the denoiser's Jacobian (Wang et al. 2024,
+arXiv:2409.02426, §4.2 and App. E.4; Chen et al. 2024, LOCO Edit, arXiv:2409.02374).
 
 Pipeline: image ``x_0`` -> (VAE encode) -> DDIM inversion to ``t`` (default 0.7T) -> ``x_t + alpha v``
 for a sequence of ``alpha`` (batched) -> DDIM sampling from ``t`` to 0 -> (VAE decode).
 ``v`` is a right singular vector of ``J_t = d x0_hat / d x_t`` (see :mod:`.jacobian`), a masked
-(LOCO-style) direction, a random unit direction (the paper's control), or a saved direction
-loaded from a file (transfer to another image).
+(LOCO Edit) direction, a random unit direction (the control of Wang et al. 2024, Fig. 6), or a
+saved direction loaded from a file (transfer to another image, Chen et al. 2024).
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def random_direction(shape: Sequence[int], seed: int) -> torch.Tensor:
-    """A uniformly random unit direction (the paper's control, seed 000 Fig. 6)."""
+    """A uniformly random unit direction (the control of Wang et al. 2024, Fig. 6)."""
     g = torch.Generator().manual_seed(int(seed))
     return unit(torch.randn(tuple(shape), generator=g))
 
@@ -179,7 +180,7 @@ def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps:
                     progress: bool = False) -> DirectionSearch:
     """Invert ``image`` to ``t`` and find the top-``k`` edit directions at ``x_t``.
 
-    Global: right singular vectors of ``J_t``. With ``mask`` (pixel ``H x W``): LOCO-style local
+    Global: right singular vectors of ``J_t``. With ``mask`` (pixel ``H x W``): LOCO Edit local
     directions (top singular vectors of the masked ``x0_hat`` projected off the top ``null_rank``
     right singular vectors of the unmasked part).
     """

@@ -1,8 +1,10 @@
 """Singular vectors of the denoiser's Jacobian ``J_t = d x0_hat / d x_t`` without forming it.
 
-Seed 000 §4.2 / App. E.4: the right singular vectors ``v_i`` of ``J_t`` are semantic edit
-directions (``x_t + alpha v_i``, and ``x0_hat(x_t + alpha v_i) ~ x0_hat + alpha sigma_i u_i``);
-App. D.1 eq. 46: the numerical rank of ``J_t`` is low. DESIGN §1.1 (LOCO-Edit-style masks).
+Wang et al. 2024 (arXiv:2409.02426), §4.2 and App. E.4: the right singular vectors ``v_i`` of
+``J_t`` are semantic edit directions (``x_t + alpha v_i``, and ``x0_hat(x_t + alpha v_i) ~ x0_hat +
+alpha sigma_i u_i``); App. D.1 eq. 46: the numerical rank of ``J_t`` is low
+(:func:`lowdim_app.metrics.numerical_rank`). Chen et al. 2024 (LOCO Edit, arXiv:2409.02374): local
+edit directions from a masked Jacobian with a null-space projection (:func:`masked_directions`).
 
 Everything here is model-agnostic: it works for any *batched* callable ``f`` that maps a
 batch ``(B, *shape)`` to ``(B, *shape)`` with rows processed independently (a U-Net in eval
@@ -15,10 +17,7 @@ Operators
     is *replication*: ``x`` is repeated ``b`` times and one batched call handles ``b``
     directions (works for every callable; diffusers U-Nets are not guaranteed to be
     vmap-friendly). ``batching="vmap"`` uses ``torch.func.vmap`` instead (one forward for all
-    VJPs). Measured on the digits U-Net (1x16x16, 1.1M parameters, 1 CPU thread, 16
-    directions): JVP 15.7 ms/direction replicated vs 15.9 ms with vmap; VJP 11.4 vs 7.5 ms.
-    Replication is the default because it is the one that always works; choose ``vmap`` for
-    VJP-heavy work (the exact Jacobian) when the callable supports it.
+    VJPs); choose it for VJP-heavy work (the exact Jacobian) when the callable supports it.
     Passes are counted per direction (``b`` JVPs in one call = ``b`` passes) and per call.
 
 Top-k singular triplets (:func:`top_k_svd`): block Krylov / block Golub-Kahan-Lanczos on
@@ -30,36 +29,38 @@ Top-k singular triplets (:func:`top_k_svd`): block Krylov / block Golub-Kahan-La
     residuals *and* the next Krylov block (in exact arithmetic ``span(V)`` is the block
     Krylov space ``K_j(J^T J, V_1)``). So every iteration costs ``b`` JVPs + ``b`` VJPs, like
     one step of subspace (power) iteration, but converges at the Krylov rate (error
-    ``~ exp(-2 j sqrt(gap))`` instead of ``(sigma_{b+1}/sigma_k)^{2j}``, Musco & Musco 2015).
-    When the basis exceeds ``max_basis`` columns it is compressed to the top Ritz vectors
-    (thick restart). Oversampling ``p`` (block ``b = k + p``): because the basis grows, the
-    gap estimate ``s_k - s_{k+1}`` comes from the whole basis, so little oversampling is
-    needed; a block only has to be as wide as a cluster of equal singular values to avoid
+    ``~ exp(-2 j sqrt(gap))`` instead of ``(sigma_{b+1}/sigma_k)^{2j}``, Musco & Musco 2015,
+    arXiv:1504.05477). When the basis exceeds ``max_basis`` columns it is compressed to the top
+    Ritz vectors (thick restart). Oversampling ``p`` (block ``b = k + p``): because the basis
+    grows, the gap estimate ``s_k - s_{k+1}`` comes from the whole basis, so little oversampling
+    is needed; a block only has to be as wide as a cluster of equal singular values to avoid
     stagnation. Default ``p = 0`` for ``k = 1`` (plain Golub-Kahan-Lanczos), else ``p = 1``.
-    Measured on the exact digits-gen Jacobian at t = 700 (passes until the stop rule,
-    tol 0.05): k=1: p=0 6, p=1 16, p=2 18; k=5: p=0 70, p=1 72, p=2 84; k=10: p=0 180,
-    p=1 198, p=2 192 (LOCO-style power baseline: 14, 380, >1000). Larger blocks mean fewer
-    sequential batched calls (better on a GPU) for a few more passes.
+    Larger blocks mean fewer sequential batched calls (better on a GPU) for a few more passes.
 
-    Convergence test on the subspace (Wedin's sin-theta theorem): with
+    Convergence test on the subspace (Wedin 1972, sin-theta theorem): with
     ``R = J^T U_k - V_k S_k`` (the other residual ``J V_k - U_k S_k`` is zero by
     construction) the sine of the largest principal angle between ``span(V_k)`` and the
     true top-k right singular subspace is at most ``||R||_2 / (s_k - sigma_{k+1})``; we stop
     when the estimate ``||R||_2 / (s_k - s_{k+1})`` is below ``tol`` (default 0.05, i.e.
     principal-angle cosine >= 0.9987). Warm starts (``V0``) are accepted.
 
-Measured (bench/jacobian.py, 1 CPU thread, t = 0.7T): passes to the stop rule, Krylov vs the
-    LOCO-style power baseline (k JVP + k VJP per iteration, stop at 1e-4 change, <= 50 iterations):
-    digits-gen k=1/5/10: 6/72/198 vs 14/340/1000 (baseline not converged at k=10, cos 0.77);
-    random-weight CIFAR-shaped UNet: 32/180/330 vs 100/500/1000; random-weight tiny SD latent:
-    42/228/440 vs 100/500/1000 (baseline hit the 50-iteration cap at cos 0.36/0.15/0.81).
-    Every Krylov result had principal-angle cosine >= 0.9995 to the reference subspace.
+Measured (``bench/results/jacobian.csv``, 1 CPU thread, t = 699 of 1000): network passes until
+    each method's own stop rule -- Krylov: Wedin estimate <= 0.05; the LOCO-style power baseline
+    (Chen et al. 2024; k JVPs + k VJPs per iteration): successive bases agree to 1e-4 (sine of the
+    largest principal angle), at most 50 iterations:
+    digits-gen (n = 256) k = 1/5/10: Krylov 6/72/198 vs power 14/340/1000 (power not converged
+    at k = 10, cosine 0.77 to the exact subspace); random-weight CIFAR-shaped U-Net (n = 3072):
+    32/180/330 vs 100/500/1000; random-weight tiny SD latent U-Net (n = 1024): 42/228/440 vs
+    100/500/1000 (power hit the 50-iteration cap at cosine 0.36/0.15/0.81). Every Krylov result had
+    principal-angle cosine >= 0.9995 to the reference subspace (exact SVD, or for the CIFAR-shaped
+    U-Net a Krylov run to tol 0.01).
 
 Exact path (:func:`exact_svd`): the full Jacobian from ``n`` VJPs (``torch.func.jacrev``
     semantics) + ``torch.linalg.svd`` -- exact, gives the whole spectrum (numerical rank,
-    eq. 46), and is the reference in tests. ``method="auto"`` uses it for ``n <= 1024``.
+    Wang et al. 2024, eq. 46), and is the reference in tests. ``method="auto"`` uses it for
+    ``n <= 1024``.
 
-Masked variant (:func:`masked_directions`, LOCO Edit / DESIGN §1.1): top right singular
+Masked variant (:func:`masked_directions`, Chen et al. 2024, LOCO Edit): top right singular
     vectors of ``P_mask f``, projected off the top-``r`` right singular vectors of
     ``P_not_mask f`` (null-space projection), unit-normalised.
 """
@@ -75,7 +76,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UserError, check_range
-from ..synthetic.rank import numerical_rank
+from ..metrics import numerical_rank, principal_cosines, subspace_cosine
 
 __all__ = [
     "PassCounter", "JacobianOperator", "JacobianSVD", "MaskedDirections",
@@ -283,7 +284,7 @@ class JacobianSVD:
         return self.jvp_calls + self.vjp_calls
 
     def numerical_rank(self, eta: float = 0.99) -> int | None:
-        """Eq. 46 on the full spectrum (exact path); ``None`` when only the top-k is known."""
+        """Wang et al. 2024, eq. 46 on the full spectrum (exact path); ``None`` when only the top-k is known."""
         return None if self.spectrum is None else numerical_rank(self.spectrum, eta)
 
     def summary(self) -> dict:
@@ -335,21 +336,6 @@ def _orthonormal_block(Z: torch.Tensor, V: torch.Tensor | None, gen: torch.Gener
         Z[:, bad] = rnd * max(scale, 1.0)
         scale = float(Z.norm(dim=0).max())
     raise RuntimeError("could not build an orthonormal block (n too small for the requested size?)")
-
-
-def principal_cosines(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Cosines of the principal angles between ``span`` of the rows of ``A`` and of ``B``
-    (``(k, ...)`` tensors; rows need not be orthonormal). Descending, length ``min(k_A, k_B)``."""
-    a = A.reshape(A.shape[0], -1).double().T
-    b = B.reshape(B.shape[0], -1).double().T.to(a.device)
-    qa, _ = torch.linalg.qr(a)
-    qb, _ = torch.linalg.qr(b)
-    return torch.linalg.svdvals(qa.T @ qb).clamp(max=1.0)
-
-
-def subspace_cosine(A: torch.Tensor, B: torch.Tensor) -> float:
-    """Smallest principal-angle cosine between the two row spaces (1 = same subspace)."""
-    return float(principal_cosines(A, B).min())
 
 
 def _ritz(V: torch.Tensor, W: torch.Tensor):
@@ -466,7 +452,8 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
 def subspace_iteration(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, tol: float = 1e-4, max_iters: int = 50,
                        seed: int = 0, V0: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
                        progress: bool = False, **op_kwargs) -> JacobianSVD:
-    """LOCO-Edit-style baseline (generalised power method): per iteration ``k`` JVPs, QR,
+    """The power-iteration baseline of Chen et al. 2024 (LOCO Edit; generalised power method): per
+    iteration ``k`` JVPs, QR,
     ``k`` VJPs, SVD; stop when successive right bases agree (sine of the largest principal
     angle ``<= tol``) or after ``max_iters`` iterations. Used by ``bench/jacobian.py``."""
     op = _as_operator(f_or_op, x, **op_kwargs)
@@ -530,15 +517,15 @@ def exact_jacobian(f_or_op, x: torch.Tensor | None = None, *, mode: str = "rev",
 
 def exact_svd(f_or_op, x: torch.Tensor | None = None, k: int | None = None, *, mode: str = "rev",
               progress: bool = False, **op_kwargs) -> JacobianSVD:
-    """Exact Jacobian + ``torch.linalg.svd`` (float64). ``k=None``: all ``n`` triplets."""
+    """Exact Jacobian + ``torch.linalg.svd`` (float64): ``J v_i = s_i u_i`` with ``U``, ``V`` the
+    left / right singular vectors of the (generally non-symmetric) Jacobian. ``k=None``: all ``n``
+    triplets; ``spectrum`` holds all ``n`` singular values."""
     op = _as_operator(f_or_op, x, **op_kwargs)
     k = op.n if k is None else k
     check_range("k", k, 1, op.n)
     start_count = op.counter.snapshot()
     t0 = time.perf_counter()
     J = exact_jacobian(op, mode=mode, progress=progress).double()
-    if op.mask is not None and mode == "fwd":
-        pass  # jvp already applied the mask to the columns
     Uf, s, Vh = torch.linalg.svd(J)
     out = JacobianSVD(singular_values=s[:k].to(op.dtype).cpu(), U=_unflat(Uf[:, :k], op.shape, op.dtype),
                       V=_unflat(Vh[:k].T, op.shape, op.dtype), method="exact", iterations=1, converged=True,
@@ -568,7 +555,7 @@ def jacobian_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, method: 
 # --------------------------------------------------------------------------- masked variant
 @dataclass
 class MaskedDirections:
-    """LOCO-style local edit directions (DESIGN §1.1).
+    """Local edit directions (Chen et al. 2024, LOCO Edit: masked Jacobian, null-space projection).
 
     ``directions``: ``(k, *shape)`` unit vectors; ``inside``: SVD of ``P_mask J``;
     ``outside``: SVD of ``P_not_mask J`` (its top-``null_rank`` right vectors are projected
@@ -688,7 +675,7 @@ def _x0_hat_operator(model, x_t, t, cond, **op_kwargs) -> JacobianOperator:
 
 def jacobian_of_x0_hat(model, x_t: torch.Tensor, t: int, cond=None, k: int = 5, *, method: str = "auto",
                        **kwargs) -> JacobianSVD:
-    """Top-k singular triplets of ``J_t = d x0_hat / d x_t`` at ``(x_t, t, c)`` (seed 000 §4.2),
+    """Top-k singular triplets of ``J_t = d x0_hat / d x_t`` at ``(x_t, t, c)`` (Wang et al. 2024, §4.2),
     inside ``model.forward_ad_safe()``. ``kwargs`` go to :func:`jacobian_svd`."""
     op_keys = ("batching", "chunk_size", "math_attention")
     op = _x0_hat_operator(model, x_t, t, cond, **{kk: kwargs.pop(kk) for kk in op_keys if kk in kwargs})

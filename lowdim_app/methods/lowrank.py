@@ -1,4 +1,5 @@
-"""Numerical rank of the denoiser's Jacobian along a sampling trajectory (seed 000 §2.2, Fig. 3a; eq. 46).
+"""Numerical rank of the denoiser's Jacobian along a sampling trajectory (Wang et al. 2024,
+arXiv:2409.02426, Fig. 3a; numerical rank App. D.1 eq. 46).
 
 At each visited timestep ``t`` of a seeded DDIM trajectory we take ``J_t = d x0_hat / d x_t`` at the
 current ``x_t`` and report the numerical rank ``r`` (smallest r with
@@ -13,13 +14,14 @@ current ``x_t`` and report the numerical rank ``r`` (smallest r with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import check_range
-from ..synthetic.rank import numerical_rank
+from ..metrics import numerical_rank
 from . import jacobian as jac
 
 
@@ -64,8 +66,11 @@ def jacobian_rank(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99
 
 
 def rank_along_trajectory(model, steps: int = 50, points: int = 12, seed: int = 0, cond=None, eta: float = 0.99,
-                          k: int = 32, progress: bool = False) -> list[RankPoint]:
-    """Numerical rank of ``J_t`` at ``points`` timesteps of one seeded DDIM trajectory from ``T``."""
+                          k: int = 32, progress: bool = False,
+                          on_point: Callable[[int, int], None] | None = None) -> list[RankPoint]:
+    """Numerical rank of ``J_t`` at ``points`` timesteps of one seeded DDIM trajectory from ``T``.
+
+    ``on_point(done, total)`` is called after each measured point (progress, cancellation)."""
     check_range("points", points, 2, 200)
     if model.is_text and cond is None:
         cond = model.default_conditioning()
@@ -78,6 +83,8 @@ def rank_along_trajectory(model, steps: int = 50, points: int = 12, seed: int = 
             r, lower, s = jacobian_rank(model, x, t, cond, eta=eta, k=k, seed=seed)
             sig = sigma_of(model, t)
             out.append(RankPoint(t, sig, 1.0 / sig, r, lower, model.n, [float(v) for v in s[:16]]))
+            if on_point is not None:
+                on_point(len(out), len(visit))
         with torch.no_grad():
             eps, x0 = model.predict(x, t, cond)
             x = model._ddim_move(eps, x0, ts[i + 1] if i + 1 < len(ts) else None)

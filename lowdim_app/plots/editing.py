@@ -1,4 +1,5 @@
-"""Figures for Jacobian editing: singular-value spectrum with the numerical rank, rank vs SNR."""
+"""Figures for Jacobian editing: singular-value spectrum with the numerical rank (Wang et al. 2024,
+eq. 46), change vs edit strength beside the random control (Fig. 6), rank vs SNR (Fig. 3a)."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,6 +27,18 @@ def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: flo
     return fig
 
 
+def effect_figure(alphas, along, control, label: str = "singular direction"):
+    """RMS pixel change from the alpha = 0 reconstruction along a direction and along the random
+    unit direction of the control (Wang et al. 2024, Fig. 6)."""
+    fig, ax = new_figure(5.5, 3.0)
+    ax.plot(alphas, along, "o-", label=label)
+    ax.plot(alphas, control, "s--", label="random unit direction (control)")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("RMS pixel change vs alpha = 0")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def rank_snr_figure(points, title: str = ""):
     fig, ax = new_figure()
     snr = [p.snr for p in points]
@@ -39,5 +52,5 @@ def rank_snr_figure(points, title: str = ""):
     ax.set_ylabel("rank(J_t) / n")
     ax.set_ylim(0, max(1.0, max(frac) * 1.05))
     ax.legend(fontsize=8)
-    ax.set_title(title or "Low-rank Jacobian along a sampling trajectory (seed 000 Fig. 3a)", fontsize=10)
+    ax.set_title(title or "Low-rank Jacobian along a sampling trajectory (Wang et al. 2024, Fig. 3a)", fontsize=10)
     return fig

@@ -1,26 +1,33 @@
-"""The "Edit" tab: singular vectors of d x0_hat / d x_t and training-free edits (seed 000 §4.2, App. E.4)."""
+"""The "Edit" tab: singular vectors of d x0_hat / d x_t and training-free edits (Wang et al. 2024, §4.2,
+App. E.4; local edits and transfer: Chen et al. 2024, LOCO Edit). A thin adapter over
+:mod:`lowdim_app.features.edit`.
+
+Each request saves the image (and the painted mask, or the uploaded direction) it used as files in
+its own temporary folder, runs the feature on those files, and offers them for download: the
+reproduce line names exactly these files and, run in a folder holding them, gives the same strip.
+"""
 from __future__ import annotations
 
-import shlex
+import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
+from PIL import Image
 
 from ..config import REPO_ROOT
-from ..data.images import load_image, make_grid
 from ..diffusion.registry import DEFAULT_MODEL
 from ..errors import UserError
-from ..methods import editing
-from ..plots.common import new_figure
+from ..features.edit import FEATURE as EDIT
+from ..features.edit import MAX_ALPHAS, AlphaRange, EditSettings
 from ..plots.common import to_pil as fig_to_pil
-from ..plots.editing import direction_images, spectrum_figure
-from .common import as_float, as_int, gpu, handle_errors, load_model_checked, model_choices
+from .common import handle_errors, model_choices, run_feature
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 MAX_K = 16
+IMAGE_FILE, MASK_FILE, DIRECTION_FILE = "image.png", "mask.png", "direction.safetensors"
+OUT_FOLDER = "edit_out"
 
 
 def _editor_image_and_mask(editor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -43,121 +50,91 @@ def _editor_image_and_mask(editor) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(editor), None
 
 
-def _image_tensor(model, bg: np.ndarray) -> torch.Tensor:
-    return load_image(bg, model.image_shape[1:], channels=model.image_shape[0])
+def _uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    hi = float(arr.max()) if arr.size else 1.0
+    return np.clip(arr.astype(np.float64) / (hi if hi > 1 else 1.0) * 255, 0, 255).astype(np.uint8)
 
 
-def _mask_tensor(model, mask: np.ndarray) -> torch.Tensor:
-    from PIL import Image, ImageOps
+def _save_inputs(editor, local: bool) -> tuple[Path, Path | None]:
+    """The editor's image (and, for a local edit, its painted mask: white = edit here) as PNGs
+    in a fresh per-request folder."""
+    bg, mask = _editor_image_and_mask(editor)
+    if local and mask is None:
+        raise UserError("local edit: paint the region to edit on the image first (brush tool)")
+    folder = Path(tempfile.mkdtemp(prefix="lowdim-edit-"))
+    image = folder / IMAGE_FILE
+    Image.fromarray(_uint8(bg)).save(image)
+    mask_path = None
+    if local:
+        mask_path = folder / MASK_FILE
+        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(mask_path)
+    return image, mask_path
 
-    img = ImageOps.fit(Image.fromarray(mask.astype(np.uint8) * 255), model.image_shape[1:][::-1])
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+
+def _tidy(x):
+    """Slider floats such as 0.7000000000000001 -> 0.7 (the value the run and the reproduce line use)."""
+    return round(x, 6) if isinstance(x, float) and np.isfinite(x) else x
 
 
-@gpu
-def _find(model, image, t, k, steps, cond, mask):
-    return editing.find_directions(model, image, t, k=k, total_steps=steps, cond=cond, mask=mask, progress=True)
+def _reproduce(result) -> tuple[str, list[str]]:
+    """The CLI line for ``result`` and the files it names (to offer for download)."""
+    s = result.settings
+    placeholders, files = {"image": IMAGE_FILE}, [s.image]
+    if s.mask:
+        placeholders["mask"] = MASK_FILE
+        files.append(s.mask)
+    if s.load_direction:
+        placeholders["load_direction"] = DIRECTION_FILE
+        files.append(s.load_direction)
+    line = result.reproduce(placeholders=placeholders, extra=f"--out {OUT_FOLDER}")
+    names = " and ".join(f"`{Path(f).name}`" for f in files)
+    return (f"\n\nReproduce (in a folder with {names} from *Files for the reproduce line*; writes "
+            f"`{OUT_FOLDER}/strip.png`): `{line}`"), files
+
+
+def _edit_outputs(result):
+    text, files = _reproduce(result)
+    return result.images()["strip"], fig_to_pil(result.figure()), result.summary() + text, files
 
 
 @handle_errors
 def find_directions(editor, model_id, t_frac, k, steps, prompt, local, progress=gr.Progress(track_tqdm=True)):
     """Invert the image to t and find the top-k directions; returns spectrum, v_i, u_i, info, state."""
-    t_frac = as_float("edit time t/T", t_frac, 0.05, 0.95)
-    k = as_int("k", k, 1, MAX_K)
-    steps = as_int("DDIM steps", steps, 4, 1000)
-    bg, mask = _editor_image_and_mask(editor)
-    model = load_model_checked(model_id)
-    t = model.timestep_from_fraction(t_frac)
-    cond = model.encode_prompt(prompt or "", guidance_scale=1.0) if model.is_text else None
-    mask_t = None
-    if local:
-        if mask is None:
-            raise UserError("local edit: paint the region to edit on the image first (brush tool)")
-        mask_t = _mask_tensor(model, mask)
-    search = _find(model, _image_tensor(model, bg), t, k, steps, cond, mask_t)
-    spec = search.spectrum if search.spectrum is not None else search.singular_values
-    fig = spectrum_figure(spec.numpy(), search.numerical_rank,
-                          title=f"{model.model_id}: spectrum of J_t at t = {t} ({t_frac:.2f}T)")
-    up = max(1, 96 // model.sample_shape[-1])
-    v_imgs = [(im, f"v{i + 1}  sigma={float(s):.3g}") for i, (im, s) in
-              enumerate(zip(_pil_list(direction_images(search.V), up), search.singular_values))]
-    u_imgs = [(im, f"u{i + 1}") for i, im in enumerate(_pil_list(direction_images(search.U), up))]
-    rank = f"numerical rank r = {search.numerical_rank} of n = {model.n}" if search.numerical_rank is not None else \
-        "numerical rank: needs the full spectrum (exact path, n <= 1024)"
-    info = (f"**{'Local (masked)' if local else 'Global'} directions** at t = {t}: {rank}. "
-            f"Search: `{search.summary.get('method')}`, {search.summary.get('passes', '?')} network passes."
-            + (" Latent model: v_i/u_i show the first 3 latent channels." if model.is_latent else ""))
-    state = {"model_id": model.model_id, "t": t, "steps": steps, "prompt": prompt or "", "search": search,
-             "local": bool(local)}
-    return fig_to_pil(fig), v_imgs, u_imgs, info, state, gr.update(maximum=len(search.directions), value=1)
+    image, mask = _save_inputs(editor, bool(local))
+    settings = EditSettings.from_raw(image=str(image), model=model_id, t=_tidy(t_frac), k=k, steps=steps,
+                                     prompt=prompt or "", mask=str(mask) if mask else "")
+    search = run_feature(EDIT, settings, progress=progress, stage="find")
+    k = settings.k
+    # a slider needs minimum < maximum: with k = 1 it stays at 1, not interactive
+    index = gr.update(minimum=1, maximum=max(k, 2), value=1, interactive=k > 1)
+    state = {"settings": settings, "search": search}
+    return (fig_to_pil(search.figure()), search.gallery("v"), search.gallery("u"), search.summary(), state, index)
 
 
-def _pil_list(T: torch.Tensor, up: int):
-    from ..data.images import to_pil
-
-    return to_pil(T, upscale=up)
-
-
-def _effect_figure(alphas, along, rand, label):
-    fig, ax = new_figure(5.5, 3.0)
-    ax.plot(alphas, along, "o-", label=label)
-    ax.plot(alphas, rand, "s--", label="random unit direction (control)")
-    ax.set_xlabel("alpha")
-    ax.set_ylabel("RMS pixel change vs alpha = 0")
-    ax.legend(fontsize=8)
-    return fig_to_pil(fig)
-
-
-@gpu
-def _strips(model, inv, vector, alphas, seed):
-    along = editing.edit_strip(model, inv, vector, alphas, progress=True)
-    control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, seed), alphas)
-    return along, control
-
-
-def _alphas(amax, count) -> list[float]:
-    amax = as_float("alpha range A", amax, 0.1, editing.ALPHA_LIMIT)
-    count = as_int("number of alphas", count, 2, editing.MAX_ALPHAS)
-    return [float(a) for a in np.linspace(-amax, amax, count)]
-
-
-def _render_edit(model, inv, direction, alphas, seed, label):
-    along, control = _strips(model, inv, direction.vector, alphas, seed)
-    up = max(1, 96 // model.image_shape[-1])
-    strip = make_grid(torch.cat([along, control]), nrow=len(alphas), upscale=up)
-    ea, er = editing.edit_effect(along, alphas), editing.edit_effect(control, alphas)
-    ratio = np.mean(ea) / max(np.mean(er), 1e-12)
-    text = (f"Top row: {label}; bottom row: a random unit direction (the paper's control), alphas "
-            f"{alphas[0]:+.1f} .. {alphas[-1]:+.1f}. Mean change along the direction / along random: **{ratio:.1f}x**.")
-    return strip, _effect_figure(alphas, ea, er, label), text
+def _state(state) -> dict:
+    if not state or "search" not in state:
+        raise UserError("press 'Find directions' first")
+    return state
 
 
 @handle_errors
 def edit(editor, state, index, amax, count, seed, progress=gr.Progress(track_tqdm=True)):
-    """Edit strip for direction ``index`` (1-based) beside the random-direction control."""
-    if not state or "search" not in state:
-        raise UserError("press 'Find directions' first")
-    search = state["search"]
-    index = as_int("direction", index, 1, len(search.directions))
-    seed = as_int("seed", seed, 0, 2**31 - 1)
-    alphas = _alphas(amax, count)
-    model = load_model_checked(state["model_id"])
-    d = search.directions[index - 1]
-    strip, fig, text = _render_edit(model, search.inversion, d, alphas, seed, f"v{index} ({d.kind})")
-    cmd = (f"python -m lowdim_app edit IMAGE --model {shlex.quote(state['model_id'])} --t {state['t'] / (model.num_train_timesteps - 1):.2f} "
-           f"--k {len(search.directions)} --direction {index} --alpha={alphas[0]:g}:{alphas[-1]:g}:{len(alphas)} "
-           f"--steps {state['steps']} --seed {seed}" + (" --mask MASK.png" if state.get("local") else ""))
-    return strip, fig, text + f"\n\nReproduce: `{cmd}`"
+    """Edit strip for direction ``index`` (1-based) beside the random-direction control, the change
+    vs alpha, the text with the reproduce line, and the files that line names."""
+    state = _state(state)
+    settings = state["settings"].replace(direction=index, seed=seed)
+    settings = settings.replace(alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
+    result = run_feature(EDIT, settings, progress=progress, search=state["search"])
+    return _edit_outputs(result)
 
 
 @handle_errors
 def save_direction(state, index):
-    if not state or "search" not in state:
-        raise UserError("press 'Find directions' first")
-    index = as_int("direction", index, 1, len(state["search"].directions))
-    d = state["search"].directions[index - 1]
-    path = Path(tempfile.mkdtemp(prefix="lowdim-dir-")) / f"{d.model_id.replace('/', '_')}_t{d.t}_v{index}.safetensors"
-    return str(d.save(path))
+    state = _state(state)
+    settings = state["settings"].replace(direction=index)
+    return str(state["search"].save_direction(settings.direction, tempfile.mkdtemp(prefix="lowdim-dir-")))
 
 
 @handle_errors
@@ -165,22 +142,19 @@ def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, pr
     """Transfer: apply a saved direction to the current image (same model, same t)."""
     if file is None:
         raise UserError("upload a direction file (.safetensors from 'Save direction')")
-    d = editing.Direction.load(file if isinstance(file, str) else file.name)
-    model = load_model_checked(model_id)
-    d.check_compatible(model)
-    steps = as_int("DDIM steps", steps, 4, 1000)
-    seed = as_int("seed", seed, 0, 2**31 - 1)
-    alphas = _alphas(amax, count)
-    bg, _ = _editor_image_and_mask(editor)
-    cond = model.encode_prompt(prompt or d.prompt or "", guidance_scale=1.0) if model.is_text else None
-    inv = editing.invert(model, _image_tensor(model, bg), d.t, steps, cond, progress=True)
-    return _render_edit(model, inv, d, alphas, seed, f"saved direction v{d.index} (t = {d.t})")
+    image, _ = _save_inputs(editor, local=False)
+    direction = image.parent / DIRECTION_FILE
+    shutil.copyfile(file if isinstance(file, str) else file.name, direction)
+    settings = EditSettings.from_raw(image=str(image), model=model_id, steps=steps, prompt=prompt or "",
+                                     load_direction=str(direction), seed=seed,
+                                     alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
+    return _edit_outputs(run_feature(EDIT, settings, progress=progress))
 
 
 def build() -> None:
     gr.Markdown("Edit an image by moving its inverted noisy version `x_t` along the top right singular vectors `v_i` "
-                "of the denoiser's Jacobian `J_t = d x0_hat / d x_t` (seed 000 §4.2), then sampling back with DDIM. "
-                "Paint on the image and tick *local edit* for a LOCO-style masked edit.")
+                "of the denoiser's Jacobian `J_t = d x0_hat / d x_t` (Wang et al. 2024, §4.2), then sampling back "
+                "with DDIM. Paint on the image and tick *local edit* for a masked edit (Chen et al. 2024, LOCO Edit).")
     state = gr.State()
     with gr.Row():
         with gr.Column(scale=1):
@@ -201,8 +175,8 @@ def build() -> None:
             find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="edit-info")
-            spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99)", elem_id="edit-spectrum",
-                                height=300)
+            spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",
+                                elem_id="edit-spectrum", height=300)
             with gr.Row():
                 vgal = gr.Gallery(label="v_i (edit directions)", columns=5, height=180, elem_id="edit-v")
                 ugal = gr.Gallery(label="u_i = J v_i / sigma_i", columns=5, height=180, elem_id="edit-u")
@@ -211,7 +185,7 @@ def build() -> None:
             index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index")
             with gr.Row():
                 amax = gr.Number(value=6, label="alpha range A ([-A, A])", elem_id="edit-amax")
-                count = gr.Slider(2, editing.MAX_ALPHAS, value=7, step=1, label="number of alphas", elem_id="edit-count")
+                count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of alphas", elem_id="edit-count")
             seed = gr.Number(value=0, precision=0, label="seed of the random control", elem_id="edit-seed")
             go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn")
             save = gr.Button("Save direction", elem_id="edit-save-btn")
@@ -219,14 +193,17 @@ def build() -> None:
             load = gr.File(label="Apply a saved direction (transfer)", file_types=[".safetensors"], elem_id="edit-load")
             apply = gr.Button("Apply saved direction to this image", elem_id="edit-apply-btn")
         with gr.Column(scale=2):
-            strip = gr.Image(label="Edits along v_i (top) and along a random direction (bottom)", elem_id="edit-strip")
+            strip = gr.Image(label="Edits along v_i (top) and along a random direction (bottom)", elem_id="edit-strip",
+                             format="png")
             effect = gr.Image(label="Change vs alpha", elem_id="edit-effect", height=260)
             edit_info = gr.Markdown(elem_id="edit-edit-info")
+            files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
 
     find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local], [spectrum, vgal, ugal, info, state, index],
                api_name="find_directions", concurrency_limit=1, concurrency_id="model")
-    go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info], api_name="edit",
+    go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info, files], api_name="edit",
              concurrency_limit=1, concurrency_id="model")
     save.click(save_direction, [state, index], saved, api_name="save_direction")
-    apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed], [strip, effect, edit_info],
-                api_name="apply_direction", concurrency_limit=1, concurrency_id="model")
+    apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
+                [strip, effect, edit_info, files], api_name="apply_direction", concurrency_limit=1,
+                concurrency_id="model")

@@ -1,0 +1,342 @@
+"""``edit``: training-free edits along singular vectors of the denoiser's Jacobian.
+
+Wang et al. 2024 (arXiv:2409.02426), §4.2 and App. E.4: invert the image to ``t`` (0.7T), move
+``x_t`` along a right singular vector ``v_i`` of ``J_t = d x0_hat / d x_t`` and sample back with
+DDIM; a random unit direction is the control (Fig. 6). Chen et al. 2024 (LOCO Edit,
+arXiv:2409.02374): local directions from a painted mask, and transfer of a saved direction to
+another image.
+
+Two stages share one settings object: :meth:`Edit.find` (inversion + direction search) and
+:meth:`Edit.edit` (the strip along the chosen direction and the control). The UI calls them one
+after the other; ``run`` does both (or, with ``load_direction``, inverts and applies a saved
+direction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..methods import editing
+from .base import Cost, Feature, Progress, Result, runtime_or_default
+from .common import load, model_setting, upscale_for
+from .settings import Settings, seed_setting, setting
+
+ALPHA_LIMIT = editing.ALPHA_LIMIT
+MAX_ALPHAS = editing.MAX_ALPHAS
+MAX_K = 64
+REFERENCE_N = 256    # digits-gen (1 x 16 x 16): the size the cost estimate is quoted at
+# the fields that determine the search; the edit stage may change only the others
+SEARCH_FIELDS = ("image", "model", "t", "k", "steps", "mask", "prompt", "invert", "load_direction")
+
+
+@dataclass(frozen=True)
+class EditSettings(Settings):
+    COMMAND = "edit"
+    image: str = setting("", positional=True, help="the image to edit (PNG, JPEG, ...)")
+    model: str = model_setting()
+    t: float = setting(0.7, lo=0.01, hi=1.0, label="edit time t/T",
+                       help="edit time as a fraction of T (Wang et al. 2024, App. E.4: 0.7)")
+    k: int = setting(5, lo=1, hi=MAX_K, help="number of singular vectors")
+    direction: int = setting(1, lo=1, hi=MAX_K, help="which v_i to edit along (1-based)")
+    alpha: tuple[float, ...] = setting(tuple(float(a) for a in np.linspace(-6, 6, 7)), lo=-ALPHA_LIMIT,
+                                       hi=ALPHA_LIMIT, max_items=MAX_ALPHAS, range_style="linspace",
+                                       label="edit strength alpha", help="edit strengths: LO:HI:COUNT or a list")
+    steps: int = setting(50, lo=4, hi=1000, label="DDIM steps",
+                         help="DDIM steps over [0, T] (the edit uses the share up to t)")
+    mask: str = setting("", help="image whose white pixels mark the region for a local edit (LOCO Edit)")
+    prompt: str = setting("", help="condition for text models (the Jacobian is of the conditional x0_hat)")
+    invert: bool = setting(False, help="invert intensities (dark-on-light drawings of digits)")
+    load_direction: str = setting("", help="apply a saved direction (.safetensors; transfer: its t replaces --t)")
+    seed: int = seed_setting(help="seed of the random control direction")
+
+    def check(self) -> None:
+        if not self.image.strip():
+            raise UserError("give the image to edit")
+        if self.load_direction and self.mask:
+            raise UserError("a saved direction is applied as it is; drop the mask")
+        if not self.load_direction and self.direction > self.k:
+            raise UserError(f"direction must be between 1 and k = {self.k}, got {self.direction}")
+
+    def search_key(self) -> tuple:
+        return tuple(getattr(self, f) for f in SEARCH_FIELDS)
+
+
+@dataclass(frozen=True)
+class AlphaRange(Settings):
+    """The tab's alpha widgets: ``count`` strengths evenly spaced in ``[-A, A]``."""
+
+    amax: float = setting(6.0, lo=0.1, hi=ALPHA_LIMIT, label="alpha range A")
+    count: int = setting(7, lo=2, hi=MAX_ALPHAS, label="number of alphas")
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        return tuple(float(a) for a in np.linspace(-self.amax, self.amax, self.count))
+
+
+# ----------------------------------------------------------------------------- inputs
+def load_image_for(model, path: str, invert: bool = False) -> torch.Tensor:
+    from ..data.images import load_image
+
+    return load_image(path, model.image_shape[1:], channels=model.image_shape[0], invert=invert)
+
+
+def load_mask(model, path: str) -> torch.Tensor:
+    """White pixels of a mask image mark the region to edit (``H x W`` in {0, 1})."""
+    from ..data.images import load_image
+
+    return (load_image(path, model.image_shape[1:], channels=1)[0, 0] > 0).float()
+
+
+def _cond(model, prompt: str):
+    return model.encode_prompt(prompt or "", guidance_scale=1.0) if model.is_text else None
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class EditSearch(Result):
+    """Stage 1: the inversion and the top-k directions (Wang et al. 2024, §4.2)."""
+
+    model_id: str = ""
+    t: int = 0
+    n: int = 0
+    is_latent: bool = False
+    search: editing.DirectionSearch | None = None
+    upscale: int = 1
+
+    @property
+    def local(self) -> bool:
+        return bool(self.settings.mask)
+
+    def numbers(self) -> dict:
+        s = self.search
+        return {"singular_values": [float(v) for v in s.singular_values],
+                "numerical_rank": s.numerical_rank, "search": s.summary}
+
+    def spectrum(self) -> torch.Tensor:
+        s = self.search
+        return s.spectrum if s.spectrum is not None else s.singular_values
+
+    def figure(self):
+        from ..plots.editing import spectrum_figure
+
+        return spectrum_figure(self.spectrum().numpy(), self.search.numerical_rank,
+                               title=f"{self.model_id}: spectrum of J_t at t = {self.t} ({self.settings.t:g}T)")
+
+    def images(self) -> dict:
+        from ..data.images import make_grid
+        from ..plots.editing import direction_images
+
+        return {"v_directions": make_grid(direction_images(self.search.V), upscale=self.upscale),
+                "u_images": make_grid(direction_images(self.search.U), upscale=self.upscale)}
+
+    def gallery(self, which: str, target: int = 96) -> list:
+        """``(image, caption)`` per direction: ``which="v"`` (edit directions) or ``"u"`` (their images)."""
+        from ..data.images import to_pil
+        from ..plots.editing import direction_images
+
+        up = max(1, target // self.search.V.shape[-1])
+        if which == "v":
+            return [(im, f"v{i + 1}  sigma={float(s):.3g}") for i, (im, s) in
+                    enumerate(zip(to_pil(direction_images(self.search.V), up), self.search.singular_values))]
+        return [(im, f"u{i + 1}") for i, im in enumerate(to_pil(direction_images(self.search.U), up))]
+
+    def summary(self) -> str:
+        s = self.search
+        rank = (f"numerical rank r = {s.numerical_rank} of n = {self.n}" if s.numerical_rank is not None else
+                "numerical rank: needs the full spectrum (exact path, n <= 1024)")
+        return (f"**{'Local (masked)' if self.local else 'Global'} directions** at t = {self.t}: {rank}. "
+                f"Search: `{s.summary.get('method')}`, {s.summary.get('passes', '?')} network passes."
+                + (" Latent model: v_i/u_i show the first 3 latent channels." if self.is_latent else ""))
+
+    def direction(self, index: int) -> editing.Direction:
+        if not 1 <= index <= len(self.search.directions):
+            raise UserError(f"direction must be between 1 and {len(self.search.directions)}, got {index}")
+        return self.search.directions[index - 1]
+
+    def save_direction(self, index: int, folder: str | Path) -> Path:
+        """The direction ``v_index`` as a ``.safetensors`` file in ``folder`` (for transfer)."""
+        d = self.direction(index)
+        return d.save(Path(folder) / f"{d.model_id.replace('/', '_')}_t{d.t}_v{index}.safetensors")
+
+
+@dataclass
+class EditResult(Result):
+    """Stage 2: the strip along the chosen direction and along the random control (Fig. 6)."""
+
+    model_id: str = ""
+    t: int = 0
+    alphas: tuple[float, ...] = ()
+    chosen: editing.Direction | None = None
+    along: torch.Tensor | None = None       # len(alphas) x C x H x W pixels in [-1, 1]
+    control: torch.Tensor | None = None
+    upscale: int = 1
+    search: EditSearch | None = None
+
+    @property
+    def change_along(self) -> list[float]:
+        return editing.edit_effect(self.along, self.alphas)
+
+    @property
+    def change_random(self) -> list[float]:
+        return editing.edit_effect(self.control, self.alphas)
+
+    @property
+    def ratio(self) -> float:
+        return float(np.mean(self.change_along) / max(np.mean(self.change_random), 1e-12))
+
+    @property
+    def label(self) -> str:
+        d = self.chosen
+        if self.settings.load_direction:
+            return f"saved direction v{d.index} (t = {d.t})"
+        return f"v{self.settings.direction} ({d.kind})"
+
+    def numbers(self) -> dict:
+        d = self.chosen
+        out = {"model": self.model_id, "t": self.t, "alphas": list(self.alphas), "direction": d.index,
+               "kind": d.kind, "sigma": d.sigma, "change_along_direction": self.change_along,
+               "change_along_random": self.change_random}
+        if self.search is not None:
+            out.update(self.search.numbers())
+        return out
+
+    def images(self) -> dict:
+        """``strip``: top row along the direction, bottom row along the random control."""
+        from ..data.images import make_grid
+
+        return {"strip": make_grid(torch.cat([self.along, self.control]), nrow=len(self.alphas), upscale=self.upscale)}
+
+    def alpha_images(self) -> list[tuple[float, object]]:
+        from ..data.images import to_pil
+
+        return list(zip(self.alphas, to_pil(self.along)))
+
+    def figure(self):
+        from ..plots.editing import effect_figure
+
+        return effect_figure(self.alphas, self.change_along, self.change_random, self.label)
+
+    def summary(self) -> str:
+        a = self.alphas
+        return (f"Top row: {self.label}; bottom row: a random unit direction (the control of Wang et al. 2024, "
+                f"Fig. 6), alphas {a[0]:+.1f} .. {a[-1]:+.1f}. Mean change along the direction / along random: "
+                f"**{self.ratio:.1f}x**.")
+
+    def write(self, out: str | Path) -> list[Path]:
+        """The CLI's files: strip.png, edit_alpha_*.png, edit.json, and with a search spectrum.png,
+        v_directions.png, u_images.png."""
+        from ..plots.common import to_pil as fig_to_pil
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "strip.png"]
+        self.images()["strip"].save(written[0])
+        if self.search is not None:
+            fig_to_pil(self.search.figure()).save(out / "spectrum.png")
+            for name, img in self.search.images().items():
+                img.save(out / f"{name}.png")
+            written += [out / "spectrum.png", out / "v_directions.png", out / "u_images.png"]
+        for a, img in self.alpha_images():
+            img.save(out / f"edit_alpha_{a:+.2f}.png")
+            written.append(out / f"edit_alpha_{a:+.2f}.png")
+        written.append(self.write_json(out / "edit.json"))
+        return written
+
+
+# ----------------------------------------------------------------------------- the feature
+class Edit(Feature):
+    name = "edit"
+    help = "edit an image along singular vectors of the denoiser's Jacobian"
+    Settings = EditSettings
+    outputs = ()
+
+    def cost(self, s: EditSettings) -> Cost:
+        segment = max(2, round(s.steps * s.t))                 # DDIM steps over [0, t]
+        strips = 2 * len(s.alpha) * segment                     # along + random control
+        if s.load_direction:
+            return Cost(forward=segment + strips, note="inversion + two strips; no search (saved direction)")
+        measure = 2 * s.k if s.mask else 0
+        return Cost(forward=segment + strips, vjp=REFERENCE_N, jvp=measure,
+                    note=f"inversion + exact Jacobian (n VJPs at the reference n = {REFERENCE_N}) + two strips"
+                         + ("; 2k JVPs measure the masked directions" if s.mask else ""))
+
+    # -- stage 1
+    def find(self, s: EditSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> EditSearch:
+        """Invert ``s.image`` to ``s.t`` and find the top-``s.k`` (global or masked) directions."""
+        if s.load_direction:
+            raise UserError("a saved direction needs no search; apply it instead")
+        prog = Progress.wrap(progress, should_stop)
+        model = load(s.model, runtime_or_default(runtime), model)
+        t = model.timestep_from_fraction(s.t)
+        image = load_image_for(model, s.image, s.invert)
+        mask = load_mask(model, s.mask) if s.mask else None
+        prog(0.0, "inverting the image and finding directions")
+        search = editing.find_directions(model, image, t, k=s.k, total_steps=s.steps, cond=_cond(model, s.prompt),
+                                         mask=mask, progress=prog.bars)
+        prog.check()
+        return EditSearch(settings=s, finished=False, model_id=model.model_id, t=t, n=model.n,
+                          is_latent=model.is_latent, search=search,
+                          upscale=max(1, 128 // model.sample_shape[-1]))
+
+    # -- stage 2
+    def edit(self, s: EditSettings, search: EditSearch | None = None, *, runtime=None, progress=None,
+             should_stop=None, model=None) -> EditResult:
+        """The strip along direction ``s.direction`` of ``search`` (or the saved ``s.load_direction``)
+        beside the random-direction control."""
+        prog = Progress.wrap(progress, should_stop)
+        model = load(s.model, runtime_or_default(runtime), model)
+        if s.load_direction:
+            chosen = editing.Direction.load(s.load_direction)
+            chosen.check_compatible(model)
+            prog(0.0, "inverting the image")
+            image = load_image_for(model, s.image, s.invert)
+            inv = editing.invert(model, image, chosen.t, s.steps, _cond(model, s.prompt or chosen.prompt),
+                                 progress=prog.bars)
+            search = None
+        else:
+            if search is None:
+                search = self.find(s, runtime=runtime, progress=prog, model=model)
+            elif search.settings.search_key() != s.search_key():
+                raise UserError("the image or search settings changed since 'Find directions'; find directions again")
+            chosen, inv = search.direction(s.direction), search.search.inversion
+        prog(0.5, "editing along the direction and along a random one")
+        along = editing.edit_strip(model, inv, chosen.vector, s.alpha, progress=prog.bars)
+        prog.check()
+        control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, s.seed), s.alpha)
+        return EditResult(settings=s, model_id=model.model_id, t=inv.t, alphas=tuple(s.alpha), chosen=chosen,
+                          along=along, control=control, upscale=upscale_for(model), search=search)
+
+    def run(self, s: EditSettings, *, runtime=None, progress=None, should_stop=None, model=None,
+            search: EditSearch | None = None, stage: str = "all"):
+        """``stage="find"``: only the search (an :class:`EditSearch`); otherwise the edit, reusing
+        ``search`` when given."""
+        if stage not in ("all", "find"):
+            raise UserError(f"stage must be 'all' or 'find', got {stage!r}")
+        if stage == "find":
+            return self.find(s, runtime=runtime, progress=progress, should_stop=should_stop, model=model)
+        return self.edit(s, search, runtime=runtime, progress=progress, should_stop=should_stop, model=model)
+
+    # -- CLI
+    def add_output_arguments(self, p) -> None:
+        p.add_argument("--out", default="edit_out", help="output folder (strip.png, edit.json, ...)")
+        p.add_argument("--save-direction", default=None, metavar="PATH",
+                       help="save the chosen direction (.safetensors) for --load-direction")
+
+    def write_outputs(self, result: EditResult, args) -> list[str]:
+        result.write(args.out)
+        lines = []
+        if getattr(args, "save_direction", None):
+            lines.append(f"wrote {result.chosen.save(args.save_direction)}")
+        d, search = result.chosen, result.search
+        lines.insert(0, f"wrote {args.out}/strip.png (top row: direction {d.index or 'loaded'}; bottom row: random "
+                        f"direction), edit.json"
+                        + (f", spectrum.png (numerical rank {search.search.numerical_rank})" if search else "")
+                        + f"; mean change along / random: {result.ratio:.1f}x")
+        return lines
+
+
+FEATURE = Edit()
