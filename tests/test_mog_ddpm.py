@@ -1,12 +1,13 @@
-"""Seed 001 checks: DDPM-loss GD on a symmetric Gaussian mixture ~ power iteration (large noise), ~ EM
-(small noise)."""
+"""Shah et al. 2023 (arXiv:2307.01178) checks: DDPM-loss GD on a symmetric Gaussian mixture ~ power
+iteration (large noise), ~ EM (small noise); the ``mog-ddpm`` feature's stages."""
 import math
 
 import pytest
 import torch
 
+from lowdim_app.errors import UserError
+from lowdim_app.features.mog_ddpm import FEATURE, MogDdpmSettings
 from lowdim_app.synthetic import mog_ddpm as md
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops
 
@@ -66,8 +67,8 @@ def test_large_noise_gradient_is_power_iteration_within_lemma8_bound():
 
 
 def test_angle_contracts_and_em_fixed_points():
-    res = md.run_mog_ddpm(md.MogDDPMConfig(d=6, iters_large=25, iters_small=10, n_batch=2048, seed=0))
-    L = res.numbers["large_noise"]
+    res = FEATURE.run(MogDdpmSettings(d=6, iters_large=25, iters_small=10, n_batch=2048, seed=0))
+    L = res.values["large_noise"]
     ang = res.curves["large"]["gd_population"]["angle"]
     # Lemma 9: tan(theta') = max(kappa1 tan(theta), kappa2) -> monotone decrease to ~0
     assert all(b <= a + 1e-9 for a, b in zip(ang, ang[1:]))
@@ -75,7 +76,7 @@ def test_angle_contracts_and_em_fixed_points():
     assert L["angle_end_deg"]["gd_empirical"] < 5.0
     assert L["angle_end_deg"]["power_iteration"] < 2.0
     # small noise: GD and gradient EM both reach mu*
-    S = res.numbers["small_noise"]
+    S = res.values["small_noise"]
     assert S["dist_end"]["gd_population"] < 1e-2 and S["dist_end"]["gradient_em"] < 1e-2
     assert S["G_over_dist_first_step"] < 0.35
     # EM fixed points {-mu*, 0, mu*} (Fact 5 / eq. 2)
@@ -85,5 +86,32 @@ def test_angle_contracts_and_em_fixed_points():
     # and a generic point is not fixed
     assert float((md.em_update(0.5 * ms, ms) - 0.5 * ms).norm()) > 0.1
     # seeded
-    res2 = md.run_mog_ddpm(md.MogDDPMConfig(d=6, iters_large=25, iters_small=10, n_batch=2048, seed=0))
+    res2 = FEATURE.run(MogDdpmSettings(d=6, iters_large=25, iters_small=10, n_batch=2048, seed=0))
     assert res2.curves["large"]["gd_empirical"]["angle"] == res.curves["large"]["gd_empirical"]["angle"]
+    # Lemma 8: population GD stays close to power iteration with F, but is not the same iteration
+    gap = [abs(a - b) for a, b in zip(ang, res.curves["large"]["power_iteration"]["angle"])]
+    assert 0 < max(gap) < 5.0
+    # the two-stage run starts from the large-noise estimate, rescaled to t_small (angle ~0 and already
+    # close, unlike the random small-noise start), and also reaches mu*
+    T = res.values["two_stage"]
+    assert T["warm_start_angle_deg"] < 2.0 and T["dist_end"]["gd_population"] < 1e-2
+    assert T["dist_start"] < 0.1 * S["dist_start"]
+    assert res.values["em_fixed_points_residual"]["mu*"] < 1e-6
+
+
+def test_k_components_two_stage_gd_learns_the_means():
+    """K = 3 with the soft-max student: large-noise GD then small-noise GD ends near the true means
+    (matched distance; the large-noise stage alone is far off)."""
+    messages = []
+    res = FEATURE.run(MogDdpmSettings(K=3, d=4, iters_large=10, iters_small=30, n_batch=4096, seed=0),
+                      progress=lambda f, m: messages.append(m))
+    K = res.values["K_components"]
+    assert K["dist_end_gd_two_stage"] < 0.1 and K["dist_after_large"] > 1.0
+    assert len(res.curves["K"]["gd_two_stage"]["dist"]) == 40 and len(res.curves["K"]["em_samples"]["dist"]) == 40
+    assert [m for m in dict.fromkeys(messages)][:2] == ["stage 1/2: large noise: soft-max GD, K = 3",
+                                                         "stage 2/2: small noise: soft-max GD, then EM on samples"]
+
+
+def test_small_noise_time_must_be_below_large():
+    with pytest.raises(UserError, match="smaller than large-noise t"):
+        MogDdpmSettings(t_small=1.0, t_large=1.0)

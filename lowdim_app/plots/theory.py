@@ -1,5 +1,9 @@
-"""Figures of the three theory labs (ReLU DAE, DDPM on a Gaussian mixture, MoLR-MoG experts)."""
+"""Figures of three theory labs: the ReLU DAE (Zhang et al. 2025, arXiv:2512.20963), DDPM on a
+Gaussian mixture (Shah et al. 2023, arXiv:2307.01178) and MoLR-MoG experts (Yang et al. 2026,
+arXiv:2601.01475). Each takes the lab's result (``features.<lab>``) and returns a Figure."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
@@ -24,8 +28,9 @@ def relu_dae_figure(res):
     """Columns of W1 (memorize), eq. 9 match, one representation per regime, std histograms,
     one-step denoising and DDIM samples."""
     regimes = [r for r in ("memorize", "generalize", "hybrid") if r in res.models]
+    numbers = res.values
     fig = plt.figure(figsize=(15, 10), dpi=90)
-    gs = fig.add_gridspec(4, 6, hspace=0.55, wspace=0.35)
+    gs = fig.add_gridspec(4, 6, hspace=0.55, wspace=0.35, left=0.04, right=0.99, top=0.93, bottom=0.04)
     mem = res.data.get("memorize")
     shape = mem.image_shape if mem is not None and mem.image_shape else None
     # row 0: W1 columns of the memorizing model (images) or their cosine to samples
@@ -42,7 +47,7 @@ def relu_dae_figure(res):
             ax.set_title(f"W1 col {c} |w|={float(W[:, c].norm()):.2f}", fontsize=8)
     # row 1: eq. 9 match + representation bars
     ax = fig.add_subplot(gs[1, 0:2])
-    eq9 = res.numbers.get("memorize", {}).get("eq9")
+    eq9 = numbers.get("memorize", {}).get("eq9")
     if eq9:
         i = np.arange(len(eq9["best_cos"]))
         ax.bar(i - 0.2, eq9["effective_norm"], 0.4, label="learned ||[W1^T x/|x|]_+||")
@@ -85,15 +90,17 @@ def relu_dae_figure(res):
             ax.set_title(f"{r}: train noisy/denoised, test noisy/denoised" + (", DDIM samples" if "samples" in a else ""),
                          fontsize=8)
         else:
-            n = res.numbers[r]
+            n = numbers[r]
             ax.bar(["train", "test", "noisy"], [n["denoise_mse_train"], n["denoise_mse_test"], n["noisy_input_mse"]])
             ax.set_title(f"{r}: one-step denoising MSE", fontsize=9)
-    fig.suptitle("Two-layer ReLU DAE: memorization vs generalization (seed 004)", fontsize=11)
+    fig.suptitle("Two-layer ReLU DAE: memorization vs generalization (Zhang et al. 2025, §3)", fontsize=11)
     return fig
 
 
 # ------------------------------------------------------------------------------------------ MoG DDPM
 def mog_ddpm_figure(res):
+    """Angle / distance to the true mean per iteration: GD vs power iteration (large noise), vs
+    (gradient) EM (small noise) and the two-stage run; K > 2: matched distance of GD and EM."""
     if "K" in res.curves:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         for k, c in res.curves["K"].items():
@@ -102,7 +109,8 @@ def mog_ddpm_figure(res):
         ax.set_xlabel("iteration")
         ax.set_ylabel("mean matched ||mu_k - mu_k*||")
         ax.legend()
-        ax.set_title(f"K = {res.config['K']} components (soft-max student)")
+        ax.set_title(f"K = {res.settings.K} components (soft-max student)")
+        fig.tight_layout()
         return fig
     panels = [("large", "angle", "large noise: angle to mu_t* (deg)"),
               ("small", "dist", "small noise: distance to mu_t*"),
@@ -120,29 +128,30 @@ def mog_ddpm_figure(res):
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("DDPM objective on 1/2 N(mu*, I) + 1/2 N(-mu*, I) (seed 001)", fontsize=10)
+    fig.suptitle("DDPM objective on 1/2 N(mu*, I) + 1/2 N(-mu*, I) (Shah et al. 2023)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 # ------------------------------------------------------------------------------------------ MoLR-MoG
 def molr_mog_figure(res):
+    """DSM loss curves of the three scores (Yang et al. 2026, Fig. 3 analogue) and their samples."""
     names = list(res.samples)
     fig = plt.figure(figsize=(4 * (len(names) + 1), 4), dpi=90)
     ax = fig.add_subplot(1, len(names) + 1, 1)
     for k, c in res.curves.items():
-        ax.plot(np.arange(1, len(c) + 1) * 10, c, label=f"{k} ({res.numbers['param_counts'][k]} params)")
-    if "oracle_loss" in res.numbers:
-        ax.axhline(res.numbers["oracle_loss"], color="k", ls=":", label="true score")
+        ax.plot(np.arange(1, len(c) + 1) * 10, c, label=f"{k} ({res.values['param_counts'][k]} params)")
+    if "oracle_loss" in res.values:
+        ax.axhline(res.values["oracle_loss"], color="k", ls=":", label="true score")
     ax.set_xlabel("step")
     ax.set_ylabel("DSM loss")
     ax.set_title("loss curves (Fig. 3 analogue)", fontsize=9)
     ax.legend(fontsize=7)
-    A = res.extra["A"]
+    A = res.data.A
     for j, name in enumerate(names):
         ax = fig.add_subplot(1, len(names) + 1, j + 2)
         S = res.samples[name]
-        if res.config["data"] == "digits":
+        if res.settings.data == "digits":
             side = 16
             n = min(20, len(S))
             grid = np.concatenate([np.concatenate([S[r * 5 + c].reshape(side, side).clamp(-1, 1).numpy()
@@ -151,7 +160,7 @@ def molr_mog_figure(res):
             ax.set_xticks([])
             ax.set_yticks([])
         else:
-            truth = res.extra.get("truth")
+            truth = res.data.truth
             k0 = 0
             y = S @ A[k0]
             off = (S.pow(2).sum(1) - y.pow(2).sum(1)).clamp_min(0).sqrt()
@@ -169,6 +178,12 @@ def molr_mog_figure(res):
     return fig
 
 
-def save(fig, path) -> None:
-    fig.savefig(path, bbox_inches="tight")
+def save(fig, path, dpi: int | None = None) -> Path:
+    """Write ``fig`` as PNG (at its own dpi unless given) and close it; the UI and the CLI both use
+    this, so the tab's figure and ``--png`` are the same image. (The figures lay themselves out: a
+    tight bounding box would draw every figure twice, and the live labs draw one per stage.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi or fig.dpi)
     plt.close(fig)
+    return path

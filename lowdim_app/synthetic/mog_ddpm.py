@@ -1,4 +1,4 @@
-"""Learning a Gaussian mixture with the DDPM objective (seed 001: Shah, Chen & Klivans 2023, as presented).
+"""Learning a Gaussian mixture with the DDPM objective (Shah et al. 2023, arXiv:2307.01178).
 
 Data (eq. 1): ``q = 1/2 N(mu*, I) + 1/2 N(-mu*, I)`` in ``R^d``; OU forward process
 ``X_t = e^{-t} X_0 + sqrt(1 - e^{-2t}) Z_t``. The score of ``q_t`` is (Lemma 4)
@@ -25,20 +25,19 @@ plane spanned by ``mu*`` and ``mu``, where a tensor Gauss-Hermite rule is used. 
 fresh Monte-Carlo samples and autograd of eq. 5.
 
 K components (option): means ``mu_k*`` with identity covariances and equal weights; score and student
-``s(x) = sum_k softmax_k(mu_{k,t}^T x - ||mu_{k,t}||^2 / 2) mu_{k,t} - x`` (the soft-max form of the score of
-eq. 6 in the slides; K = 2 symmetric gives the tanh form).
+``s(x) = sum_k softmax_k(mu_{k,t}^T x - ||mu_{k,t}||^2 / 2) mu_{k,t} - x`` (the soft-max form of the
+mixture score, eq. 6; K = 2 symmetric gives the tanh form).
+
+The lab's stages (:func:`large_noise_run`, :func:`small_noise_run`, :func:`k_large_noise_run`,
+:func:`k_small_noise_run`) take a shared generator, so a run draws the same numbers stage by stage.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import Callable
 
 import numpy as np
 import torch
-
-from ..errors import UserError, check_range
 
 Tensor = torch.Tensor
 
@@ -158,7 +157,7 @@ def power_direction(mu_t: Tensor, mu_t_star: Tensor, cubic: float = 3.0) -> Tens
     """Lemma 8: ``F = 2 mu_t* mu_t*^T mu_t - 3 ||mu_t||^2 mu_t`` (``cubic`` = the 3).
 
     Finding (checked numerically, and by hand at ``mu_t* = 0`` where ``L_t/2 = ||mu||^2 E tanh^2(mu^T z)/2
-    ~ ||mu||^4/2``): the exact cubic term is ``-2 ||mu_t||^2 mu_t``; the slides' Taylor step uses
+    ~ ||mu||^4/2``): the exact cubic term is ``-2 ||mu_t||^2 mu_t``; the Taylor step behind the stated lemma uses
     ``tanh a ~ a - (2/3) a^3`` instead of ``a - a^3/3``, which produces the 3. With ``cubic=2`` the relative
     error vanishes like ``||mu_t||^2``; with 3 it stays ~30% and Lemma C.3's bound fails once
     ``||mu_t*||`` is below ~0.1. Both matrices have top eigenvector ``mu_t*``, so the angle contraction
@@ -175,66 +174,23 @@ def lemma8_bound(mu_t: Tensor, mu_t_star: Tensor) -> float:
     return 250 * math.sqrt(d) * m ** 5 + 10 * m ** 3 * s ** 2
 
 
-def g_remainder(mu_t: Tensor, mu_t_star: Tensor, nodes: int = 96) -> Tensor:
-    """``G = -grad L_t - (M(mu_t) - mu_t)`` (Lemma C.7): what separates a GD step from a gradient-EM step."""
-    return population_neg_grad(mu_t, mu_t_star, nodes) - (em_update(mu_t, mu_t_star, nodes) - mu_t.double())
-
-
 # ------------------------------------------------------------------------------------------ the lab
-@dataclass
-class MogDDPMConfig:
-    """Settings of the DDPM-on-MoG lab (seed 001). Defaults run in a few seconds."""
-
-    d: int = 8
-    mu_norm: float = 4.0          # ||mu*|| (well separated)
-    t_large: float = 2.5          # large noise: ||mu_t*|| = e^{-t} ||mu*||
-    t_small: float = 0.05         # small noise
-    eta_large: float = 1.0
-    eta_small: float = 0.5
-    iters_large: int = 40
-    iters_small: int = 30
-    init_norm: float = 0.5        # ||mu_t|| at the start of the large-noise run, relative to ||mu_t*||
-    n_batch: int = 8192           # fresh samples per empirical GD step
-    K: int = 2                    # K > 2: soft-max student, empirical GD + sample EM only
-    seed: int = 0
-
-    def validate(self) -> None:
-        check_range("d", self.d, 1, 256)
-        check_range("mu_norm", self.mu_norm, 0.1, 20.0)
-        check_range("t_large", self.t_large, 0.01, 10.0)
-        check_range("t_small", self.t_small, 0.001, 10.0)
-        check_range("eta_large", self.eta_large, 1e-4, 10.0)
-        check_range("eta_small", self.eta_small, 1e-4, 2.0)
-        check_range("iters_large", self.iters_large, 1, 2000)
-        check_range("iters_small", self.iters_small, 1, 2000)
-        check_range("init_norm", self.init_norm, 0.01, 10.0)
-        check_range("n_batch", self.n_batch, 16, 200_000)
-        check_range("K", self.K, 2, 10)
-        check_range("seed", self.seed, 0, 2 ** 31 - 1)
-        if self.t_small >= self.t_large:
-            raise UserError("t_small must be smaller than t_large")
+Step = Callable[[int], None] | None     # called with each iteration index (progress, cancellation)
+GD_LINES = ("gd_empirical", "gd_population")
 
 
-@dataclass
-class MogDDPMResult:
-    config: dict
-    numbers: dict = field(default_factory=dict)
-    curves: dict = field(default_factory=dict)   # name -> {"angle": [...], "dist": [...]} per iteration
-    stage: str = ""
-    done: bool = False
-    state: dict = field(default_factory=dict)    # tensors between stages (not JSON)
-
-
-def _true_means(cfg: MogDDPMConfig, g: torch.Generator) -> Tensor:
-    if cfg.K == 2:
-        u = torch.randn(cfg.d, generator=g, dtype=torch.float64)
-        mu = u / u.norm() * cfg.mu_norm
+def true_means(K: int, d: int, mu_norm: float, g: torch.Generator) -> Tensor:
+    """``K x d`` means of norm ``mu_norm``: ``[mu*, -mu*]`` for K = 2 (eq. 1), random directions otherwise."""
+    if K == 2:
+        u = torch.randn(d, generator=g, dtype=torch.float64)
+        mu = u / u.norm() * mu_norm
         return torch.stack([mu, -mu])
-    M = torch.randn(cfg.K, cfg.d, generator=g, dtype=torch.float64)
-    return M / M.norm(dim=1, keepdim=True) * cfg.mu_norm
+    M = torch.randn(K, d, generator=g, dtype=torch.float64)
+    return M / M.norm(dim=1, keepdim=True) * mu_norm
 
 
-def _match_dist(est: Tensor, true: Tensor) -> float:
+def match_dist(est: Tensor, true: Tensor) -> float:
+    """Mean distance between estimated and true means under the best one-to-one matching."""
     from scipy.optimize import linear_sum_assignment
 
     C = torch.cdist(est.double(), true.double()).numpy()
@@ -242,157 +198,143 @@ def _match_dist(est: Tensor, true: Tensor) -> float:
     return float(C[r, c].mean())
 
 
-def _run_two(cfg: MogDDPMConfig, res: MogDDPMResult, g: torch.Generator, means: Tensor) -> Iterator[MogDDPMResult]:
-    mu_star = means[0]
-    d = cfg.d
-    # ---- stage 1: large noise, GD (empirical and population) vs power iteration, same init and eta
-    aL, _ = ou_coeffs(cfg.t_large)
-    s_L = aL * mu_star
+def random_start(d: int, norm: float, g: torch.Generator) -> Tensor:
     u = torch.randn(d, generator=g, dtype=torch.float64)
-    init = u / u.norm() * cfg.init_norm * float(s_L.norm())
+    return u / u.norm() * norm
+
+
+def _track(curves: dict, points: dict, target: Tensor) -> None:
+    for k, v in points.items():
+        curves[k]["angle"].append(angle_deg(v, target))
+        curves[k]["dist"].append(sign_dist(v, target))
+
+
+def large_noise_run(means: Tensor, *, t: float, eta: float, iters: int, init_norm: float, n_batch: int,
+                    g: torch.Generator, step: Step = None) -> tuple[dict, dict, Tensor]:
+    """Large noise: GD on eq. 5 (empirical and population) vs power iteration with ``F`` (Lemma 8),
+    same start (norm ``init_norm ||mu_t*||``) and step ``eta``; the angle contracts (Lemma 9).
+
+    Returns the numbers, the curves (angle and distance per iteration) and the final population iterate."""
+    mu_star, d = means[0], means.shape[1]
+    a, _ = ou_coeffs(t)
+    s_t = a * mu_star
+    init = random_start(d, init_norm * float(s_t.norm()), g)
     emp, pop, pw = init.clone(), init.clone(), init.clone()
-    curves = {k: {"angle": [angle_deg(init, s_L)], "dist": [sign_dist(init, s_L)]} for k in ("gd_empirical", "gd_population", "power_iteration")}
+    curves = {k: {"angle": [angle_deg(init, s_t)], "dist": [sign_dist(init, s_t)]}
+              for k in (*GD_LINES, "power_iteration")}
     rel_err, bound_ok, grad_cos, rel_err2 = [], [], [], []
-    for it in range(cfg.iters_large):
-        x0 = sample_mog(cfg.n_batch, means, g)
-        z = torch.randn(cfg.n_batch, d, generator=g, dtype=torch.float64)
-        ge, _ = ddpm_grad(emp, x0, z, cfg.t_large)
-        emp = emp - cfg.eta_large * ge
-        ng = population_neg_grad(pop, s_L)
-        F = power_direction(pop, s_L)
+    for it in range(iters):
+        if step is not None:
+            step(it)
+        x0 = sample_mog(n_batch, means, g)
+        z = torch.randn(n_batch, d, generator=g, dtype=torch.float64)
+        ge, _ = ddpm_grad(emp, x0, z, t)
+        emp = emp - eta * ge
+        ng = population_neg_grad(pop, s_t)
+        F = power_direction(pop, s_t)
         rel_err.append(float((ng - F).norm() / F.norm().clamp_min(1e-300)))
-        F2 = power_direction(pop, s_L, cubic=2.0)
+        F2 = power_direction(pop, s_t, cubic=2.0)
         rel_err2.append(float((ng - F2).norm() / F2.norm().clamp_min(1e-300)))
         grad_cos.append(float(torch.dot(ng, F) / (ng.norm() * F.norm()).clamp_min(1e-300)))
-        bound_ok.append(float((ng - F).norm()) <= lemma8_bound(pop, s_L))
-        pop = pop + cfg.eta_large * ng
-        pw = pw + cfg.eta_large * power_direction(pw, s_L)
-        for k, v in (("gd_empirical", emp), ("gd_population", pop), ("power_iteration", pw)):
-            curves[k]["angle"].append(angle_deg(v, s_L))
-            curves[k]["dist"].append(sign_dist(v, s_L))
-    res.curves["large"] = curves
-    res.numbers["large_noise"] = {
-        "t": cfg.t_large, "norm_mu_t_star": float(s_L.norm()), "eta": cfg.eta_large,
-        "angle_start_deg": curves["gd_population"]["angle"][0],
+        bound_ok.append(float((ng - F).norm()) <= lemma8_bound(pop, s_t))
+        pop = pop + eta * ng
+        pw = pw + eta * power_direction(pw, s_t)
+        _track(curves, {"gd_empirical": emp, "gd_population": pop, "power_iteration": pw}, s_t)
+    ang = curves["gd_population"]["angle"]
+    numbers = {
+        "t": t, "norm_mu_t_star": float(s_t.norm()), "eta": eta,
+        "angle_start_deg": ang[0],
         "angle_end_deg": {k: c["angle"][-1] for k, c in curves.items()},
-        "angle_monotone_population": all(b <= a + 1e-9 for a, b in zip(curves["gd_population"]["angle"], curves["gd_population"]["angle"][1:])),
+        "angle_monotone_population": all(b <= a + 1e-9 for a, b in zip(ang, ang[1:])),
         "grad_vs_power_rel_err_max": max(rel_err), "grad_vs_power_rel_err_first": rel_err[0],
         "grad_vs_power_cubic2_rel_err_first": rel_err2[0],
         "grad_vs_power_cos_min": min(grad_cos), "lemma8_bound_holds_all_steps": all(bound_ok),
-        "final_norm_ratio_population": float(pop.norm() / s_L.norm()),
+        "final_norm_ratio_population": float(pop.norm() / s_t.norm()),
     }
-    res.state["large_population_iterate"] = pop
-    res.stage = "large"
-    yield res
-    # ---- stage 2: small noise from a random init, GD vs gradient EM (same eta) and EM
-    aS, _ = ou_coeffs(cfg.t_small)
-    s_S = aS * mu_star
-    u = torch.randn(d, generator=g, dtype=torch.float64)
-    init = u / u.norm() * float(s_S.norm()) * 0.5
-
-    def small_stage(start: Tensor, tag: str) -> dict:
-        emp, pop, gem, em = start.clone(), start.clone(), start.clone(), start.clone()
-        cur = {k: {"angle": [angle_deg(start, s_S)], "dist": [sign_dist(start, s_S)]}
-               for k in ("gd_empirical", "gd_population", "gradient_em", "em")}
-        g_rel = []
-        for it in range(cfg.iters_small):
-            x0 = sample_mog(cfg.n_batch, means, g)
-            z = torch.randn(cfg.n_batch, d, generator=g, dtype=torch.float64)
-            ge, _ = ddpm_grad(emp, x0, z, cfg.t_small)
-            emp = emp - cfg.eta_small * ge
-            ng = population_neg_grad(pop, s_S)
-            Mv = em_update(pop, s_S)
-            g_rel.append(float((ng - (Mv - pop)).norm()) / max(sign_dist(pop, s_S), 1e-12))
-            pop = pop + cfg.eta_small * ng
-            gem = (1 - cfg.eta_small) * gem + cfg.eta_small * em_update(gem, s_S)
-            em = em_update(em, s_S)
-            for k, v in (("gd_empirical", emp), ("gd_population", pop), ("gradient_em", gem), ("em", em)):
-                cur[k]["angle"].append(angle_deg(v, s_S))
-                cur[k]["dist"].append(sign_dist(v, s_S))
-        res.curves[tag] = cur
-        return {"dist_start": cur["gd_population"]["dist"][0],
-                "dist_end": {k: c["dist"][-1] for k, c in cur.items()},
-                "G_over_dist_first_step": g_rel[0] if g_rel else None, "end": pop}
-
-    out = small_stage(init, "small")
-    out.pop("end")
-    res.numbers["small_noise"] = {"t": cfg.t_small, "norm_mu_t_star": float(s_S.norm()), "eta": cfg.eta_small, **out}
-    res.stage = "small"
-    yield res
-    # ---- two-stage: the large-noise estimate (rescaled to time t_small) warm-starts the small-noise GD
-    # the population large-noise iterate, mapped to time 0 and then to t_small
-    mu0 = res.state["large_population_iterate"] / aL
-    warm = mu0 * aS
-    out2 = small_stage(warm, "two_stage")
-    out2.pop("end")
-    res.numbers["two_stage"] = {"warm_start_angle_deg": angle_deg(warm, s_S), **out2,
-                                "final_dist_time0": out2["dist_end"]["gd_population"] / aS}
-    res.numbers["em_fixed_points_residual"] = {
-        "mu*": float((em_update(mu_star, mu_star) - mu_star).norm()),
-        "-mu*": float((em_update(-mu_star, mu_star) + mu_star).norm()),
-        "0": float(em_update(torch.zeros(d, dtype=torch.float64), mu_star).norm())}
-    res.stage = "two_stage"
-    yield res
+    return numbers, curves, pop
 
 
-def _run_k(cfg: MogDDPMConfig, res: MogDDPMResult, g: torch.Generator, means: Tensor) -> Iterator[MogDDPMResult]:
-    """K components: empirical GD with the soft-max student at large then small noise (two-stage), vs EM
-    on samples from a random start."""
+def small_noise_run(means: Tensor, start: Tensor, *, t: float, eta: float, iters: int, n_batch: int,
+                    g: torch.Generator, step: Step = None) -> tuple[dict, dict]:
+    """Small noise from ``start``: GD on eq. 5 (empirical and population) vs gradient EM
+    ``(1 - eta) mu + eta M(mu)`` and EM (Lemma C.7/C.8); ``G / dist`` measures what separates them."""
+    mu_star, d = means[0], means.shape[1]
+    a, _ = ou_coeffs(t)
+    s_t = a * mu_star
+    emp, pop, gem, em = start.clone(), start.clone(), start.clone(), start.clone()
+    curves = {k: {"angle": [angle_deg(start, s_t)], "dist": [sign_dist(start, s_t)]}
+              for k in (*GD_LINES, "gradient_em", "em")}
+    g_rel = []
+    for it in range(iters):
+        if step is not None:
+            step(it)
+        x0 = sample_mog(n_batch, means, g)
+        z = torch.randn(n_batch, d, generator=g, dtype=torch.float64)
+        ge, _ = ddpm_grad(emp, x0, z, t)
+        emp = emp - eta * ge
+        ng = population_neg_grad(pop, s_t)
+        Mv = em_update(pop, s_t)
+        g_rel.append(float((ng - (Mv - pop)).norm()) / max(sign_dist(pop, s_t), 1e-12))
+        pop = pop + eta * ng
+        gem = (1 - eta) * gem + eta * em_update(gem, s_t)
+        em = em_update(em, s_t)
+        _track(curves, {"gd_empirical": emp, "gd_population": pop, "gradient_em": gem, "em": em}, s_t)
+    numbers = {"dist_start": curves["gd_population"]["dist"][0],
+               "dist_end": {k: c["dist"][-1] for k, c in curves.items()},
+               "G_over_dist_first_step": g_rel[0] if g_rel else None}
+    return numbers, curves
+
+
+def em_fixed_point_residuals(mu_star: Tensor) -> dict:
+    """``||M(v) - v||`` at the EM fixed points ``{mu*, -mu*, 0}`` (Fact 5)."""
+    zero = torch.zeros(mu_star.numel(), dtype=torch.float64)
+    return {"mu*": float((em_update(mu_star, mu_star) - mu_star).norm()),
+            "-mu*": float((em_update(-mu_star, mu_star) + mu_star).norm()),
+            "0": float(em_update(zero, mu_star).norm())}
+
+
+def k_large_noise_run(means: Tensor, *, t: float, eta: float, iters: int, init_norm: float, mu_norm: float,
+                      n_batch: int, g: torch.Generator, step: Step = None) -> tuple[Tensor, list[float]]:
+    """K components, large noise: empirical GD with the soft-max student from a small random start.
+    Returns the estimate at time ``t`` and the matched distance (at time 0) per iteration."""
     K, d = means.shape
-    out = {}
-    cur: dict = {"gd_two_stage": {"dist": []}, "em_samples": {"dist": []}}
-    aL, _ = ou_coeffs(cfg.t_large)
-    aS, _ = ou_coeffs(cfg.t_small)
-    est = torch.randn(K, d, generator=g, dtype=torch.float64) * cfg.init_norm * aL * cfg.mu_norm / math.sqrt(d)
-    for it in range(cfg.iters_large):
-        x0 = sample_mog(cfg.n_batch, means, g)
-        z = torch.randn(cfg.n_batch, d, generator=g, dtype=torch.float64)
-        ge, _ = ddpm_grad(est, x0, z, cfg.t_large, softmax=True)
-        est = est - cfg.eta_large * ge
-        cur["gd_two_stage"]["dist"].append(_match_dist(est / aL, means))
-    est = est / aL * aS
-    out["dist_after_large"] = cur["gd_two_stage"]["dist"][-1]
-    res.curves["K"] = cur
-    res.stage = "large"
-    yield res
-    for it in range(cfg.iters_small):
-        x0 = sample_mog(cfg.n_batch, means, g)
-        z = torch.randn(cfg.n_batch, d, generator=g, dtype=torch.float64)
-        ge, _ = ddpm_grad(est, x0, z, cfg.t_small, softmax=True)
-        est = est - cfg.eta_small * ge
-        cur["gd_two_stage"]["dist"].append(_match_dist(est / aS, means))
-    em = torch.randn(K, d, generator=g, dtype=torch.float64) * cfg.mu_norm / math.sqrt(d)
-    for it in range(cfg.iters_large + cfg.iters_small):
-        x = sample_mog(cfg.n_batch, means, g)
+    a, _ = ou_coeffs(t)
+    est = torch.randn(K, d, generator=g, dtype=torch.float64) * init_norm * a * mu_norm / math.sqrt(d)
+    dist = []
+    for it in range(iters):
+        if step is not None:
+            step(it)
+        x0 = sample_mog(n_batch, means, g)
+        z = torch.randn(n_batch, d, generator=g, dtype=torch.float64)
+        ge, _ = ddpm_grad(est, x0, z, t, softmax=True)
+        est = est - eta * ge
+        dist.append(match_dist(est / a, means))
+    return est, dist
+
+
+def k_small_noise_run(means: Tensor, est: Tensor, *, t: float, eta: float, iters: int, em_iters: int,
+                      mu_norm: float, n_batch: int, g: torch.Generator,
+                      step: Step = None) -> tuple[list[float], list[float]]:
+    """K components, small noise: GD continued from ``est`` (at time ``t``), then ``em_iters`` EM steps on
+    fresh samples from a random start. Returns both matched-distance curves (at time 0)."""
+    K, d = means.shape
+    a, _ = ou_coeffs(t)
+    gd = []
+    for it in range(iters):
+        if step is not None:
+            step(it)
+        x0 = sample_mog(n_batch, means, g)
+        z = torch.randn(n_batch, d, generator=g, dtype=torch.float64)
+        ge, _ = ddpm_grad(est, x0, z, t, softmax=True)
+        est = est - eta * ge
+        gd.append(match_dist(est / a, means))
+    em = torch.randn(K, d, generator=g, dtype=torch.float64) * mu_norm / math.sqrt(d)
+    em_dist = []
+    for it in range(em_iters):
+        if step is not None:
+            step(iters + it)
+        x = sample_mog(n_batch, means, g)
         w = torch.softmax(x @ em.T - 0.5 * em.pow(2).sum(1), dim=1)
         em = (w.T @ x) / w.sum(0)[:, None].clamp_min(1e-12)
-        cur["em_samples"]["dist"].append(_match_dist(em, means))
-    out.update({"dist_end_gd_two_stage": cur["gd_two_stage"]["dist"][-1],
-                "dist_end_em_random_init": cur["em_samples"]["dist"][-1], "K": K})
-    res.numbers["K_components"] = out
-    res.stage = "small"
-    yield res
-
-
-def iter_mog_ddpm(cfg: MogDDPMConfig) -> Iterator[MogDDPMResult]:
-    """Run the lab stage by stage (large noise, small noise, two-stage), yielding the growing result."""
-    cfg.validate()
-    t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(cfg.seed)
-    means = _true_means(cfg, g)
-    res = MogDDPMResult(config=asdict(cfg))
-    res.numbers["mu_star"] = means[0].tolist()
-    if cfg.K == 2:
-        yield from _run_two(cfg, res, g, means)
-    else:
-        yield from _run_k(cfg, res, g, means)
-    res.numbers["wall_s"] = round(time.perf_counter() - t0, 3)
-    res.done, res.stage = True, "done"
-    yield res
-
-
-def run_mog_ddpm(cfg: MogDDPMConfig | None = None) -> MogDDPMResult:
-    res = None
-    for res in iter_mog_ddpm(cfg or MogDDPMConfig()):
-        pass
-    return res
+        em_dist.append(match_dist(em, means))
+    return gd, em_dist

@@ -1,4 +1,4 @@
-"""MoLR-MoG data and the mixture-of-experts latent scores (seed 002 §3.1, §4, App. F).
+"""MoLR-MoG data and the mixture-of-experts latent scores (Yang et al. 2026, arXiv:2601.01475, §3.1, §4, App. F).
 
 Data (eq. 2): ``p_0 = sum_k 1/K sum_l pi_{k,l} N(A_k mu_{k,l}, A_k U_{k,l} U_{k,l}^T A_k^T)`` with orthonormal
 bases ``A_k`` (D x d_k). Forward process ``x_t = s_t x_0 + gamma_t eps`` (``s_t = sqrt(1 - gamma_t^2)``, VP),
@@ -16,7 +16,7 @@ decoder are perfectly learned"):
 
   For ``U`` with orthonormal columns ``A_k C^{-1}(y - s mu)`` is the paper's ``delta / gamma^2`` in latent form.
   Learnable: ``mu_{k,l}``, ``U_{k,l}`` (d_k x d_k), mixture logits.
-* **MoE-latent Gaussian** (MoLRG, Wang et al. 2024): the same with ``n_k = 1`` and ``mu = 0``; each expert is
+* **MoE-latent Gaussian** (MoLRG, Wang et al. 2024, arXiv:2409.02426): the same with ``n_k = 1`` and ``mu = 0``; each expert is
   linear in ``x`` (the "linear network"), experts gated by the subspace posterior.
 * **Generic latent MLP** (the MoE-latent U-Net stand-in): expert ``k`` is an MLP on ``(y_k, log gamma)`` that
   predicts the latent noise; gating by the distance to each subspace ``softmax_k(-r_k / (2 gamma^2))``.
@@ -32,15 +32,12 @@ the 256 - d_k off-subspace directions, where every score is exact, from swamping
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-
-from ..errors import UserError, check_range
 
 Tensor = torch.Tensor
 
@@ -68,20 +65,6 @@ class MoLRMoG:
         z = torch.randn(n, d, generator=gen, dtype=self.A.dtype)
         lat = self.mu[k, l] + torch.einsum("nij,nj->ni", self.U[k, l], z)
         return torch.einsum("nDd,nd->nD", self.A[k], lat), k, l
-
-    def log_density(self, x: Tensor, s: float, gamma: float) -> Tensor:
-        """``log p_t(x)`` of eq. 2 pushed through the forward process, with dense D x D covariances."""
-        K, nk, d = self.mu.shape
-        D = self.A.shape[1]
-        terms = []
-        for k in range(K):
-            for l in range(nk):
-                m = s * self.A[k] @ self.mu[k, l]
-                AU = self.A[k] @ self.U[k, l]
-                cov = s ** 2 * AU @ AU.T + gamma ** 2 * torch.eye(D, dtype=x.dtype)
-                dist = torch.distributions.MultivariateNormal(m, covariance_matrix=cov)
-                terms.append(dist.log_prob(x) + torch.log_softmax(self.logpi[k], 0)[l] - math.log(K))
-        return torch.logsumexp(torch.stack(terms, 1), 1)
 
 
 def random_subspaces(K: int, D: int, d: int, gen: torch.Generator, dtype=torch.float32) -> Tensor:
@@ -160,16 +143,25 @@ class MoEMoGScore(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+def _linear(n_in: int, n_out: int, g: torch.Generator) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default initialisation drawn from ``g`` (not the global generator,
+    which concurrent requests share)."""
+    layer = nn.utils.skip_init(nn.Linear, n_in, n_out)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=g)
+    nn.init.uniform_(layer.bias, -1 / math.sqrt(n_in), 1 / math.sqrt(n_in), generator=g)
+    return layer
+
+
 class LatentMLPScore(nn.Module):
     """Generic latent network: one MLP expert per subspace on ``(y_k, log gamma)`` predicting latent noise."""
 
     def __init__(self, A: Tensor, hidden: int = 128, seed: int = 0):
         super().__init__()
-        torch.manual_seed(seed)
         K, D, d = A.shape
+        g = torch.Generator().manual_seed(seed)
         self.register_buffer("A", A.clone())
-        self.nets = nn.ModuleList([nn.Sequential(nn.Linear(d + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                                                 nn.SiLU(), nn.Linear(hidden, d)) for _ in range(K)])
+        self.nets = nn.ModuleList([nn.Sequential(_linear(d + 1, hidden, g), nn.SiLU(), _linear(hidden, hidden, g),
+                                                 nn.SiLU(), _linear(hidden, d, g)) for _ in range(K)])
 
     def forward(self, x: Tensor, s: Tensor, gamma: Tensor) -> Tensor:
         g = gamma.reshape(-1, 1)
@@ -245,80 +237,27 @@ def ddim_sample(model: Callable, n: int, D: int, *, steps: int = 50, gamma_min: 
 
 
 # ------------------------------------------------------------------------------------------- the lab
-@dataclass
-class MolrMogConfig:
-    data: str = "synthetic"       # "synthetic" or "digits"
-    K: int = 3                    # subspaces (digits: 10 classes)
-    D: int = 16                   # ambient dimension (synthetic)
-    d: int = 2                    # latent dimension d_k
-    n_modes: int = 4              # n_k
-    radius: float = 2.0
-    spread: float = 0.15
-    steps: int = 300
-    batch: int = 256
-    lr: float = 0.02
-    mlp_hidden: int = 64
-    mlp_lr: float = 3e-3
-    gamma_min: float = 0.05
-    gamma_max: float = 0.95
-    n_samples: int = 300
-    sample_steps: int = 40
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.data not in ("synthetic", "digits"):
-            raise UserError(f"data must be 'synthetic' or 'digits', got {self.data!r}")
-        check_range("K", self.K, 1, 10)
-        check_range("D", self.D, 2, 256)
-        check_range("d", self.d, 1, 32)
-        if self.data == "synthetic" and self.d > self.D:
-            raise UserError("d must be at most D")
-        check_range("n_modes", self.n_modes, 1, 16)
-        check_range("radius", self.radius, 0.0, 20.0)
-        check_range("spread", self.spread, 0.01, 5.0)
-        check_range("steps", self.steps, 1, 20000)
-        check_range("batch", self.batch, 8, 4096)
-        check_range("lr", self.lr, 1e-5, 1.0)
-        check_range("mlp_hidden", self.mlp_hidden, 4, 1024)
-        check_range("mlp_lr", self.mlp_lr, 1e-5, 1.0)
-        check_range("gamma_min", self.gamma_min, 0.005, 0.9)
-        check_range("gamma_max", self.gamma_max, self.gamma_min, 0.999)
-        check_range("n_samples", self.n_samples, 1, 5000)
-        check_range("sample_steps", self.sample_steps, 2, 1000)
-        check_range("seed", self.seed, 0, 2 ** 31 - 1)
+MODELS = ("moe_mog", "moe_gaussian", "latent_mlp")
 
 
 @dataclass
-class MolrMogResult:
-    config: dict
-    numbers: dict = field(default_factory=dict)
-    curves: dict = field(default_factory=dict)      # model -> loss curve
-    samples: dict = field(default_factory=dict)     # model -> n x D
-    extra: dict = field(default_factory=dict)       # truth, data, bases, labels for figures
-    stage: str = ""
-    done: bool = False
+class LabData:
+    """What the three scores train on: the encoders ``A`` (K x D x d), a sampler of training rows, an
+    evaluation set, data-dependent initial latent means and, for synthetic data, the ground truth."""
+
+    A: Tensor
+    sample: Callable[[int, torch.Generator], Tensor]
+    x_eval: Tensor
+    init_mu: Tensor
+    truth: MoLRMoG | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def D(self) -> int:
+        return self.A.shape[1]
 
 
-def _digits_setup(cfg: MolrMogConfig):
-    from ..data.digits import load_digits_split
-
-    sp = load_digits_split()
-    X = sp.train_images.reshape(len(sp.train_images), -1).float()
-    y = sp.train_labels
-    bases, init = [], []
-    g = torch.Generator().manual_seed(cfg.seed)
-    for k in range(10):
-        Xk = X[y == k]
-        _, _, Vh = torch.linalg.svd(Xk, full_matrices=False)
-        Ak = Vh[:cfg.d].T.contiguous()
-        bases.append(Ak)
-        idx = torch.randperm(len(Xk), generator=g)[:cfg.n_modes]
-        init.append(Xk[idx] @ Ak)                                            # data-dependent init of the means
-        X[y == k] = Xk @ Ak @ Ak.T      # encode with the class's linear encoder and decode (eq. 2 data)
-    return X, y, torch.stack(bases), torch.stack(init)
-
-
-def _init_means_from_data(X: Tensor, A: Tensor, n_modes: int, seed: int) -> Tensor:
+def init_means_from_data(X: Tensor, A: Tensor, n_modes: int, seed: int) -> Tensor:
     """Data-dependent init of the latent means: ``n_modes`` latents ``A_k^T x`` of samples whose nearest
     subspace is ``k``, chosen by farthest-point sampling (the paper does not state its initialisation)."""
     g = torch.Generator().manual_seed(seed)
@@ -339,83 +278,67 @@ def _init_means_from_data(X: Tensor, A: Tensor, n_modes: int, seed: int) -> Tens
     return torch.stack(out)
 
 
-def iter_molr_mog(cfg: MolrMogConfig, progress: Callable[[str, float], None] | None = None
-                  ) -> Iterator[MolrMogResult]:
-    """Train the three scores one after the other, yielding after each (live UI, cancellation)."""
-    cfg.validate()
-    t0 = time.perf_counter()
-    res = MolrMogResult(config=asdict(cfg))
-    timings: dict = {}
-    res.numbers["timings_s"] = timings
-    if cfg.data == "synthetic":
-        truth = make_molr_mog(cfg.K, cfg.D, cfg.d, cfg.n_modes, cfg.radius, cfg.spread, seed=cfg.seed)
-        A, D = truth.A, cfg.D
-        data_fn = lambda n, g: truth.sample(n, g)[0]  # noqa: E731
-        x_eval = truth.sample(2000, torch.Generator().manual_seed(cfg.seed + 5))[0]
-        init_mu = _init_means_from_data(truth.sample(50 * cfg.K * cfg.n_modes, torch.Generator().manual_seed(cfg.seed + 3))[0],
-                                        A, cfg.n_modes, cfg.seed)
-        res.extra.update(truth=truth, A=A)
-        oracle = lambda x, s, g: moe_mog_score(x, truth.A, truth.mu, truth.U, truth.logpi, s, g)  # noqa: E731
-        res.numbers["oracle_loss"] = eval_loss(oracle, x_eval, cfg.seed + 9, cfg.gamma_min, cfg.gamma_max)
-    else:
-        X, labels, A, init_mu = _digits_setup(cfg)
-        D = X.shape[1]
-        data_fn = lambda n, g: X[torch.randint(0, len(X), (n,), generator=g)]  # noqa: E731
-        x_eval = X[torch.randperm(len(X), generator=torch.Generator().manual_seed(cfg.seed + 5))[:1000]]
-        res.extra.update(A=A)
-        res.numbers["pca_energy_captured"] = float(
-            np.mean([float((X[labels == k] @ A[k]).pow(2).sum() / X[labels == k].pow(2).sum()) for k in range(10)]))
-    K = A.shape[0]
-    models = {
-        "moe_mog": MoEMoGScore(A, cfg.n_modes, init_mu=init_mu, init_scale=0.5, seed=cfg.seed),
-        "moe_gaussian": MoEMoGScore(A, 1, zero_mean=True, init_scale=1.0, seed=cfg.seed),
-        "latent_mlp": LatentMLPScore(A, cfg.mlp_hidden, seed=cfg.seed),
-    }
-    res.numbers["param_counts"] = {k: m.n_params() for k, m in models.items()}
-    res.numbers["K"], res.numbers["D"] = K, D
-    res.numbers["final_loss"], res.numbers["eval_loss"], res.numbers["sample_quality"] = {}, {}, {}
-    for i, (name, model) in enumerate(models.items()):
-        ts = time.perf_counter()
-        lr = cfg.mlp_lr if name == "latent_mlp" else cfg.lr
-        cb = (lambda st, l, i=i, name=name: progress(f"training {name}: step {st + 1}/{cfg.steps}, loss {l:.3f}",
-                                                     (i + (st + 1) / cfg.steps) / 3)) if progress else None
-        res.curves[name] = train_score(model, data_fn, steps=cfg.steps, batch=cfg.batch, lr=lr,
-                                       gamma_min=cfg.gamma_min, gamma_max=cfg.gamma_max, seed=cfg.seed + 13 * (i + 1),
-                                       callback=cb)
-        res.numbers["final_loss"][name] = res.curves[name][-1]
-        res.numbers["eval_loss"][name] = eval_loss(model, x_eval, cfg.seed + 9, cfg.gamma_min, cfg.gamma_max)
-        S = ddim_sample(model, cfg.n_samples, D, steps=cfg.sample_steps, seed=cfg.seed + 77)
-        res.samples[name] = S
-        res.numbers["sample_quality"][name] = _sample_quality(S, res, cfg)
-        timings[name] = round(time.perf_counter() - ts, 2)
-        res.stage = name
-        yield res
-    timings["total"] = round(time.perf_counter() - t0, 2)
-    res.done, res.stage = True, "done"
-    yield res
+def synthetic_lab_data(K: int, D: int, d: int, n_modes: int, radius: float, spread: float, seed: int) -> LabData:
+    """Eq. 2 data from :func:`make_molr_mog`, 2000 evaluation rows, means initialised from 50 samples per mode."""
+    truth = make_molr_mog(K, D, d, n_modes, radius, spread, seed=seed)
+    x_eval = truth.sample(2000, torch.Generator().manual_seed(seed + 5))[0]
+    pool = truth.sample(50 * K * n_modes, torch.Generator().manual_seed(seed + 3))[0]
+    return LabData(A=truth.A, sample=lambda n, g: truth.sample(n, g)[0], x_eval=x_eval,
+                   init_mu=init_means_from_data(pool, truth.A, n_modes, seed), truth=truth)
 
 
-def _sample_quality(S: Tensor, res: MolrMogResult, cfg: MolrMogConfig) -> dict:
-    A = res.extra["A"]
+def digits_lab_data(d: int, n_modes: int, seed: int) -> LabData:
+    """The built-in digits, each class encoded by its top-``d`` (uncentred) PCA basis and decoded
+    (``A_k A_k^T x``, K = 10); ``info["pca_energy_captured"]``: the mean fraction of a class's energy
+    its basis keeps."""
+    from ..data.digits import load_digits_split
+
+    sp = load_digits_split()
+    X = sp.train_images.reshape(len(sp.train_images), -1).float()
+    y = sp.train_labels
+    bases, init, energy = [], [], []
+    g = torch.Generator().manual_seed(seed)
+    for k in range(10):
+        Xk = X[y == k]
+        _, _, Vh = torch.linalg.svd(Xk, full_matrices=False)
+        Ak = Vh[:d].T.contiguous()
+        bases.append(Ak)
+        idx = torch.randperm(len(Xk), generator=g)[:n_modes]
+        init.append(Xk[idx] @ Ak)                                            # data-dependent init of the means
+        energy.append(float((Xk @ Ak).pow(2).sum() / Xk.pow(2).sum()))
+        X[y == k] = Xk @ Ak @ Ak.T      # encode with the class's linear encoder and decode (eq. 2 data)
+    x_eval = X[torch.randperm(len(X), generator=torch.Generator().manual_seed(seed + 5))[:1000]]
+    return LabData(A=torch.stack(bases), sample=lambda n, g: X[torch.randint(0, len(X), (n,), generator=g)],
+                   x_eval=x_eval, init_mu=torch.stack(init), info={"pca_energy_captured": float(np.mean(energy))})
+
+
+def lab_models(data: LabData, n_modes: int, mlp_hidden: int, seed: int) -> dict[str, nn.Module]:
+    """The three scores of §4: MoE-latent MoG (eq. 3), MoE-latent Gaussian (MoLRG) and a latent MLP."""
+    return {"moe_mog": MoEMoGScore(data.A, n_modes, init_mu=data.init_mu, init_scale=0.5, seed=seed),
+            "moe_gaussian": MoEMoGScore(data.A, 1, zero_mean=True, init_scale=1.0, seed=seed),
+            "latent_mlp": LatentMLPScore(data.A, mlp_hidden, seed=seed)}
+
+
+def true_score(truth: MoLRMoG) -> Callable:
+    """The exact score of eq. 2's ``p_t`` (eq. 3 with the true parameters)."""
+    return lambda x, s, g: moe_mog_score(x, truth.A, truth.mu, truth.U, truth.logpi, s, g)
+
+
+def sample_quality(S: Tensor, data: LabData, spread: float, d: int) -> dict:
+    """Where samples land: distance to the nearest subspace and which one; with the ground truth also
+    the distance to the nearest mode mean, the fraction within ``3 spread sqrt(d)`` and the modes covered."""
+    A = data.A
     y = torch.einsum("nD,kDd->nkd", S, A)
     off = (S.pow(2).sum(1, keepdim=True) - y.pow(2).sum(2)).clamp_min(0).sqrt()   # distance to each subspace
     k = off.argmin(1)
     out = {"mean_dist_to_nearest_subspace": float(off.min(1).values.mean()),
            "subspace_histogram": torch.bincount(k, minlength=A.shape[0]).tolist()}
-    if "truth" in res.extra:
-        truth: MoLRMoG = res.extra["truth"]
+    if data.truth is not None:
+        truth = data.truth
         means = torch.einsum("kDd,knd->knD", truth.A, truth.mu).reshape(-1, S.shape[1])
-        dist = torch.cdist(S, means)
-        dmin, idx = dist.min(1)
+        dmin, idx = torch.cdist(S, means).min(1)
         cnt = torch.bincount(idx, minlength=len(means))
         out.update({"mean_dist_to_nearest_mode": float(dmin.mean()),
-                    "fraction_within_3_spread_sqrt_d": float((dmin <= 3 * cfg.spread * math.sqrt(cfg.d)).float().mean()),
+                    "fraction_within_3_spread_sqrt_d": float((dmin <= 3 * spread * math.sqrt(d)).float().mean()),
                     "modes_covered": int((cnt > 0).sum()), "modes_total": int(len(means))})
     return out
-
-
-def run_molr_mog(cfg: MolrMogConfig | None = None, progress=None) -> MolrMogResult:
-    res = None
-    for res in iter_molr_mog(cfg or MolrMogConfig(), progress):
-        pass
-    return res

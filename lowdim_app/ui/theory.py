@@ -1,207 +1,168 @@
-"""Theory labs of issue 6: Memorize vs generalize (ReLU DAE, seed 004), Gaussian mixtures via DDPM
-(seed 001), MoLR-MoG experts (seed 002).
+"""Three theory labs as tabs: Memorize vs generalize (ReLU DAE, Zhang et al. 2025), Gaussian mixtures
+via DDPM (Shah et al. 2023), MoLR-MoG experts (Yang et al. 2026).
 
-``build()`` creates three sub-tabs inside the current Blocks/Tab context. Handlers validate every
-parameter on the server (API callers can send anything), call the library, render, and show the CLI
-line that reproduces the run. Runs stream stage by stage (generators) and can be cancelled.
+``build()`` creates three sub-tabs inside the current Blocks/Tab context. Each handler builds the lab's
+settings from its inputs (``Settings.from_raw``: one validation path with the CLI), streams the
+feature stage by stage and renders it: figure, every number (the JSON the reproduce line writes),
+status and the CLI line, and at the end the files ``out.json`` / ``out.png`` that line names.
+Cancel stops the computation through ``STOP_FLAGS``.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
-from ..commands.theory import figure_for, jsonable, reproduce_line
-from ..errors import UserError
-from .common import STOP_FLAGS, Cancelled, as_float, as_int, handle_errors, run_cancel_buttons, wire_cancellable
+from ..features.base import dumps
+from ..features.mog_ddpm import FEATURE as MOG
+from ..features.molr_mog import FEATURE as MOLR
+from ..features.relu_dae import FEATURE as RELU
+from ..features.settings import describe, fmt
+from .common import (
+    STOP_FLAGS,
+    handle_errors,
+    run_cancel_buttons,
+    stream_feature,
+    wire_cancellable,
+)
 
-SEED_MAX = 2 ** 31 - 1
-
-
-def _choice(name: str, value, options):
-    if value not in options:
-        raise UserError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
-    return value
-
-
-def _bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1, "true", "false", "True", "False"):
-        return str(value).lower() in ("1", "true")
-    raise UserError(f"{name} must be true or false, got {value!r}")
+OUT_FLAGS = "--json out.json --png out.png"
 
 
-def _png(fig, name: str) -> str:
-    import matplotlib.pyplot as plt
+def status(res) -> str:
+    """``stage 2/5: training the generalize DAE ...`` while running, ``done in 12.3 s`` and the
+    summary at the end."""
+    if res.finished:
+        return f"**done in {res.wall_s:.1f} s**\n\n" + "\n".join(f"- {line}" for line in res.summary_lines())
+    k, n = res.completed, len(res.stages)
+    return f"stage {k + 1}/{n}: {res.stages[k]} ... ({k} of {n} stages finished, {res.wall_s:.1f} s)"
 
-    path = str(Path(tempfile.mkdtemp(prefix="theory-")) / name)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
-
-def _stream(command: str, cfg, make_iter, request, lab: str):
-    """Yield the lab's outputs stage by stage; ``make_iter(progress)`` builds the library iterator.
-    Cancel (``STOP_FLAGS``) is checked between stages and inside training loops via ``progress``."""
-    cli = f"Reproduce: `{reproduce_line(command, cfg)} --json out.json --png out.png`"
+def _stream(feature, settings, request, lab: str, progress):
+    """Yield (figure, numbers, status, reproduce line, files) after each stage of ``feature``."""
+    reproduce = f"Reproduce: `{settings.to_cli(extra=OUT_FLAGS)}`"
+    folder = Path(tempfile.mkdtemp(prefix=f"{feature.name}-"))
     with STOP_FLAGS.running(request, lab) as should_stop:
-        def progress(_msg, _frac):
+        for res in stream_feature(feature, settings, progress=progress, should_stop=should_stop):
             if should_stop():
-                raise Cancelled
-
-        try:
-            for res in make_iter(progress):
-                if should_stop():
-                    return
-                status = f"stage: {res.stage}" + (" (done)" if res.done else " ...")
-                yield _png(figure_for(command, res), f"{command}.png"), \
-                    json.dumps(jsonable(res.numbers), indent=1)[:60000], status, cli
-        except Cancelled:
-            return
-
-
-# ------------------------------------------------------------------------------------------ ReLU DAE
-def relu_config(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed):
-    from ..synthetic.relu_dae import ReluLabConfig
-
-    data = _choice("data", data, ("digits", "mog"))
-    cfg = ReluLabConfig(
-        data=data, p=as_int("hidden units p", p, 1, 128), sigma=as_float("sigma", sigma, 0.01, 2.0),
-        lam=as_float("weight decay", lam, 0.0, 0.1), tied=_bool("tied", tied),
-        n_mem=as_int("memorization samples", n_mem, 2, 64),
-        n_gen=as_int("generalization samples", n_gen, 2, 1438 if data == "digits" else 5000),
-        hybrid=_bool("hybrid", hybrid), copies=as_int("copies", copies, 0, 1000),
-        steps=as_int("steps", steps, 10, 10000), sample=_bool("sample", sample),
-        seed=as_int("seed", seed, 0, SEED_MAX))
-    cfg.validate()
-    return cfg
+                return
+            figure = str(res.write_figure(folder / ("out.png" if res.finished else f"stage-{res.completed}.png")))
+            files = [str(res.write_json(folder / "out.json")), figure] if res.finished else None
+            yield figure, dumps(res.to_json()), status(res), reproduce, files
 
 
 @handle_errors
 def run_relu_ui(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed,
-                request: gr.Request = None):
-    from ..synthetic.relu_dae import iter_relu_lab
-
-    cfg = relu_config(data, p, sigma, lam, tied, n_mem, n_gen, hybrid, copies, steps, sample, seed)
-    yield from _stream("relu-dae", cfg, lambda progress: iter_relu_lab(cfg, progress), request, "relu_dae")
-
-
-# ------------------------------------------------------------------------------------------ MoG DDPM
-def mog_config(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed):
-    from ..synthetic.mog_ddpm import MogDDPMConfig
-
-    cfg = MogDDPMConfig(
-        d=as_int("d", d, 1, 64), mu_norm=as_float("||mu*||", mu_norm, 0.5, 10.0),
-        t_large=as_float("large-noise t", t_large, 0.05, 6.0), t_small=as_float("small-noise t", t_small, 0.005, 3.0),
-        eta_large=as_float("eta (large)", eta_large, 1e-3, 5.0), eta_small=as_float("eta (small)", eta_small, 1e-3, 1.0),
-        iters_large=as_int("iterations (large)", iters_large, 1, 500),
-        iters_small=as_int("iterations (small)", iters_small, 1, 500),
-        K=as_int("K", K, 2, 8), n_batch=as_int("samples per step", n_batch, 64, 50000),
-        seed=as_int("seed", seed, 0, SEED_MAX))
-    cfg.validate()
-    return cfg
+                request: gr.Request = None, progress=gr.Progress()):
+    settings = RELU.Settings.from_raw(data=data, p=p, sigma=sigma, lam=lam, tied=tied, n_mem=n_mem, n_gen=n_gen,
+                                      hybrid=hybrid, copies=copies, steps=steps, sample=sample, seed=seed)
+    yield from _stream(RELU, settings, request, "relu_dae", progress)
 
 
 @handle_errors
 def run_mog_ui(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed,
-               request: gr.Request = None):
-    from ..synthetic.mog_ddpm import iter_mog_ddpm
-
-    cfg = mog_config(d, mu_norm, t_large, t_small, eta_large, eta_small, iters_large, iters_small, K, n_batch, seed)
-    yield from _stream("mog-ddpm", cfg, lambda _progress: iter_mog_ddpm(cfg), request, "mog_ddpm")
-
-
-# ------------------------------------------------------------------------------------------ MoLR-MoG
-def molr_config(data, K, D, d, n_modes, steps, seed):
-    from ..synthetic.molr_mog import MolrMogConfig
-
-    data = _choice("data", data, ("synthetic", "digits"))
-    cfg = MolrMogConfig(data=data, K=as_int("K", K, 1, 10), D=as_int("D", D, 2, 64), d=as_int("d_k", d, 1, 16),
-                        n_modes=as_int("n_k", n_modes, 1, 8), steps=as_int("steps", steps, 1, 3000),
-                        seed=as_int("seed", seed, 0, SEED_MAX))
-    cfg.validate()
-    return cfg
+               request: gr.Request = None, progress=gr.Progress()):
+    settings = MOG.Settings.from_raw(d=d, mu_norm=mu_norm, t_large=t_large, t_small=t_small, eta_large=eta_large,
+                                     eta_small=eta_small, iters_large=iters_large, iters_small=iters_small, K=K,
+                                     n_batch=n_batch, seed=seed)
+    yield from _stream(MOG, settings, request, "mog_ddpm", progress)
 
 
 @handle_errors
-def run_molr_ui(data, K, D, d, n_modes, steps, seed, request: gr.Request = None):
-    from ..synthetic.molr_mog import iter_molr_mog
-
-    cfg = molr_config(data, K, D, d, n_modes, steps, seed)
-    yield from _stream("molr-mog", cfg, lambda progress: iter_molr_mog(cfg, progress), request, "molr_mog")
+def run_molr_ui(data, K, D, d, n_modes, steps, seed, request: gr.Request = None, progress=gr.Progress()):
+    settings = MOLR.Settings.from_raw(data=data, K=K, D=D, d=d, n_modes=n_modes, steps=steps, seed=seed)
+    yield from _stream(MOLR, settings, request, "molr_mog", progress)
 
 
 # ------------------------------------------------------------------------------------------ layout
+def _input(feature, name: str, elem_id: str, label: str, value=None):
+    """An input for setting ``name``, its help and bounds taken from the settings declaration."""
+    row = next(r for r in describe(feature.Settings) if r["name"] == name)
+    value = row["default"] if value is None else value
+    bounds = "" if row["lo"] is None and row["hi"] is None else \
+        f" ({'' if row['lo'] is None else fmt(row['lo'])}..{'' if row['hi'] is None else fmt(row['hi'])})"
+    info = row["help"] + bounds
+    if row["choices"]:
+        return gr.Dropdown(list(row["choices"]), value=value, label=label, info=info, elem_id=elem_id)
+    if row["type"] == "bool":
+        return gr.Checkbox(value, label=label, info=info, elem_id=elem_id)
+    return gr.Number(value, label=label, info=info, precision=0 if row["type"] == "int" else None, elem_id=elem_id)
+
+
 def _outputs(prefix: str):
     with gr.Column(scale=2):
         fig = gr.Image(label="figure", type="filepath", elem_id=f"theory-{prefix}-figure")
-        status = gr.Markdown(elem_id=f"theory-{prefix}-status")
+        status_md = gr.Markdown(elem_id=f"theory-{prefix}-status")
         cli = gr.Markdown(elem_id=f"theory-{prefix}-cli")
+        files = gr.File(label="out.json and out.png (what the reproduce line writes)", file_count="multiple",
+                        interactive=False, elem_id=f"theory-{prefix}-files")
         with gr.Accordion("All numbers (JSON)", open=False):
             nums = gr.Code(label="numbers (JSON)", language="json", elem_id=f"theory-{prefix}-numbers")
-    return [fig, nums, status, cli]
+    return [fig, nums, status_md, cli, files]
 
 
 def build() -> None:
     with gr.Tab("Memorize vs generalize", elem_id="theory-relu-tab"):
-        gr.Markdown("Two-layer ReLU DAE `W2 [W1^T x]_+` at one noise level with weight decay (seed 004 §3). "
-                    "Few samples / many units memorize (columns = `r_i x_i`, eq. 9, spiky representations); "
-                    "many samples / few units generalize (blocks span the top principal components, eq. 8).")
+        gr.Markdown("Two-layer ReLU DAE `W2 [W1^T x]_+` at one noise level with weight decay "
+                    "(Zhang et al. 2025, arXiv:2512.20963, §3). Few samples / many units memorize (columns = "
+                    "`r_i x_i`, eq. 9, spiky representations); many samples / few units generalize (blocks span the "
+                    "top principal components, eq. 8); duplicated samples are memorized inside a generalizing "
+                    "model (Cor. 3.4). DDIM samples from DAEs on a noise grid (eq. 1, App. B.1).")
         with gr.Row():
             with gr.Column(scale=1):
-                ins = [gr.Dropdown(["digits", "mog"], value="digits", label="data", elem_id="theory-relu-data"),
-                       gr.Number(16, label="hidden units p", precision=0, elem_id="theory-relu-p"),
-                       gr.Number(0.2, label="sigma", elem_id="theory-relu-sigma"),
-                       gr.Number(1e-3, label="weight decay lambda", elem_id="theory-relu-lam"),
-                       gr.Checkbox(True, label="tied weights", elem_id="theory-relu-tied"),
-                       gr.Number(5, label="memorization samples", precision=0, elem_id="theory-relu-nmem"),
-                       gr.Number(1438, label="generalization samples", precision=0, elem_id="theory-relu-ngen"),
-                       gr.Checkbox(True, label="hybrid (duplicated samples)", elem_id="theory-relu-hybrid"),
-                       gr.Number(200, label="copies of each duplicated sample", precision=0, elem_id="theory-relu-copies"),
-                       gr.Number(1500, label="training steps", precision=0, elem_id="theory-relu-steps"),
-                       gr.Checkbox(True, label="DDIM samples", elem_id="theory-relu-sample"),
-                       gr.Number(0, label="seed", precision=0, elem_id="theory-relu-seed")]
+                ins = [_input(RELU, "data", "theory-relu-data", "data"),
+                       _input(RELU, "p", "theory-relu-p", "hidden units p"),
+                       _input(RELU, "sigma", "theory-relu-sigma", "sigma"),
+                       _input(RELU, "lam", "theory-relu-lam", "weight decay lambda"),
+                       _input(RELU, "tied", "theory-relu-tied", "tied weights"),
+                       _input(RELU, "n_mem", "theory-relu-nmem", "memorization samples", value=5),
+                       _input(RELU, "n_gen", "theory-relu-ngen", "generalization samples", value=1438),
+                       _input(RELU, "hybrid", "theory-relu-hybrid", "hybrid (duplicated samples)"),
+                       _input(RELU, "copies", "theory-relu-copies", "copies of each duplicated sample"),
+                       _input(RELU, "steps", "theory-relu-steps", "training steps"),
+                       _input(RELU, "sample", "theory-relu-sample", "DDIM samples"),
+                       _input(RELU, "seed", "theory-relu-seed", "seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
         wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae")
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
-        gr.Markdown("Gradient descent on the DDPM objective with the tanh student `tanh(mu_t^T x) mu_t - x` "
-                    "(seed 001): power iteration at large noise, (gradient) EM at small noise, and the two-stage "
-                    "schedule. K > 2 uses the soft-max student (give it ~200 small-noise iterations).")
+        gr.Markdown("Gradient descent on the DDPM objective (eq. 5) with the tanh student `tanh(mu_t^T x) mu_t - x` "
+                    "(Shah et al. 2023, arXiv:2307.01178): power iteration at large noise (Lemma 8, the angle "
+                    "contracts by Lemma 9), (gradient) EM at small noise (Lemma C.7), and the two-stage schedule. "
+                    "K > 2 uses the soft-max student (give it ~200 small-noise iterations).")
         with gr.Row():
             with gr.Column(scale=1):
-                ins = [gr.Number(8, label="d", precision=0, elem_id="theory-mog-d"),
-                       gr.Number(4.0, label="||mu*||", elem_id="theory-mog-mu"),
-                       gr.Number(2.5, label="large-noise t", elem_id="theory-mog-tlarge"),
-                       gr.Number(0.05, label="small-noise t", elem_id="theory-mog-tsmall"),
-                       gr.Number(1.0, label="eta (large noise)", elem_id="theory-mog-etalarge"),
-                       gr.Number(0.5, label="eta (small noise)", elem_id="theory-mog-etasmall"),
-                       gr.Number(40, label="iterations (large noise)", precision=0, elem_id="theory-mog-iterslarge"),
-                       gr.Number(30, label="iterations (small noise)", precision=0, elem_id="theory-mog-iterssmall"),
-                       gr.Number(2, label="components K", precision=0, elem_id="theory-mog-k"),
-                       gr.Number(8192, label="samples per GD step", precision=0, elem_id="theory-mog-batch"),
-                       gr.Number(0, label="seed", precision=0, elem_id="theory-mog-seed")]
+                ins = [_input(MOG, "d", "theory-mog-d", "d"),
+                       _input(MOG, "mu_norm", "theory-mog-mu", "||mu*||"),
+                       _input(MOG, "t_large", "theory-mog-tlarge", "large-noise t"),
+                       _input(MOG, "t_small", "theory-mog-tsmall", "small-noise t"),
+                       _input(MOG, "eta_large", "theory-mog-etalarge", "eta (large noise)"),
+                       _input(MOG, "eta_small", "theory-mog-etasmall", "eta (small noise)"),
+                       _input(MOG, "iters_large", "theory-mog-iterslarge", "iterations (large noise)"),
+                       _input(MOG, "iters_small", "theory-mog-iterssmall", "iterations (small noise)"),
+                       _input(MOG, "K", "theory-mog-k", "components K"),
+                       _input(MOG, "n_batch", "theory-mog-batch", "samples per GD step"),
+                       _input(MOG, "seed", "theory-mog-seed", "seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
         wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm")
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
-        gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching (seed 002 §4): "
-                    "MoE-latent MoG (eq. 3), MoE-latent Gaussian (MoLRG) and a generic latent MLP. Digits: one "
-                    "per-class PCA encoder, K = 10 (set d_k to e.g. 8 and n_k = 4).")
+        gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching "
+                    "(Yang et al. 2026, arXiv:2601.01475, §4): MoE-latent MoG (eq. 3), MoE-latent Gaussian "
+                    "(MoLRG, Wang et al. 2024) and a generic latent MLP. Digits: one per-class PCA encoder, K = 10 "
+                    "(set d_k to e.g. 8 and n_k = 4).")
         with gr.Row():
             with gr.Column(scale=1):
-                ins = [gr.Dropdown(["synthetic", "digits"], value="synthetic", label="data", elem_id="theory-molr-data"),
-                       gr.Number(3, label="subspaces K (digits: 10)", precision=0, elem_id="theory-molr-k"),
-                       gr.Number(16, label="ambient D (synthetic)", precision=0, elem_id="theory-molr-D"),
-                       gr.Number(2, label="latent d_k", precision=0, elem_id="theory-molr-d"),
-                       gr.Number(4, label="modes n_k", precision=0, elem_id="theory-molr-nk"),
-                       gr.Number(300, label="training steps", precision=0, elem_id="theory-molr-steps"),
-                       gr.Number(0, label="seed", precision=0, elem_id="theory-molr-seed")]
+                ins = [_input(MOLR, "data", "theory-molr-data", "data"),
+                       _input(MOLR, "K", "theory-molr-k", "subspaces K (digits: 10)"),
+                       _input(MOLR, "D", "theory-molr-D", "ambient D (synthetic)"),
+                       _input(MOLR, "d", "theory-molr-d", "latent d_k"),
+                       _input(MOLR, "n_modes", "theory-molr-nk", "modes n_k"),
+                       _input(MOLR, "steps", "theory-molr-steps", "training steps"),
+                       _input(MOLR, "seed", "theory-molr-seed", "seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
         wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog")
