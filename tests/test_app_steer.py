@@ -1,28 +1,91 @@
-"""The Steer tab through its API and in the real browser."""
+"""The Steer tab through its API and in the real browser. Its reproduce line, run as is in a shell in a
+folder holding the files the tab offered, gives the same strip pixel for pixel and the same numbers."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
+
+from tests.conftest import run_reproduce_line
+
+EXAMPLES = sorted(Path("assets/examples").glob("digit_*.png"))
 
 
-def test_steer_endpoint_with_contrast(client):
-    strip, curve, contrast, info = client.predict("digits-dup", "digit class", 4, "", None, 1, None, 1.5, 4, "recipe",
-                                                  "", True, api_name="/steer")
-    assert strip and curve and contrast and "spatial vector" in info and "--contrast" in info
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _run_line_where_the_files_are(info: str, files: list[str], cwd: Path) -> dict:
+    for f in files:
+        shutil.copy(f, cwd / Path(f).name)
+    run_reproduce_line(info, cwd)
+    return json.loads((cwd / "steer_out" / "steer.json").read_text())
+
+
+def _same_numbers(ui: dict, cli: dict) -> None:
+    assert ui["settings"] == cli["settings"] and ui["command"] == cli["command"] == "steer"
+    for key in ("model", "layers", "kind", "t_tilde", "steps", "window", "strengths", "concept", "source"):
+        assert ui[key] == cli[key], key
+    assert set(ui["vector_norms"]) == set(cli["vector_norms"])
+    for layer, norm in ui["vector_norms"].items():
+        assert cli["vector_norms"][layer] == pytest.approx(norm, rel=1e-6), layer
+    assert ui.get("concept_strength") == cli.get("concept_strength")
+    assert ui.get("contrast") == cli.get("contrast")
+
+
+def test_digit_concept_with_contrast_round_trip(client, tmp_path):
+    strip, curve, contrast, info, files = client.predict(
+        "digits-dup", "digit class", 4, "", None, 2, None, 1.5, 3, "recipe", "", True, 3, api_name="/steer")
+    assert strip and curve and contrast and "spatial vector" in info
+    assert "--concept digit:4" in info and "--source seed:2" in info and "--contrast" in info and "--seed 3" in info
+    assert "--strengths 0:1.5:3" in info and "--concept-n" not in info   # 100, the default
+    assert [Path(f).name for f in files] == ["steer.json"]
+    ui = json.loads(Path(files[-1]).read_text())
+    cli = _run_line_where_the_files_are(info, files, tmp_path)
+    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip))
+    assert np.array_equal(_pixels(tmp_path / "steer_out" / "contrast.png"), _pixels(contrast))
+    _same_numbers(ui, cli)
+    values = cli["concept_strength"]["values"]
+    assert values[0] < 0.5 < values[-1] and set(cli["contrast"]) == {"memorized", "generalized"}
+
+
+def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
+    """Uploads travel as the model-size PNGs the tab offers; the line names them (concept_000.png ...,
+    source.png) and the command reads back exactly those pixels."""
+    strip, curve, contrast, info, files = client.predict(
+        "digits-gen", "uploaded images", 4, "", [handle_file(str(p)) for p in EXAMPLES], 1,
+        handle_file("assets/examples/digit_3_test2.png"), 2.0, 3, "spatial", "up_blocks.0.resnets.0, mid_block", False,
+        0, api_name="/steer")
+    names = [Path(f).name for f in files]
+    assert names == [f"concept_{i:03d}.png" for i in range(len(EXAMPLES))] + ["source.png", "steer.json"]
+    assert "--source source.png" in info and "--kind spatial" in info and "--layers up_blocks.0.resnets.0,mid_block" in info
+    assert all(_pixels(f).shape == (16, 16) for f in files if f.endswith(".png"))
+    ui = json.loads(Path(files[-1]).read_text())
+    cli = _run_line_where_the_files_are(info, files, tmp_path)
+    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip))
+    _same_numbers(ui, cli)
+    assert curve is None and contrast is None and "concept_strength" not in cli
 
 
 def test_steer_an_uploaded_source_image(client):
-    """An uploaded image is DDIM-inverted, then steered."""
-    strip, curve, _, info = client.predict("digits-dup", "digit class", 7, "", None, 1,
-                                           handle_file("assets/examples/digit_3_test2.png"), 1.5, 3, "recipe", "", False,
-                                           api_name="/steer")
-    assert strip and curve and "--source IMAGE" in info
+    """An uploaded image is DDIM-inverted, then steered; the tab offers it as the source.png the line names."""
+    strip, curve, _, info, files = client.predict("digits-dup", "digit class", 7, "", None, 1,
+                                                  handle_file("assets/examples/digit_3_test2.png"), 1.5, 3, "recipe",
+                                                  "", False, 0, api_name="/steer")
+    assert strip and curve and "--source source.png" in info
+    assert [Path(f).name for f in files] == ["source.png", "steer.json"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (("digits-dup", "digit class", 12, "", None, 1, None, 1.5, 4, "recipe", "", False), "digit class must be between"),
-    (("digits-dup", "prompt", 4, "a cat", None, 1, None, 1.5, 4, "recipe", "", False), "need a text model"),
-    (("digits-dup", "digit class", 4, "", None, 1, None, 1e9, 4, "recipe", "", False), "a_max must be between"),
-    (("digits-dup", "uploaded images", 4, "", None, 1, None, 1.5, 4, "recipe", "", False), "upload concept images"),
+    (("digits-dup", "digit class", 12, "", None, 1, None, 1.5, 4, "recipe", "", False, 0), "digit class must be between"),
+    (("digits-dup", "prompt", 4, "a cat", None, 1, None, 1.5, 4, "recipe", "", False, 0), "need a text model"),
+    (("digits-dup", "digit class", 4, "", None, 1, None, 1e9, 4, "recipe", "", False, 0), "a_max must be between"),
+    (("digits-dup", "uploaded images", 4, "", None, 1, None, 1.5, 4, "recipe", "", False, 0), "upload concept images"),
+    (("digits-dup", "digit class", 4, "", None, 1, None, 1.5, 4, "recipe", "", False, -1), "seed must be between"),
 ])
 def test_steer_bad_input(client, args, message):
     with pytest.raises(AppError, match=message):
@@ -34,4 +97,6 @@ def test_steer_tab_in_browser(page, artifacts):
     page.locator("#steer-btn").click()
     page.wait_for_function("document.querySelector('#steer-info')?.innerText.includes('Reproduce')", timeout=180_000)
     page.locator("#steer-contrast-img img").wait_for(state="visible")
+    assert "--contrast" in page.locator("#steer-info").inner_text()
+    page.locator("#steer-files-out").get_by_text("steer.json").wait_for(state="visible")
     page.screenshot(path=str(artifacts / "steer_tab.png"), full_page=True)

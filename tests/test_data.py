@@ -8,7 +8,8 @@ from PIL import Image
 
 from lowdim_app.data.digits import load_digits_split, subset_indices
 from lowdim_app.data.images import ImageError, load_folder, load_image, make_grid, to_pil
-from lowdim_app.data.neighbours import COPY_THRESHOLD, nearest
+from lowdim_app.data.neighbours import COPY_THRESHOLD
+from lowdim_app.metrics import nearest
 
 
 def test_digits_split_fixed_and_in_range():

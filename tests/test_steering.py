@@ -1,12 +1,17 @@
 """Representation steering: a = 0 is the plain sample, the concept moves samples, CFG half only, SD path, CLI."""
 import json
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
 
 from lowdim_app.cli import main
+from lowdim_app.diffusion.hooks import capture, get_module
 from lowdim_app.errors import UserError
 from lowdim_app.methods import steering as st
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +49,54 @@ def test_channel_vector_shape_and_window(digits_gen):
     assert torch.allclose(off[0], off[1], atol=1e-6)
 
 
-def test_text_model_steering_conditional_half_only(tiny_sd):
-    cond = tiny_sd.encode_prompt("a cat", guidance_scale=3.5)
-    concept = tiny_sd.generate(2, seed=0, steps=2, cond=tiny_sd.encode_prompt("van gogh style"))
-    sv = st.steering_vector(tiny_sd, concept, cond=tiny_sd.encode_prompt("van gogh style"))
+def _record_after_steering(monkeypatch, outputs: dict):
+    """Make steered_samples' add_vector also record each hooked module's output *after* the addition."""
+    real = st.add_vector
+
+    @contextmanager
+    def add_then_record(root, vectors, **kw):
+        with real(root, vectors, **kw) as handle:
+            hooks = [get_module(root, k).register_forward_hook(lambda _m, _i, out, k=k: outputs[k].append(out.detach()))
+                     for k in vectors]
+            try:
+                yield handle
+            finally:
+                for h in hooks:
+                    h.remove()
+
+    monkeypatch.setattr(st, "add_vector", add_then_record)
+
+
+def test_text_model_steering_conditional_half_only(tiny_sd, monkeypatch):
+    """With CFG the U-Net batch is [uncond; cond]: inside the window every hooked layer's conditional half
+    gets exactly a * v and the unconditional half is untouched (Zhang et al. 2025, App. B.3); outside
+    the window nothing changes; without CFG the whole batch gets a * v."""
+    cbar = tiny_sd.encode_prompt("van gogh style")
+    concept = tiny_sd.generate(2, seed=0, steps=2, cond=cbar)
+    sv = st.steering_vector(tiny_sd, concept, cond=cbar)
     assert set(sv.vectors) == set(st.SD_LAYERS) and all(v.shape[2:] == (1, 1) for v in sv.vectors.values())
-    imgs = st.steered_samples(tiny_sd, tiny_sd.randn(1, 1), sv, [0.0, 5.0], steps=4, window=2, cond=cond)
-    assert imgs.shape == (2, 3, 128, 128) and (imgs[1] - imgs[0]).abs().max() > 0
-    # uncond half untouched: with guidance 1 (no uncond branch) vs. the same steering gives a different result
+    strengths = [0.0, 5.0, -2.0]
+    a = torch.tensor(strengths).view(3, 1, 1, 1)
+    for cond, halves in ((tiny_sd.encode_prompt("a cat", guidance_scale=3.5), 2), (tiny_sd.encode_prompt("a cat"), 1)):
+        after = {k: [] for k in sv.vectors}
+        _record_after_steering(monkeypatch, after)
+        with capture(tiny_sd.unet, list(sv.vectors)) as before:
+            imgs = st.steered_samples(tiny_sd, tiny_sd.randn(1, 1), sv, strengths, steps=4, window=2, cond=cond)
+        assert imgs.shape == (3, 3, 128, 128) and (imgs[1] - imgs[0]).abs().max() > 0
+        for k, v in sv.vectors.items():
+            assert v.abs().max() > 0
+            pre, post = before.outputs[k], after[k]
+            assert len(pre) == len(post) == 4 and all(x.shape[0] == 3 * halves for x in pre)
+            for step, (x, y) in enumerate(zip(pre, post)):
+                if step < 2:
+                    assert torch.equal(x, y), (k, step)                      # before the window
+                    continue
+                if halves == 2:
+                    assert torch.equal(y[:3], x[:3]), (k, step)              # unconditional half untouched
+                tol = 1e-6 * (1 + float(x.abs().max()) + float((a * v).abs().max()))  # float32 rounding of x + a v
+                assert float((y[-3:] - x[-3:] - a * v).abs().max()) <= tol, (k, step)  # (conditional) batch + a v
     with pytest.raises(UserError):
-        st.steered_samples(tiny_sd, tiny_sd.randn(1, 1), sv, [1e6], cond=cond)
+        st.steered_samples(tiny_sd, tiny_sd.randn(1, 1), sv, [1e6], cond=tiny_sd.encode_prompt("a cat", guidance_scale=3.5))
 
 
 def test_steer_cli_with_contrast(tmp_path):
@@ -73,7 +116,7 @@ def tiny_clip_dir(tmp_path_factory):
     return build_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
 
 
-def test_clip_similarity_is_the_cosine_of_projected_embeddings(tiny_clip_dir, monkeypatch):
+def test_clip_similarity_is_the_cosine_of_projected_embeddings(tiny_clip_dir):
     from lowdim_app.data.images import to_pil
     from lowdim_app.methods.clip_score import clip_similarity, load_clip
 
@@ -90,8 +133,7 @@ def test_clip_similarity_is_the_cosine_of_projected_embeddings(tiny_clip_dir, mo
     manual = torch.nn.functional.cosine_similarity(fi, ft.expand_as(fi)).numpy()
     assert sims.shape == (3,) and abs(sims - manual).max() < 1e-5 and abs(sims).max() <= 1
     assert sims[0] == pytest.approx(sims[2], abs=1e-6) and sims[0] != pytest.approx(sims[1], abs=1e-6)
-    monkeypatch.setenv("LOWDIM_CLIP", "off")
-    assert clip_similarity(imgs, "a cat") is None
+    assert clip_similarity(imgs, "a cat", "off") is None and load_clip("") is None
     assert clip_similarity(imgs, "a cat", str(tiny_clip_dir / "missing")) is None
 
 
@@ -106,9 +148,10 @@ def test_text_model_steer_draws_the_clip_curve(tiny_sd_dir, tiny_clip_dir, tmp_p
     rep = json.loads((out / "steer.json").read_text())
     assert "CLIP cosine similarity" in rep["concept_strength"]["measure"]
     assert len(rep["concept_strength"]["values"]) == 3
-    strip, curve, contrast, info = steer(str(tiny_sd_dir), "prompt", 0, "a red ball", None, 1, None, 4.0, 2, "recipe",
-                                         "", False)
-    assert strip is not None and curve is not None and contrast is None and "Reproduce" in info
+    strip, curve, contrast, info, files = steer(str(tiny_sd_dir), "prompt", 0, "a red ball", None, 1, None, 4.0, 2,
+                                                "recipe", "", False)
+    assert strip is not None and curve is not None and contrast is None and "--concept-n 8" in info
+    assert "CLIP cosine similarity" in json.loads(Path(files[-1]).read_text())["concept_strength"]["measure"]
     monkeypatch.setenv("LOWDIM_CLIP", "off")
     assert main(["steer", "--model", str(tiny_sd_dir), "--concept", "prompt:a red ball", "--concept-n", "2",
                  "--strengths", "0,4", "--steps", "4", "--window", "2", "--out", str(out)]) == 0

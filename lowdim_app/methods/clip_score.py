@@ -1,9 +1,11 @@
-"""CLIP similarity as the concept-strength measure for text models (seed 004 §4.2 steering curves).
+"""CLIP similarity as the concept-strength measure for text models (the steering curves of
+Zhang et al. 2025, arXiv:2512.20963, §4.2, Fig. 8).
 
 ``sim(x, p) = <f_img(x), f_txt(p)> / (||f_img(x)|| ||f_txt(p)||)`` with a CLIP model's projected
-image and text embeddings (Radford et al. 2021). The model comes from ``LOWDIM_CLIP`` (a hub id in
-the local cache -- nothing is downloaded at run time -- or a folder with ``CLIPModel`` weights and
-its processor); when it is not available the steering curve is simply not drawn for text models.
+image and text embeddings (Radford et al. 2021). The caller names the model (the operator's
+``Runtime.clip``: a hub id in the local cache -- nothing is downloaded at run time -- or a folder
+with ``CLIPModel`` weights and its processor); when it is not available the steering curve is
+simply not drawn for text models.
 """
 from __future__ import annotations
 
@@ -37,13 +39,10 @@ class ClipScorer:
         return (a @ b.T)[:, 0].numpy()
 
 
-def load_clip(source: str | None = None) -> ClipScorer | None:
-    """The CLIP scorer from ``source`` (default: ``LOWDIM_CLIP``) or ``None`` when it is not available
-    locally (``off``, not in the cache, or not loadable)."""
-    from ..config import settings
-
-    source = source or settings().clip
-    if source.lower() in ("", "off", "none"):
+def load_clip(source: str) -> ClipScorer | None:
+    """The CLIP scorer from ``source`` or ``None`` when it is not available locally (``off``, not in
+    the cache, or not loadable). Loaded once per source (thread-safe cache of read-only models)."""
+    if not source or source.lower() in ("off", "none"):
         return None
     with _LOCK:
         if source not in _CACHE:
@@ -57,6 +56,7 @@ def load_clip(source: str | None = None) -> ClipScorer | None:
         return _CACHE[source]
 
 
-def clip_similarity(images: torch.Tensor, text: str, source: str | None = None) -> np.ndarray | None:
+def clip_similarity(images: torch.Tensor, text: str, source: str) -> np.ndarray | None:
+    """:meth:`ClipScorer.similarity` with the scorer from ``source``, or ``None`` without one."""
     scorer = load_clip(source)
     return None if scorer is None else scorer.similarity(images, text)

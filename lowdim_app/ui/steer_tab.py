@@ -1,155 +1,132 @@
-"""The "Steer" tab: representation steering with a strength sweep (seed 004 §4.2, eq. 11)."""
+"""The "Steer" tab: representation steering with a strength sweep (Zhang et al. 2025, §4.2, eq. 11, Fig. 8),
+a thin adapter over :mod:`lowdim_app.features.steer`."""
 from __future__ import annotations
 
-import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
 
-from ..data.images import ImageError, load_image, make_grid
 from ..errors import UserError
-from ..methods import steering as st
-from ..methods.clip_score import clip_similarity
-from ..plots.common import new_figure
+from ..features.settings import SEED_MAX, Settings, seed_setting, setting
+from ..features.steer import FEATURE as STEER
+from ..features.steer import MAX_STRENGTH, SOURCE_FILE, SteerSettings, concept_file_names
 from ..plots.common import to_pil as fig_to_pil
-from .common import as_float, as_int, gpu, handle_errors, load_model_checked, model_choices
+from .common import handle_errors, model_choices, run_feature
+
+MODES = ("digit class", "prompt", "uploaded images")
+KINDS = ("recipe", "channel", "spatial")
+DIGIT_CONCEPT_N = 100      # training digits of the class (Zhang et al. 2025, App. B.3: 100 concept images)
+PROMPT_CONCEPT_N = 8       # generated images of a prompt concept (kept small for an interactive tab)
+MAX_UPLOADS = 200
 
 
-def _files(model, files):
-    paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+@dataclass(frozen=True)
+class TabInputs(Settings):
+    """The tab's inputs that are not ``steer`` settings themselves, validated the same way."""
+
+    digit: int = setting(4, lo=0, hi=9, label="digit class")
+    source_seed: int = setting(1, lo=0, hi=SEED_MAX, label="source seed")
+    a_max: float = setting(1.5, lo=0.01, hi=MAX_STRENGTH, label="a_max")
+    count: int = setting(7, lo=2, hi=16, label="number of strengths")
+    seed: int = seed_setting()
+
+
+def _paths(files) -> list[str]:
+    paths = [f if isinstance(f, str) else getattr(f, "path", None) or f.name for f in (files or [])]
     if not paths:
         raise UserError("upload concept images")
-    if len(paths) > 200:
-        raise UserError("at most 200 concept images")
-    out = []
-    for p in paths:
-        try:
-            out.append(load_image(p, model.image_shape[1:], channels=model.image_shape[0]))
-        except ImageError as err:
-            raise UserError(str(err)) from None
-    return torch.cat(out)
+    if len(paths) > MAX_UPLOADS:
+        raise UserError(f"at most {MAX_UPLOADS} concept images")
+    return paths
 
 
-def _curve(strengths, curves: dict, ylabel: str, probability: bool = True):
-    fig, ax = new_figure(5.5, 3.2)
-    for label, ys in curves.items():
-        ax.plot(strengths, ys, "o-", label=label)
-    ax.set_xlabel("steering strength a")
-    ax.set_ylabel(ylabel)
-    if probability:
-        ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    return fig_to_pil(fig)
-
-
-@gpu
-def _run(model, x0, sv, strengths, steps, window, cond):
-    return st.steered_samples(model, x0, sv, strengths, None, steps, window, cond, progress=True)
+def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind,
+                 layers, contrast, seed=0) -> tuple[SteerSettings, dict]:
+    """The tab's inputs -> ``steer`` settings and the images it holds (uploads travel as data; the settings
+    name the files :meth:`~lowdim_app.features.steer.SteerResult.write_inputs` saves them as)."""
+    if concept_mode not in MODES:
+        raise UserError(f"concept must be {', '.join(repr(m) for m in MODES)}")
+    if kind not in KINDS:
+        raise UserError("vector kind must be recipe, channel or spatial")
+    tab = TabInputs.from_raw(digit=digit if concept_mode == "digit class" else 4,
+                             source_seed=source_seed if source_image is None else 1, a_max=a_max, count=count, seed=seed)
+    inputs: dict = {}
+    if concept_mode == "digit class":
+        concept = {"concept": f"digit:{tab.digit}", "concept_n": DIGIT_CONCEPT_N}
+    elif concept_mode == "prompt":
+        if not (prompt or "").strip():
+            raise UserError("enter the concept prompt")
+        concept = {"concept": f"prompt:{prompt}", "concept_n": PROMPT_CONCEPT_N}
+    else:
+        paths = _paths(files)
+        concept, inputs["concept_images"] = {"concept": concept_file_names(len(paths))}, paths
+    if source_image is not None:
+        source, inputs["source_image"] = SOURCE_FILE, source_image
+    else:
+        source = f"seed:{tab.source_seed}"
+    layer_text = ",".join(x.strip() for x in (layers or "").split(",") if x.strip())
+    settings = SteerSettings.from_raw(
+        model=model_id, **concept, source=source,
+        strengths=[float(a) for a in np.linspace(0.0, tab.a_max, tab.count)],
+        kind=None if kind == "recipe" else kind, layers=layer_text,
+        contrast=bool(contrast) and concept_mode == "digit class", seed=tab.seed)
+    return settings, inputs
 
 
 @handle_errors
 def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-          contrast, progress=gr.Progress(track_tqdm=True)):
-    """Steer a source with strength a = 0..a_max; returns the strip, the concept curve, the contrast strip, info."""
-    a_max = as_float("a_max", a_max, 0.01, st.MAX_STRENGTH)
-    count = as_int("number of strengths", count, 2, 16)
-    seed = as_int("seed", source_seed, 0, 2**31 - 1)
-    if kind not in ("recipe", "channel", "spatial"):
-        raise UserError("vector kind must be recipe, channel or spatial")
-    model = load_model_checked(model_id)
-    d_layers, recipe = st.default_recipe(model)
-    layer_list = [s.strip() for s in (layers or "").split(",") if s.strip()] or d_layers
-    kind = recipe["kind"] if kind == "recipe" else kind
-    target, baseline, cbar = None, None, None
-    if concept_mode == "digit class":
-        if model.is_text or model.image_shape != (1, 16, 16):
-            raise UserError("digit-class concepts are for the built-in digit models")
-        target = as_int("digit class", digit, 0, 9)
-        concept, baseline = st.digit_concept(target, 100)
-    elif concept_mode == "prompt":
-        if not model.is_text:
-            raise UserError("prompt concepts need a text model; use a digit class or uploaded images")
-        if not (prompt or "").strip():
-            raise UserError("enter the concept prompt")
-        cbar = model.encode_prompt(prompt)
-        concept = model.generate(8, seed=seed, steps=recipe["steps"],
-                                 cond=model.encode_prompt(prompt, guidance_scale=recipe["guidance_scale"]), progress=True)
-    elif concept_mode == "uploaded images":
-        concept = _files(model, files)
-    else:
-        raise UserError("concept must be 'digit class', 'prompt' or 'uploaded images'")
-    sv = st.steering_vector(model, concept, layer_list, None, kind, cbar, baseline, seed)
-    cond = model.encode_prompt("", guidance_scale=recipe["guidance_scale"]) if model.is_text else None
-    t_start = model.num_train_timesteps - 1
-    if source_image is not None:
-        img = load_image(source_image, model.image_shape[1:], channels=model.image_shape[0])
-        x0 = model.ddim_invert(model.encode(img), t_start, recipe["steps"], cond)
-    else:
-        x0 = model.randn(1, seed)
-    strengths = [float(a) for a in np.linspace(0, a_max, count)]
-    imgs = _run(model, x0, sv, strengths, recipe["steps"], recipe["window"], cond)
-    up = max(1, 96 // model.image_shape[-1])
-    strip = make_grid(imgs, nrow=count, upscale=up)
-    curves, contrast_img = {}, None
-    if target is not None:
-        curves["this source"] = st.concept_strength_digits(imgs, target)
-        if contrast and model.card.get("train_index"):
-            rows = []
-            for label, (i, noise) in st.contrast_sources(model, avoid_class=target).items():
-                im = _run(model, noise, sv, strengths, recipe["steps"], recipe["window"], None)
-                curves[f"{label} sample (#{i})"] = st.concept_strength_digits(im, target)
-                rows.append(im)
-            if rows:
-                contrast_img = make_grid(torch.cat(rows), nrow=count, upscale=up)
-    curve = _curve(strengths, curves, f"P(digit {target}) (logistic-regression classifier)") if curves else None
-    clip_note = ""
-    if concept_mode == "prompt":
-        sims = clip_similarity(imgs, prompt)
-        if sims is None:
-            clip_note = " No CLIP model available locally (LOWDIM_CLIP), so no concept-strength curve."
-        else:
-            curve = _curve(strengths, {"this source": sims}, f"CLIP similarity to '{prompt[:40]}'", probability=False)
-    src = f"seed:{seed}" if source_image is None else "IMAGE"
-    concept_arg = {"digit class": f"digit:{target}", "prompt": f"prompt:{prompt}", "uploaded images": "DIR"}[concept_mode]
-    cmd = (f"python -m lowdim_app steer --model {shlex.quote(model.model_id)} --concept {shlex.quote(concept_arg)} "
-           f"--source {src} --strengths 0:{a_max:g}:{count} --kind {kind} --layers {','.join(layer_list)}"
-           + (" --contrast" if contrast and target is not None else ""))
-    info = (f"{kind} vector from {sv.n_images} images at t~ = {sv.t_tilde}, layers {', '.join(layer_list)}; steering "
-            f"during the last {recipe['window']} of {recipe['steps']} DDIM steps"
-            + (", CFG {} on the conditional half only".format(recipe['guidance_scale']) if model.is_text else "")
-            + f".{clip_note}\n\nReproduce: `{cmd}`")
-    return strip, curve, contrast_img, info
+          contrast, seed=0, progress=gr.Progress(track_tqdm=True)):
+    """Steer a source with strength a = 0..a_max; returns the strip, the concept curve, the contrast strip,
+    the info text with the reproduce line, and the files that line reads (plus steer.json)."""
+    settings, inputs = settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max,
+                                    count, kind, layers, contrast, seed)
+    result = run_feature(STEER, settings, progress=progress, **inputs)
+    folder = Path(tempfile.mkdtemp(prefix="lowdim-steer-"))   # per request: the files it offers
+    files_out = [str(p) for p in result.write_inputs(folder)] + [str(result.write_json(folder / "steer.json"))]
+    images = result.images()
+    fig = result.figure()
+    where = " (in a folder holding the image files below)" if inputs else ""
+    info = f"{result.summary()}\n\nReproduce{where}: `{result.reproduce()}`"
+    return images["strip"], None if fig is None else fig_to_pil(fig), images.get("contrast"), info, files_out
 
 
 def build() -> None:
-    gr.Markdown("Add `a * v` to U-Net activations while sampling (seed 004 eq. 11): `v` is the mean representation "
-                "of a concept set. Built-in digit models: spatial concept-minus-all-digits vector at four up-block "
-                "layers; Stable Diffusion: the paper's recipe (6 layers, t~ = 10, last 20 of 40 steps, CFG 3.5).")
+    gr.Markdown("Add `a * v` to U-Net activations while sampling (Zhang et al. 2025, §4.2, eq. 11): `v` is the mean "
+                "representation of a concept set. Built-in digit models: spatial concept-minus-all-digits vector at "
+                "four up-block layers; Stable Diffusion: the paper's recipe (App. B.3: 6 layers, t~ = 10, last 20 of "
+                "40 steps, CFG 3.5). Memorized samples resist steering, generalized ones follow it (Fig. 8).")
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="steer-model")
-            mode = gr.Radio(["digit class", "prompt", "uploaded images"], value="digit class", label="Concept",
-                            elem_id="steer-mode")
+            mode = gr.Radio(list(MODES), value="digit class", label="Concept", elem_id="steer-mode")
             digit = gr.Number(value=4, precision=0, label="digit class", elem_id="steer-digit")
             prompt = gr.Textbox(label="concept prompt (text models)", elem_id="steer-prompt")
             files = gr.File(label="concept images", file_count="multiple", file_types=["image"], elem_id="steer-files")
             with gr.Row():
-                seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
+                source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
                 a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax")
                 count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
             source_image = gr.Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source", height=160)
             with gr.Accordion("Vector", open=False):
-                kind = gr.Radio(["recipe", "channel", "spatial"], value="recipe", label="kind", elem_id="steer-kind")
+                kind = gr.Radio(list(KINDS), value="recipe", label="kind", elem_id="steer-kind")
                 layers = gr.Textbox(label="layers (comma-separated; empty: recipe)", elem_id="steer-layers")
+                seed = gr.Number(value=0, precision=0, label="seed (prompt concept images, noise of the concept features)",
+                                 elem_id="steer-vector-seed")
             contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
                                    elem_id="steer-contrast")
             go = gr.Button("Steer", variant="primary", elem_id="steer-btn")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="steer-info")
-            strip = gr.Image(label="a = 0 .. a_max", elem_id="steer-strip")
-            curve = gr.Image(label="concept strength vs a", elem_id="steer-curve", height=280)
-            contrast_img = gr.Image(label="memorized (top) vs generalized (bottom) source", elem_id="steer-contrast-img")
-    go.click(steer, [model, mode, digit, prompt, files, seed, source_image, a_max, count, kind, layers, contrast],
-             [strip, curve, contrast_img, info], api_name="steer", concurrency_limit=1, concurrency_id="model")
+            strip = gr.Image(label="a = 0 .. a_max", elem_id="steer-strip", format="png")
+            curve = gr.Image(label="concept strength vs a", elem_id="steer-curve", height=280, format="png")
+            contrast_img = gr.Image(label="memorized (top) vs generalized (bottom) source", elem_id="steer-contrast-img",
+                                    format="png")
+            used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
+                           interactive=False, elem_id="steer-files-out")
+    go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
+                     contrast, seed],
+             [strip, curve, contrast_img, info, used], api_name="steer", concurrency_limit=1, concurrency_id="model")
