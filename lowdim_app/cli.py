@@ -99,31 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
     for feature in all_features():
         _add_feature(sub, feature)
-    _add_legacy_commands(sub)
     return parser
-
-
-class _SkipExisting:
-    """Transitional: registers a legacy command only when no feature has that name yet."""
-
-    def __init__(self, sub):
-        self.sub = sub
-
-    def add_parser(self, name, **kw):
-        if name in self.sub.choices:
-            return argparse.ArgumentParser(add_help=False)
-        return self.sub.add_parser(name, **kw)
-
-
-def _add_legacy_commands(sub) -> None:
-    import importlib
-
-    for name in ("core", "theory", "molrg", "editing", "memorization", "steering"):
-        try:
-            mod = importlib.import_module(f"lowdim_app.commands.{name}")
-        except ModuleNotFoundError:
-            continue
-        mod.register(_SkipExisting(sub))
 
 
 _NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.eE+-]*([:,][-\d.eE+]+)*$")

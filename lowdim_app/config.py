@@ -81,6 +81,3 @@ def _flag_env(name: str, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise SystemExit(f"error: {name} must be 1 or 0, got {text!r}")
-
-
-settings = from_environment  # transitional alias for modules not yet moved to the feature layer

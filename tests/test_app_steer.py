@@ -42,7 +42,7 @@ def test_digit_concept_with_contrast_round_trip(client, tmp_path):
         "digits-dup", "digit class", 4, "", None, 2, None, 1.5, 3, "recipe", "", True, 3, api_name="/steer")
     assert strip and curve and contrast and "spatial vector" in info
     assert "--concept digit:4" in info and "--source seed:2" in info and "--contrast" in info and "--seed 3" in info
-    assert "--strengths 0:1.5:3" in info and "--concept-n" not in info   # 100, the default
+    assert "--strengths 0:1.5:3" in info and "--concept-n 100" in info   # every setting is spelled out
     assert [Path(f).name for f in files] == ["steer.json"]
     ui = json.loads(Path(files[-1]).read_text())
     cli = _run_line_where_the_files_are(info, files, tmp_path)

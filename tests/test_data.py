@@ -133,3 +133,12 @@ def test_grid_and_pil_round_trip():
     assert (back - x).abs().max() <= 1 / 127.5 + 1e-6
     g = make_grid(x, nrow=3, padding=2)
     assert g.size == (3 * 18 + 2, 2 * 18 + 2)
+
+
+def test_the_digits_split_cannot_be_changed_by_a_caller():
+    """One request editing the digits it got must not change the digits the next request sees."""
+    a = load_digits_split()
+    a.train_images.zero_()
+    a.test_labels[:] = 0
+    b = load_digits_split()
+    assert b.train_images.abs().sum() > 0 and b.test_labels.max() == 9

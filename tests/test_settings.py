@@ -90,9 +90,10 @@ def test_cli_round_trip_keeps_every_field():
     assert _parse(argv) == d
 
 
-def test_reproduce_line_defaults_are_left_out_but_seed_is_always_there():
+def test_reproduce_line_spells_out_every_setting_but_auto_and_empty_ones():
     line = Demo(image="x.png").to_cli()
-    assert line == "python -m lowdim_app demo x.png --seed 0"
+    assert line == ("python -m lowdim_app demo x.png --n 4 --rate 0.5 --no-flag --mode a --ks 2:4 "
+                    "--alphas=-1:1:3 --seed 0")
     assert _parse(["x.png"]) == Demo(image="x.png")
 
 
@@ -119,6 +120,7 @@ def test_text_lists_positional_and_flag_round_trip():
     d = Files(paths=("a b.png", "c.png"), extra=("x",), seed=2)
     line = d.to_cli()
     assert line == "python -m lowdim_app files 'a b.png' c.png --extra x --seed 2"
+    assert Files(paths=("a",)).to_cli() == "python -m lowdim_app files a --seed 0"
     p = argparse.ArgumentParser()
     add_arguments(p, Files)
     assert from_args(Files, p.parse_args(shlex.split(line)[4:])) == d

@@ -73,7 +73,8 @@ def test_reproduce_line_parses_back_to_the_same_settings():
     assert argv[:3] == ["python", "-m", "lowdim_app"]
     assert from_args(SteerSettings, build_parser().parse_args(argv[3:])) == s
     dflt = SteerSettings(concept="digit:4")
-    assert dflt.to_cli() == "python -m lowdim_app steer --model digits-gen --concept digit:4 --source seed:0 --seed 0"
+    assert dflt.to_cli() == ("python -m lowdim_app steer --model digits-gen --concept digit:4 --concept-n 100 "
+                             "--source seed:0 --strengths 0:8:5 --no-contrast --seed 0")
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -20,16 +20,7 @@ FEATURE_MODULES = [
 
 
 def all_features() -> list[Feature]:
-    out = []
-    for m in FEATURE_MODULES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{m}")
-        except ModuleNotFoundError as err:   # transitional: a feature module not written yet
-            if err.name != f"{__name__}.{m}":
-                raise
-            continue
-        out.append(mod.FEATURE)
-    return out
+    return [importlib.import_module(f"{__name__}.{m}").FEATURE for m in FEATURE_MODULES]
 
 
 def get(name: str) -> Feature:

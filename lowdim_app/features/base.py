@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -171,13 +172,36 @@ class Result:
         path.write_text(text)
         return path
 
-    def write_figure(self, path: str | Path, dpi: int = 110) -> Path:
+    figure_tight: ClassVar[bool] = True   # False for figures that lay themselves out
+
+    def write_figure(self, path: str | Path, dpi: int | None = None) -> Path:
         from ..plots.common import save_figure
 
         fig = self.figure()
         if fig is None:
             raise UserError(f"{self.settings.COMMAND} has no figure")
-        return save_figure(fig, path, dpi=dpi)
+        return save_figure(fig, path, dpi=dpi or (110 if self.figure_tight else None), tight=self.figure_tight)
+
+
+@dataclass
+class StagedResult(Result):
+    """A result built stage by stage (the theory labs): every number in ``values``, the stage names,
+    how many finished and the wall time; ``summary_lines()`` says what the numbers show."""
+
+    values: dict = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+    completed: int = 0
+    wall_s: float = 0.0
+    figure_tight: ClassVar[bool] = False
+
+    def numbers(self) -> dict:
+        return {"wall_s": round(self.wall_s, 2), "numbers": self.values}
+
+    def summary_lines(self) -> list[str]:
+        return []
+
+    def summary(self) -> str:
+        return "\n".join(self.summary_lines() + [f"done in {self.wall_s:.1f} s"])
 
 
 class Feature:
@@ -210,6 +234,7 @@ class Feature:
 
     # -- CLI outputs: which files a command can write besides what it prints
     outputs: ClassVar[tuple[str, ...]] = ("json",)
+    echo_command: ClassVar[bool] = False    # print the reproducing command line (with its output files) first
 
     def add_output_arguments(self, parser) -> None:
         helps = {"json": "write the settings and all numbers to this JSON file",
@@ -224,6 +249,9 @@ class Feature:
     def write_outputs(self, result: Result, args) -> list[str]:
         """Print the summary and write the files the command line asked for; returns the lines."""
         lines = [result.summary()] if result.summary() else []
+        if self.echo_command:
+            files = " ".join(f"--{k} {shlex.quote(getattr(args, k))}" for k in self.outputs if getattr(args, k, None))
+            lines.insert(0, result.reproduce(extra=files))
         writers = {"json": result.write_json, "png": result.write_figure, "csv": result.write_csv}
         for kind in self.outputs:
             path = getattr(args, kind, None)

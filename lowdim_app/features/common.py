@@ -9,7 +9,7 @@ MODEL_HELP = "built-in id (digits-gen, digits-mem, digits-dup), allow-listed hub
 
 
 def model_setting(default: str = "digits-gen"):
-    return setting(default, help=MODEL_HELP, always=True, max_chars=500)
+    return setting(default, help=MODEL_HELP, max_chars=500)
 
 
 def load(model_id: str, runtime: Runtime | None, model=None):

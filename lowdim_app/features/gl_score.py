@@ -39,11 +39,11 @@ def mlp_training_seconds(networks: int, steps: int, batch: int, width: int, dept
 @dataclass(frozen=True)
 class GLSettings(Settings):
     COMMAND = "gl-score"
-    K: int = setting(2, lo=1, hi=3, help="number of components", always=True)
-    n: int = setting(48, lo=4, hi=256, help="ambient dimension", always=True)
-    d: tuple[int, ...] = setting((3, 4, 5, 6), lo=1, hi=32, max_items=32, always=True,
+    K: int = setting(2, lo=1, hi=3, help="number of components")
+    n: int = setting(48, lo=4, hi=256, help="ambient dimension")
+    d: tuple[int, ...] = setting((3, 4, 5, 6), lo=1, hi=32, max_items=32,
                                  help="subspace dimensions d_k, one curve each (A:B or A,B,C)")
-    ratios: tuple[float, ...] = setting((1, 2, 4, 8, 16, 32, 64), lo=0.1, hi=1000.0, max_items=20, always=True,
+    ratios: tuple[float, ...] = setting((1, 2, 4, 8, 16, 32, 64), lo=0.1, hi=1000.0, max_items=20,
                                         help="N_k / d_k values, e.g. 1,2,4,8")
     steps: int = setting(12000, lo=1, hi=50_000, help="Adam steps per network")
     lr: float = setting(2e-3, lo=1e-6, hi=1.0, help="learning rate (Adam, cosine decay, EMA weights)")

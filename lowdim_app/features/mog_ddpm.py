@@ -8,12 +8,11 @@ large-noise estimate. K > 2: the soft-max student, two-stage empirical GD agains
 """
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .base import Cost, Feature, Progress, Result, dumps
+from .base import Cost, Feature, Progress, StagedResult, dumps
 from .settings import Settings, seed_setting, setting
 
 
@@ -43,25 +42,13 @@ class MogDdpmSettings(Settings):
 
 
 @dataclass
-class MogDdpmResult(Result):
-    values: dict = field(default_factory=dict)     # every number (JSON)
+class MogDdpmResult(StagedResult):
     curves: dict = field(default_factory=dict)     # stage -> line -> {"angle": [...], "dist": [...]}
-    stages: list[str] = field(default_factory=list)
-    completed: int = 0
-    wall_s: float = 0.0
-
-    def numbers(self) -> dict:
-        return {"wall_s": round(self.wall_s, 2), "numbers": self.values}
 
     def figure(self):
         from ..plots.theory import mog_ddpm_figure
 
         return mog_ddpm_figure(self)
-
-    def write_figure(self, path, dpi: int | None = None):
-        from ..plots.theory import save
-
-        return save(self.figure(), path, dpi=dpi)
 
     def summary_lines(self) -> list[str]:
         n, out = self.values, []
@@ -78,9 +65,6 @@ class MogDdpmResult(Result):
             out.append(dumps(n["K_components"], indent=None))
         return out
 
-    def summary(self) -> str:
-        return "\n".join(self.summary_lines() + [f"done in {self.wall_s:.1f} s"])
-
 
 # one GD step: overhead + samples x d (draws and the autograd gradient); one 96^2-node quadrature.
 # Fitted on one core of a 2-core CPU (about +-50%).
@@ -92,6 +76,7 @@ class MogDdpm(Feature):
     help = "DDPM objective on a Gaussian mixture: power iteration / EM (Shah et al. 2023)"
     Settings = MogDdpmSettings
     outputs = ("json", "png")
+    echo_command = True
 
     def cost(self, s: MogDdpmSettings) -> Cost:
         step = _ITER_S + _SAMPLE_S * s.n_batch * s.d * (1 if s.K == 2 else 1 + s.K / 4)
@@ -166,11 +151,6 @@ class MogDdpm(Feature):
         res.finished = True
         prog(1.0, f"done in {res.wall_s:.1f} s")
         yield res
-
-    def write_outputs(self, result: MogDdpmResult, args) -> list[str]:
-        """The command line that reproduces the run (with the files asked for), the summary, the files."""
-        files = " ".join(f"--{k} {shlex.quote(getattr(args, k))}" for k in self.outputs if getattr(args, k, None))
-        return [result.reproduce(extra=files)] + super().write_outputs(result, args)
 
 
 FEATURE = MogDdpm()

@@ -7,12 +7,11 @@ by denoising score matching (§4, App. F): the MoE-latent MoG score (eq. 3), the
 """
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .base import Cost, Feature, Progress, Result
+from .base import Cost, Feature, Progress, StagedResult
 from .settings import Settings, seed_setting, setting
 
 DATA_SETS = ("synthetic", "digits")
@@ -50,27 +49,15 @@ class MolrMogSettings(Settings):
 
 
 @dataclass
-class MolrMogResult(Result):
-    values: dict = field(default_factory=dict)     # every number (JSON)
+class MolrMogResult(StagedResult):
     curves: dict = field(default_factory=dict)     # score -> DSM loss every 10 steps
     samples: dict = field(default_factory=dict)    # score -> n x D
     data: object = None                            # synthetic.molr_mog.LabData (encoders, ground truth)
-    stages: list[str] = field(default_factory=list)
-    completed: int = 0
-    wall_s: float = 0.0
-
-    def numbers(self) -> dict:
-        return {"wall_s": round(self.wall_s, 2), "numbers": self.values}
 
     def figure(self):
         from ..plots.theory import molr_mog_figure
 
         return molr_mog_figure(self)
-
-    def write_figure(self, path, dpi: int | None = None):
-        from ..plots.theory import save
-
-        return save(self.figure(), path, dpi=dpi)
 
     def summary_lines(self) -> list[str]:
         n = self.values
@@ -79,9 +66,6 @@ class MolrMogResult(Result):
         return ["eval DSM loss: " + ", ".join(f"{k} {v:.3f}" for k, v in n["eval_loss"].items())
                 + (f" (true score {n['oracle_loss']:.3f})" if "oracle_loss" in n else ""),
                 "parameters: " + ", ".join(f"{k} {v}" for k, v in n["param_counts"].items())]
-
-    def summary(self) -> str:
-        return "\n".join(self.summary_lines() + [f"done in {self.wall_s:.1f} s"])
 
 
 # one Adam step: overhead + rows x experts x modes x (d^2 + 8) for the MoE scores, rows x experts x
@@ -95,6 +79,7 @@ class MolrMog(Feature):
     help = "MoLR-MoG data and mixture-of-experts latent scores (Yang et al. 2026)"
     Settings = MolrMogSettings
     outputs = ("json", "png")
+    echo_command = True
 
     def cost(self, s: MolrMogSettings) -> Cost:
         K, D = (10, 256) if s.data == "digits" else (s.K, s.D)
@@ -151,11 +136,6 @@ class MolrMog(Feature):
         res.finished = True
         prog(1.0, f"done in {res.wall_s:.1f} s")
         yield res
-
-    def write_outputs(self, result: MolrMogResult, args) -> list[str]:
-        """The command line that reproduces the run (with the files asked for), the summary, the files."""
-        files = " ".join(f"--{k} {shlex.quote(getattr(args, k))}" for k in self.outputs if getattr(args, k, None))
-        return [result.reproduce(extra=files)] + super().write_outputs(result, args)
 
 
 FEATURE = MolrMog()

@@ -28,8 +28,8 @@ MLP_JACOBIAN_SECONDS = 3.6e-3
 @dataclass(frozen=True)
 class RankSettings(Settings):
     COMMAND = "molrg-rank"
-    n: int = setting(48, lo=4, hi=256, help="ambient dimension", always=True)
-    dims: tuple[int, ...] = setting((6, 6), lo=1, hi=256, max_items=3, always=True,
+    n: int = setting(48, lo=4, hi=256, help="ambient dimension")
+    dims: tuple[int, ...] = setting((6, 6), lo=1, hi=256, max_items=3,
                                     help="subspace dimensions d_k, one per component (1 to 3), e.g. 6,6")
     N: int = setting(1000, lo=2, hi=20_000, help="training samples (DAE and MLP)")
     steps: int = setting(18, lo=2, hi=64, help="EDM Heun steps (noise levels on the SNR axis)")

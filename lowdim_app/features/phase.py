@@ -34,14 +34,14 @@ UNBATCHED_FACTOR = 9.0
 @dataclass(frozen=True)
 class PhaseSettings(Settings):
     COMMAND = "phase"
-    K: int = setting(2, lo=1, hi=3, help="number of subspaces (components)", always=True)
-    n: int = setting(48, lo=4, hi=256, help="ambient dimension", always=True)
-    d: tuple[int, ...] = setting(tuple(range(2, 9)), lo=1, hi=64, always=True,
+    K: int = setting(2, lo=1, hi=3, help="number of subspaces (components)")
+    n: int = setting(48, lo=4, hi=256, help="ambient dimension")
+    d: tuple[int, ...] = setting(tuple(range(2, 9)), lo=1, hi=64,
                                  help="subspace dimensions, the grid's rows (A:B inclusive or A,B,C)")
-    N: tuple[int, ...] = setting(tuple(range(2, 16)), lo=1, hi=200, always=True,
+    N: tuple[int, ...] = setting(tuple(range(2, 16)), lo=1, hi=200,
                                  help="training samples per component N_k, the grid's columns")
-    trials: int = setting(20, lo=1, hi=200, help="instances per cell", always=True)
-    method: str = setting("cluster", choices=METHODS, always=True,
+    trials: int = setting(20, lo=1, hi=200, help="instances per cell")
+    method: str = setting("cluster", choices=METHODS,
                           help="svd: PCA (Thm. 1, K = 1); cluster: subspace clustering (Thm. 3); "
                                "dae: SGD on the low-rank DAE loss (Algorithm 1)")
     noise: float = setting(0.0, lo=0.0, hi=1.0, help="std of the isotropic noise e (eq. 15)")

@@ -7,13 +7,12 @@ Then each regime samples with DAEs on a noise grid and DDIM (eq. 1, App. B.1).
 """
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..synthetic.relu_dae import data as rd_data
-from .base import Cost, Feature, Progress, Result
+from .base import Cost, Feature, Progress, StagedResult
 from .settings import Settings, seed_setting, setting
 
 _DATA_HELP = "training data: the built-in digits (16x16) or a two-mode Gaussian mixture"
@@ -80,27 +79,15 @@ class ReluDaeSettings(Settings):
 
 
 @dataclass
-class ReluDaeResult(Result):
-    values: dict = field(default_factory=dict)     # every number (JSON)
+class ReluDaeResult(StagedResult):
     models: dict = field(default_factory=dict)     # regime -> ReluDAE
     data: dict = field(default_factory=dict)       # regime -> DAEData
     arrays: dict = field(default_factory=dict)     # regime -> tensors the figure draws
-    stages: list[str] = field(default_factory=list)
-    completed: int = 0                             # stages finished
-    wall_s: float = 0.0
-
-    def numbers(self) -> dict:
-        return {"wall_s": round(self.wall_s, 2), "numbers": self.values}
 
     def figure(self):
         from ..plots.theory import relu_dae_figure
 
         return relu_dae_figure(self)
-
-    def write_figure(self, path, dpi: int | None = None):
-        from ..plots.theory import save
-
-        return save(self.figure(), path, dpi=dpi)
 
     def summary_lines(self) -> list[str]:
         n, out = self.values, []
@@ -116,9 +103,6 @@ class ReluDaeResult(Result):
                            f"test {n[r]['denoise_mse_test']:.4f}")
         return out
 
-    def summary(self) -> str:
-        return "\n".join(self.summary_lines() + [f"done in {self.wall_s:.1f} s"])
-
 
 # one Adam step: overhead + noise draws (rows x d) + matrix products (rows x d x p); per regime: the
 # analysis; once: loading the digits. Fitted on one core of a 2-core CPU (about +-50%).
@@ -130,6 +114,7 @@ class ReluDae(Feature):
     help = "two-layer ReLU DAE: memorization vs generalization (Zhang et al. 2025, §3)"
     Settings = ReluDaeSettings
     outputs = ("json", "png")
+    echo_command = True
 
     def cost(self, s: ReluDaeSettings) -> Cost:
         dim = 256 if s.data == "digits" else s.d
@@ -206,11 +191,6 @@ class ReluDae(Feature):
         res.finished = True
         prog(1.0, f"done in {res.wall_s:.1f} s")
         yield res
-
-    def write_outputs(self, result: ReluDaeResult, args) -> list[str]:
-        """The command line that reproduces the run (with the files asked for), the summary, the files."""
-        files = " ".join(f"--{k} {shlex.quote(getattr(args, k))}" for k in self.outputs if getattr(args, k, None))
-        return [result.reproduce(extra=files)] + super().write_outputs(result, args)
 
 
 FEATURE = ReluDae()

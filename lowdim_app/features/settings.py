@@ -43,7 +43,6 @@ class Spec:
     choices: tuple | None = None
     label: str = ""              # name in messages and UI labels (default: the field name)
     positional: bool = False     # CLI positional argument instead of ``--flag``
-    always: bool = False         # always written in ``to_cli`` (e.g. the seed, the model)
     max_items: int = MAX_ITEMS
     max_chars: int = MAX_TEXT
     range_style: str = "list"    # how tuple[float] ranges print: "list" or "linspace" (LO:HI:COUNT)
@@ -61,7 +60,7 @@ def setting(default: Any = dataclasses.MISSING, **spec) -> Any:
 
 
 def seed_setting(default: int = 0, help: str = "random seed (same seed, same result)") -> Any:
-    return setting(default, lo=0, hi=SEED_MAX, help=help, always=True)
+    return setting(default, lo=0, hi=SEED_MAX, help=help)
 
 
 # ----------------------------------------------------------------------------- field types
@@ -276,8 +275,10 @@ class Settings:
     def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "") -> str:
         """The exact command line that reproduces these settings.
 
-        Fields equal to their default are left out unless declared ``always``; ``placeholders``
-        replaces the values of path fields the caller cannot know (e.g. ``{"image": "IMAGE.png"}``)."""
+        Every setting is spelled out -- so the line means the same when a later version changes a
+        default -- except ``auto`` (``None``), empty texts and empty lists left at their default.
+        ``placeholders`` replaces the values of path fields the caller cannot know
+        (e.g. ``{"image": "IMAGE.png"}``)."""
         placeholders = placeholders or {}
         parts = ["python -m lowdim_app", self.COMMAND]
         flags: list[str] = []
@@ -291,7 +292,7 @@ class Settings:
                 text = " ".join(shlex.quote(t) for t in text) if isinstance(text, (list, tuple)) else text
                 parts.append(text) if spec.positional else flags.append(f"{_flag(f)} {text}")
                 continue
-            if not spec.positional and not spec.always and _equal(v, f.default):
+            if not spec.positional and _equal(v, f.default) and (v is None or v == "" or v == ()):
                 continue
             ft = field_type(type(self), f)
             if ft.item is str:

@@ -43,11 +43,11 @@ def concept_file_names(n: int) -> tuple[str, ...]:
 class SteerSettings(Settings):
     COMMAND = "steer"
     model: str = model_setting()
-    concept: tuple[str, ...] = setting((), help=CONCEPT_HELP, always=True, max_chars=1000)
+    concept: tuple[str, ...] = setting((), help=CONCEPT_HELP, max_chars=1000)
     concept_n: int = setting(100, lo=1, hi=10_000, help="images in a digit:K or prompt:TEXT concept set "
                              "(Zhang et al. 2025, App. B.3: 100; a folder or files use all their images)")
     source: str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted, then steered)",
-                          always=True, max_chars=1000)
+                          max_chars=1000)
     strengths: tuple[float, ...] = setting((0.0, 2.0, 4.0, 6.0, 8.0), lo=-MAX_STRENGTH, hi=MAX_STRENGTH,
                                            max_items=16, range_style="linspace",
                                            help="steering strengths a (LO:HI:COUNT or A,B,C)")

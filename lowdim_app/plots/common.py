@@ -34,12 +34,13 @@ def _close(fig) -> None:
     plt.close(fig)   # a no-op for object-API figures; frees pyplot-made ones
 
 
-def save_figure(fig, path, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG (parent folders created) and close it; returns the path."""
+def save_figure(fig, path, dpi: int | None = 110, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG (parent folders created) and close it; returns the path. ``dpi=None``:
+    the figure's own; ``tight=False`` for figures that lay themselves out (no second draw)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with RENDER_LOCK:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi or fig.dpi, **({"bbox_inches": "tight"} if tight else {}))
     _close(fig)
     return path
 

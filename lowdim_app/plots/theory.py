@@ -179,11 +179,9 @@ def molr_mog_figure(res):
 
 
 def save(fig, path, dpi: int | None = None) -> Path:
-    """Write ``fig`` as PNG (at its own dpi unless given) and close it; the UI and the CLI both use
-    this, so the tab's figure and ``--png`` are the same image. (The figures lay themselves out: a
-    tight bounding box would draw every figure twice, and the live labs draw one per stage.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi or fig.dpi)
-    plt.close(fig)
-    return path
+    """Write ``fig`` as PNG at its own dpi and close it; the UI and the CLI both use this, so the
+    tab's figure and ``--png`` are the same image. (The figures lay themselves out: a tight bounding
+    box would draw every figure twice, and the live labs draw one per stage.)"""
+    from .common import save_figure
+
+    return save_figure(fig, path, dpi=dpi, tight=False)

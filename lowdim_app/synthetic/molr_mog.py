@@ -294,7 +294,7 @@ def digits_lab_data(d: int, n_modes: int, seed: int) -> LabData:
     from ..data.digits import load_digits_split
 
     sp = load_digits_split()
-    X = sp.train_images.reshape(len(sp.train_images), -1).float()
+    X = sp.train_images.reshape(len(sp.train_images), -1).float().clone()   # rewritten in place below
     y = sp.train_labels
     bases, init, energy = [], [], []
     g = torch.Generator().manual_seed(seed)

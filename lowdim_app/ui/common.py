@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import threading
 from contextlib import contextmanager
 
@@ -184,20 +183,3 @@ def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, 
 
     stop.click(cancel, None, None, cancels=[ev], api_name=False, queue=False)
     return ev
-
-
-# transitional: tabs not yet moved to the feature layer validate with these
-def as_int(name: str, value, lo: int, hi: int) -> int:
-    from ..features.settings import Spec, _check_bounds, _number
-
-    v = _number(name, value, whole=True)
-    _check_bounds(name, v, Spec(lo=lo, hi=hi))
-    return v
-
-
-def as_float(name: str, value, lo: float, hi: float) -> float:
-    from ..features.settings import Spec, _check_bounds, _number
-
-    v = _number(name, value, whole=False)
-    _check_bounds(name, v, Spec(lo=lo, hi=hi))
-    return v
