@@ -37,3 +37,15 @@ def test_front_matter_is_a_zerogpu_gradio_space():
         assert weights and all(f.endswith(".safetensors") for f in weights), entry
     req = (Path(__file__).resolve().parent.parent / "requirements.txt").read_text()
     assert "\nspaces" in req
+
+
+def test_readme_python_snippets_run(tmp_path, monkeypatch):
+    """The README's Python examples (feature layer and diffusion wrapper) run as printed."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(from lowdim_app.*?)```", README, re.S)
+    assert len(blocks) == 2
+    out = {}
+    for block in blocks:
+        exec(compile(block, "README-python", "exec"), out)
+    assert (tmp_path / "grid.png").is_file() and out["x0_hat"].shape == (16, 1, 16, 16)
+    assert out["result"].reproduce().startswith("python -m lowdim_app sample --model digits-gen --n 16 --seed 0 --steps 50")
