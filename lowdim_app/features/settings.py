@@ -168,75 +168,91 @@ def parse_range(text: str, item: type) -> list:
     return [item(p) for p in text.split(",") if p]
 
 
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _to_bool(label: str, value, spec: Spec, f) -> bool:
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise UserError(f"{label} must be true or false, got {_short(value)}")
+
+
+def _to_number(whole: bool):
+    def convert(label: str, value, spec: Spec, f):
+        v = _number(label, value, whole=whole)
+        _check_bounds(label, v, spec)
+        return v
+    return convert
+
+
+def _to_text(label: str, value, spec: Spec, f) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{label} must be text, got {_short(value)}")
+    if len(value) > spec.max_chars:
+        raise UserError(f"{label} is too long ({len(value)} characters, at most {spec.max_chars})")
+    if "\x00" in value:
+        raise UserError(f"{label} must not contain NUL characters")
+    if spec.choices is not None and value not in spec.choices:
+        raise UserError(f"{label} must be one of {', '.join(map(str, spec.choices))}, got {_short(value)}")
+    return value
+
+
+def _to_texts(label: str, value, spec: Spec, f) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise UserError(f"{label} must be a list of text values, got {_short(value)}")
+    if not items and spec.positional and f.default is dataclasses.MISSING:
+        raise UserError(f"{label}: give at least one value")
+    if len(items) > spec.max_items:
+        raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
+    if any(len(v) > spec.max_chars or "\x00" in v for v in items):
+        raise UserError(f"{label}: a value is too long or contains NUL characters")
+    return tuple(items)
+
+
+def _to_numbers(item: type):
+    def convert(label: str, value, spec: Spec, f) -> tuple:
+        if isinstance(value, str):
+            if len(value) > spec.max_chars:
+                raise UserError(f"{label} is too long ({len(value)} characters)")
+            try:
+                items = parse_range(value, item)
+            except (ValueError, OverflowError):
+                form = "A:B, A:B:STEP or A,B,C" if item is int else "LO:HI:COUNT or A,B,C"
+                raise UserError(f"{label}: not a list of numbers: {_short(value)} (use {form})") from None
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            items = list(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            items = [value]
+        else:
+            raise UserError(f"{label} must be a list of numbers, got {_short(value)}")
+        if not items:
+            raise UserError(f"{label} must not be empty")
+        if len(items) > spec.max_items:
+            raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
+        number = _to_number(item is int)
+        return tuple(number(label, v, spec, f) for v in items)
+    return convert
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_number(True), float: _to_number(False), str: _to_text,
+               (tuple, str): _to_texts, (tuple, int): _to_numbers(int), (tuple, float): _to_numbers(float)}
+
+
 def coerce(cls, f: dataclasses.Field, value):
     """One raw value -> the field's type, or :class:`UserError` with one line."""
     ft, spec, label = field_type(cls, f), spec_of(f), _label(f)
-    if value is None or (isinstance(value, str) and not value.strip() and ft.optional and ft.base is not str):
+    blank = isinstance(value, str) and not value.strip() and ft.base is not str
+    if value is None or (blank and ft.optional):
         if ft.optional:
             return None
         if ft.base is str and spec.choices is None:
             return ""
         raise UserError(f"{label} is required")
-    if ft.base is bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if isinstance(value, (int, np.integer)) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-            return value.strip().lower() in ("true", "yes", "1", "on")
-        raise UserError(f"{label} must be true or false, got {_short(value)}")
-    if ft.base in (int, float):
-        v = _number(label, value, whole=ft.base is int)
-        _check_bounds(label, v, spec)
-        return v
-    if ft.base is str:
-        if not isinstance(value, str):
-            raise UserError(f"{label} must be text, got {_short(value)}")
-        if len(value) > spec.max_chars:
-            raise UserError(f"{label} is too long ({len(value)} characters, at most {spec.max_chars})")
-        if "\x00" in value:
-            raise UserError(f"{label} must not contain NUL characters")
-        if spec.choices is not None and value not in spec.choices:
-            raise UserError(f"{label} must be one of {', '.join(map(str, spec.choices))}, got {_short(value)}")
-        return value
-    # tuples
-    item = ft.item
-    if item is str:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            raise UserError(f"{label} must be a list of text values, got {_short(value)}")
-        if not items and spec.positional and f.default is dataclasses.MISSING:
-            raise UserError(f"{label}: give at least one value")
-        if len(items) > spec.max_items:
-            raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
-        for v in items:
-            if len(v) > spec.max_chars or "\x00" in v:
-                raise UserError(f"{label}: a value is too long or contains NUL characters")
-        return tuple(items)
-    if isinstance(value, str):
-        if len(value) > spec.max_chars:
-            raise UserError(f"{label} is too long ({len(value)} characters)")
-        try:
-            items = parse_range(value, item)
-        except (ValueError, OverflowError):
-            form = "A:B, A:B:STEP or A,B,C" if item is int else "LO:HI:COUNT or A,B,C"
-            raise UserError(f"{label}: not a list of numbers: {_short(value)} (use {form})") from None
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        items = [value]
-    else:
-        raise UserError(f"{label} must be a list of numbers, got {_short(value)}")
-    if not items:
-        raise UserError(f"{label} must not be empty")
-    if len(items) > spec.max_items:
-        raise UserError(f"{label}: at most {spec.max_items} values, got {len(items)}")
-    out = []
-    for v in items:
-        v = _number(label, v, whole=item is int)
-        _check_bounds(label, v, spec)
-        out.append(v)
-    return tuple(out)
+    key = (tuple, ft.item) if ft.base is tuple else ft.base
+    return _CONVERTERS[key](label, value, spec, f)
 
 
 # ----------------------------------------------------------------------------- the base class
@@ -280,7 +296,7 @@ class Settings:
         ``placeholders`` replaces the values of path fields the caller cannot know
         (e.g. ``{"image": "IMAGE.png"}``)."""
         placeholders = placeholders or {}
-        parts = ["python -m lowdim_app", self.COMMAND]
+        positional: list[str] = []
         flags: list[str] = []
         for f in dataclasses.fields(self):
             spec = spec_of(f)
@@ -290,29 +306,32 @@ class Settings:
             if f.name in placeholders:
                 text = placeholders[f.name]
                 text = " ".join(shlex.quote(t) for t in text) if isinstance(text, (list, tuple)) else text
-                parts.append(text) if spec.positional else flags.append(f"{_flag(f)} {text}")
+            elif not spec.positional and _equal(v, f.default) and (v is None or v == "" or v == ()):
                 continue
-            if not spec.positional and _equal(v, f.default) and (v is None or v == "" or v == ()):
-                continue
-            ft = field_type(type(self), f)
-            if ft.item is str:
-                quoted = " ".join(shlex.quote(x) for x in v)
-                if spec.positional:
-                    if quoted:
-                        parts.append(quoted)
-                elif v:
-                    flags.append(f"{_flag(f)} {quoted}")
-            elif spec.positional:
-                parts.append(shlex.quote(_format(v, ft, spec)))
-            elif ft.base is bool:
-                flags.append(_flag(f) if v else "--no-" + f.name.replace("_", "-"))
-            elif v is None:
-                flags.append(f"{_flag(f)} auto")
             else:
-                text = _format(v, ft, spec)
-                flags.append(f"{_flag(f)}={shlex.quote(text)}" if text.startswith("-") else
-                             f"{_flag(f)} {shlex.quote(text)}")
-        return " ".join(parts + flags + ([extra] if extra else []))
+                text = _cli_value(v, field_type(type(self), f), spec)
+            if spec.positional:
+                positional += [text] if text else []
+            elif text is not None:
+                flags.append(_cli_flag(f, v, text))
+        return " ".join(["python -m lowdim_app", self.COMMAND] + positional + flags + ([extra] if extra else []))
+
+
+def _cli_value(v, ft: FieldType, spec: Spec) -> str | None:
+    """A setting's value as shell text (``None``: nothing to write, e.g. an empty list flag)."""
+    if ft.item is str:
+        return " ".join(shlex.quote(x) for x in v) if v or spec.positional else None
+    if ft.base is bool:
+        return ""
+    if v is None:
+        return "auto"
+    return shlex.quote(_format(v, ft, spec))
+
+
+def _cli_flag(f: dataclasses.Field, v, text: str) -> str:
+    if isinstance(v, bool):
+        return _flag(f) if v else "--no-" + f.name.replace("_", "-")
+    return f"{_flag(f)}={text}" if text.startswith("-") else f"{_flag(f)} {text}"
 
 
 def _equal(a, b) -> bool:
@@ -349,6 +368,23 @@ def _format(v, ft: FieldType, spec: Spec) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI parser
+def _help(f: dataclasses.Field, ft: FieldType, spec: Spec) -> str:
+    """Help text with the bounds, choices and default appended (``%`` escaped for argparse)."""
+    bits = []
+    if spec.lo is not None or spec.hi is not None:
+        bits.append(f"{'' if spec.lo is None else fmt(spec.lo)}..{'' if spec.hi is None else fmt(spec.hi)}"
+                    + (f" {spec.unit}" if spec.unit else ""))
+    if spec.choices:
+        bits.append("one of " + ", ".join(map(str, spec.choices)))
+    default = None if f.default is dataclasses.MISSING else f.default
+    if not spec.positional and f.default is not dataclasses.MISSING and default != ():
+        bits.append("default: " + ("auto" if default is None else "''" if default == "" else _format(default, ft, spec)))
+    text = spec.help
+    if bits:
+        text = f"{text} ({'; '.join(bits)})" if text else "; ".join(bits)
+    return text.replace("%", "%%")
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One argparse argument per field of ``cls``; values are parsed as text and validated by
     the dataclass itself (so the CLI, the API and Python share one validation path)."""
@@ -357,35 +393,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         if not spec.cli:
             continue
         ft = field_type(cls, f)
-        default = None if f.default is dataclasses.MISSING else f.default
-        help_ = spec.help
-        bits = []
-        if spec.lo is not None or spec.hi is not None:
-            bits.append(f"{'' if spec.lo is None else fmt(spec.lo)}..{'' if spec.hi is None else fmt(spec.hi)}"
-                        + (f" {spec.unit}" if spec.unit else ""))
-        if spec.choices:
-            bits.append("one of " + ", ".join(map(str, spec.choices)))
-        if not spec.positional and f.default is not dataclasses.MISSING and default != ():
-            bits.append("default: " + ("auto" if default is None else _format(default, ft, spec) if default != "" else "''"))
-        if bits:
-            help_ = f"{help_} ({'; '.join(bits)})" if help_ else "; ".join(bits)
-        help_ = help_.replace("%", "%%")
+        kw = {"help": _help(f, ft, spec)}
         if spec.positional:
             if ft.item is str:
                 required = f.default is dataclasses.MISSING
-                parser.add_argument(f.name, help=help_, metavar=f.name.upper(), nargs="+" if required else "*",
-                                    **({} if required else {"default": list(f.default)}))
-            else:
-                parser.add_argument(f.name, help=help_, metavar=f.name.upper())
-        elif ft.item is str:
-            parser.add_argument(_flag(f), dest=f.name, default=argparse.SUPPRESS, help=help_, nargs="+",
-                                metavar=f.name.upper())
-        elif ft.base is bool:
-            parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_)
+                kw.update(nargs="+" if required else "*", **({} if required else {"default": list(f.default)}))
+            parser.add_argument(f.name, metavar=f.name.upper(), **kw)
+            continue
+        kw.update(dest=f.name, default=argparse.SUPPRESS)
+        if ft.base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
         else:
-            parser.add_argument(_flag(f), dest=f.name, default=argparse.SUPPRESS, help=help_,
-                                metavar=f.name.upper() if ft.base is not tuple else "LIST")
+            kw.update(metavar="LIST" if ft.base is tuple and ft.item is not str else f.name.upper(),
+                      **({"nargs": "+"} if ft.item is str else {}))
+        parser.add_argument(_flag(f), **kw)
 
 
 def from_args(cls, args: argparse.Namespace):
