@@ -12,6 +12,7 @@ environment themselves. Library users get the built-in defaults unless they pass
 | ``LOWDIM_MODEL_CACHE`` | how many loaded models to keep in memory | 3 |
 | ``LOWDIM_ASSETS`` | folder with built-in models/calibrations | ``<repo>/assets`` |
 | ``LOWDIM_CLIP`` | CLIP model (hub id in the local cache, or a folder) for the concept-strength curve of text models; ``off`` disables | ``openai/clip-vit-large-patch14`` |
+| ``LOWDIM_REQUEST_BUDGET_S`` | most seconds (estimated from the request's cost) one request may take; larger ones are refused with the CLI command to run them elsewhere; ``none`` for no limit | 120 in public mode, else none |
 | ``LOWDIM_PUBLIC`` | public mode: only built-in and allow-listed models, no server paths from callers | on when ``SPACE_ID`` is set (a Hugging Face Space), else off |
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Runtime:
     assets: Path = DEFAULT_ASSETS
     clip: str = DEFAULT_CLIP
     public: bool = False
+    request_budget_s: float | None = None
 
     @property
     def torch_device(self) -> torch.device:
@@ -61,6 +63,7 @@ def _int_env(name: str, default: int) -> int:
 def from_environment() -> Runtime:
     """The operator's :class:`Runtime` from ``LOWDIM_*`` variables (read on each call)."""
     extra = tuple(s.strip() for s in os.environ.get("LOWDIM_EXTRA_MODELS", "").split(",") if s.strip())
+    public = _flag_env("LOWDIM_PUBLIC", default=bool(os.environ.get("SPACE_ID")))
     return Runtime(
         device=os.environ.get("LOWDIM_DEVICE", "auto"),
         extra_models=extra,
@@ -68,7 +71,8 @@ def from_environment() -> Runtime:
         model_cache=_int_env("LOWDIM_MODEL_CACHE", 3),
         assets=Path(os.environ.get("LOWDIM_ASSETS", DEFAULT_ASSETS)),
         clip=os.environ.get("LOWDIM_CLIP", DEFAULT_CLIP),
-        public=_flag_env("LOWDIM_PUBLIC", default=bool(os.environ.get("SPACE_ID"))),
+        public=public,
+        request_budget_s=_budget_env("LOWDIM_REQUEST_BUDGET_S", 120.0 if public else None),
     )
 
 
@@ -81,3 +85,18 @@ def _flag_env(name: str, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise SystemExit(f"error: {name} must be 1 or 0, got {text!r}")
+
+
+def _budget_env(name: str, default: float | None) -> float | None:
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("none", "off", "0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise SystemExit(f"error: {name} must be a number of seconds or 'none', got {text!r}") from None
+    if not value > 0:
+        raise SystemExit(f"error: {name} must be positive, got {text!r}")
+    return value

@@ -140,6 +140,17 @@ def resolve(model_id: str, runtime: Runtime | None = None) -> tuple[str, Path]:
                     "or a local diffusers folder (other hub ids: set LOWDIM_EXTRA_MODELS)")
 
 
+def unet_config(model_id: str, runtime: Runtime | None = None) -> dict | None:
+    """The U-Net's config of a model without loading any weights (``None`` if it cannot be read)."""
+    from .layout import inspect, read_json
+
+    try:
+        _, path = resolve(model_id, runtime)
+        return read_json(inspect(path, model_id).unet_dir / "config.json", "the U-Net config")
+    except UserError:
+        return None
+
+
 def _load_from_folder(model_id: str, path: Path, device: torch.device) -> DiffusionModel:
     """Load a checked pipeline folder (subfolder or flat layout, safetensors only)."""
     from .layout import inspect, read_json

@@ -213,7 +213,9 @@ class Feature:
     Settings: ClassVar[type[Settings]] = Settings
     uses_model: ClassVar[bool | None] = None   # adds --device on the CLI; None: when the settings have `model`
 
-    def cost(self, settings) -> Cost:
+    def cost(self, settings, unet_config: dict | None = None) -> Cost:
+        """Work of one run; ``unet_config`` (the model's U-Net config, when known) lets a feature size
+        it by the model (guidance doubles the batch of a text model, n = C x H x W, ...)."""
         return Cost()
 
     def run(self, settings, *, runtime: Runtime | None = None, progress=None, should_stop=None, **inputs) -> Result:

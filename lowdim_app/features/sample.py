@@ -59,8 +59,9 @@ class Sample(Feature):
     help = "sample images with DDIM"
     Settings = SampleSettings
 
-    def cost(self, s: SampleSettings) -> Cost:
-        cfg = 2 if s.prompt or s.guidance != 1.0 else 1
+    def cost(self, s: SampleSettings, unet_config: dict | None = None) -> Cost:
+        text_model = bool((unet_config or {}).get("cross_attention_dim"))
+        cfg = 2 if text_model and s.guidance != 1.0 else 1
         return Cost(forward=s.n * s.steps * cfg, note="n x steps U-Net evaluations (x2 with guidance on text models)")
 
     def run(self, s: SampleSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> SampleResult:

@@ -91,18 +91,29 @@ def _gr_progress(progress):
     return Progress(show, bars=True)
 
 
-@gpu
-def _run_on_device(feature, settings, rt, prog, inputs):
+def _duration(feature, settings, rt, prog, inputs, seconds) -> int:
+    return seconds
+
+
+@gpu(duration=_duration)
+def _run_on_device(feature, settings, rt, prog, inputs, seconds):
     return feature.run(settings, runtime=rt, progress=prog, **inputs)
 
 
 def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
-    """Run a feature for a UI event: runtime from the environment, stages to ``gr.Progress``,
-    on the GPU when one is attached (ZeroGPU)."""
+    """Run a feature for a UI event: runtime from the environment, stages to ``gr.Progress``, on the
+    GPU when one is attached (ZeroGPU, for a duration sized from the request's cost); a request over
+    the operator's per-request budget is refused with the CLI command that runs it elsewhere."""
+    from ..diffusion.registry import unet_config
+    from ..features import budget
+
+    rt = runtime()
+    model_id = getattr(settings, "model", None)
+    est = budget.check(feature, settings, rt, unet_config(model_id, rt) if isinstance(model_id, str) else None)
     prog = _gr_progress(progress)
     if should_stop is not None:
         prog.should_stop = should_stop
-    return _run_on_device(feature, settings, runtime(), prog, inputs)
+    return _run_on_device(feature, settings, rt, prog, inputs, budget.gpu_duration(est, rt.request_budget_s))
 
 
 def stream_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
