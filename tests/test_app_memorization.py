@@ -65,3 +65,16 @@ def test_memorization_tab_in_browser(page, artifacts):
     assert "python -m lowdim_app score --model digits-dup" in page.locator("#mem-reproduce").inner_text()
     assert "--n-generate 8 --seed 0" in page.locator("#mem-reproduce").inner_text()
     page.screenshot(path=str(artifacts / "memorization_tab.png"), full_page=True)
+
+
+def test_memorizing_model_example_flags_its_samples(page, artifacts):
+    """The digits-mem example scores 16 fresh samples of the memorizing model and flags some of them."""
+    page.get_by_role("tab", name="Memorization").click()
+    page.locator("#mem-examples").get_by_text("digits-mem").first.click()
+    page.wait_for_function("document.querySelector('#mem-reproduce')?.innerText.includes('--model digits-mem')",
+                           timeout=180_000)
+    import re
+
+    flagged = re.search(r"(\d+) of (\d+) images flagged", page.locator("#mem-summary").inner_text())
+    assert flagged and int(flagged.group(2)) == 16 and int(flagged.group(1)) >= 1
+    page.screenshot(path=str(artifacts / "memorization_example.png"), full_page=False)

@@ -10,3 +10,13 @@ def test_sample_grid_in_browser(page, artifacts):
     assert img.evaluate("i => i.naturalWidth") >= 128
     assert "Measured regime evidence" in page.locator("#models-card").inner_text()
     page.screenshot(path=str(artifacts / "models_tab.png"), full_page=True)
+
+
+def test_an_example_fills_the_inputs_and_shows_its_result(page, artifacts):
+    """Clicking the digits-mem example sets the model and shows that model's grid and reproduce line."""
+    page.locator("#models-examples").get_by_text("digits-mem").first.click()
+    page.wait_for_function("document.querySelector('#models-reproduce')?.innerText.includes('--model digits-mem')",
+                           timeout=180_000)
+    assert page.locator("#models-grid img").evaluate("i => i.naturalWidth") >= 128
+    assert "digits-mem" in page.locator("#models-model input").input_value()
+    page.screenshot(path=str(artifacts / "models_example.png"), full_page=False)

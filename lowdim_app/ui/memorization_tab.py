@@ -115,6 +115,13 @@ def build() -> None:
             with gr.Column():
                 cal_text = gr.Markdown(elem_id="cal-text")
                 cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
+    examples = sorted(str(p) for p in runtime().examples.glob("digit_*.png"))
+    gr.Examples([[None, "digits-mem", "", 50, "std", 1, 16, 0], [None, "digits-gen", "", 50, "std", 1, 16, 0]]
+                + ([[examples, "digits-dup", "", 50, "std", 1, 0, 0]] if examples else []),
+                [files, model, layer, t, metric, n_noise, n_gen, seed],
+                [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
+                label="Examples: 16 samples of the memorizing model, 16 of the generalizing one, held-out digits",
+                elem_id="mem-examples")
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload],
              [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=1, concurrency_id="model")
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],

@@ -69,6 +69,10 @@ def build() -> None:
         with gr.Column(scale=2):
             grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520)
             repro = gr.Markdown(elem_id="models-reproduce")
+    gr.Examples([[m, 16, 0, 50, "", 7.5] for m in ("digits-gen", "digits-mem", "digits-dup")],
+                [model, n, seed, steps, prompt, guidance], [grid, repro], fn=sample, cache_examples=True,
+                cache_mode="lazy", label="Examples: the three built-in regimes (generalize, memorize, hybrid)",
+                elem_id="models-examples")
     with gr.Accordion("Model card", open=True):
         card = gr.Markdown(value=_initial_card, elem_id="models-card")
     with gr.Accordion("All models", open=False):
