@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import shutil
+import tempfile
 import threading
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import gradio as gr
 
@@ -29,10 +33,12 @@ except Exception:  # pragma: no cover - depends on the host
 def _translate(err: Exception) -> gr.Error:
     if isinstance(err, gr.Error):
         return err
-    if isinstance(err, (UserError, ImageError)):
-        return gr.Error(str(err))
+    if isinstance(err, (UserError, ImageError)):   # expected: one log line, no traceback
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.info("user error: %s", message[:300])
+        return gr.Error(message, print_exception=False)
     if isinstance(err, Cancelled):
-        return gr.Error("cancelled")
+        return gr.Error("cancelled", print_exception=False)
     log.exception("unexpected error in a UI handler")
     first = str(err).splitlines()[0][:200] if str(err) else ""
     return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
@@ -56,6 +62,24 @@ def handle_errors(fn):
         except Exception as err:
             raise _translate(err) from None
     return wrapper
+
+
+FILE_TTL_S = 3600      # per-request files (downloads, reproduce-line inputs) live this long
+
+
+def request_folder(prefix: str) -> Path:
+    """A fresh folder for one request's files under ``<tmp>/lowdim-app``; folders older than
+    ``FILE_TTL_S`` are deleted whenever a new one is made."""
+    root = Path(tempfile.gettempdir()) / "lowdim-app"
+    root.mkdir(exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > FILE_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
 
 
 def runtime() -> Runtime:

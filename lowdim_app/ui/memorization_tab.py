@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -14,7 +13,7 @@ from ..features.calibrate import CalibrateSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, model_choices, run_feature, runtime
+from .common import handle_errors, model_choices, request_folder, run_feature, runtime
 
 MAX_NOISE_DRAWS = 16
 
@@ -55,7 +54,7 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
         raise UserError(f"generated samples must be at most {limit} here (the CLI has no such limit)")
     result = run_feature(SCORE, settings, progress=progress, images=paths or None, names=settings.images or None,
                          calibration_file=cal_paths[0] if uploaded else None)
-    csv_path = result.write_csv(Path(tempfile.mkdtemp(prefix="lowdim-score-")) / "scores.csv")
+    csv_path = result.write_csv(request_folder("score") / "scores.csv")
     return (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), result.neighbour_pairs(),
             _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
 
@@ -68,7 +67,7 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, prog
     settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
                                           layer=(layer or "").strip(), t=t, metric=metric, target_fpr=target_fpr)
     result = run_feature(CALIBRATE, settings, progress=progress, memorized_images=mem, generalized_images=gen)
-    out = Path(tempfile.mkdtemp(prefix="lowdim-cal-")) / f"{settings.model.strip().replace('/', '_')}_calibration.json"
+    out = request_folder("calibrate") / f"{settings.model.strip().replace('/', '_')}_calibration.json"
     path = result.write(out)
     text = f"{result.summary()}\n\n{_reproduce(result.reproduce(extra=f'--out {shlex.quote(out.name)}'), True)}"
     return to_pil(result.figure()), text, str(path)

@@ -24,14 +24,15 @@ def model_card(model_id: str) -> str:
     """Markdown model card: the built-in card (data, steps, loss, wall time, evidence) or a summary."""
     kind, folder = resolve(model_id, runtime())
     readme = folder / "README.md"
-    if readme.is_file():
+    if readme.is_file() and not readme.is_symlink():   # never follow a link out of the model folder
         text = readme.read_text()
         if text.startswith("---"):
             text = text.split("---", 2)[2]
         # the sample grid is shown by the app itself, not as a relative link
         return text.replace("![samples](samples.png)", "")
     card = json.loads((folder / "card.json").read_text()) if (folder / "card.json").is_file() else {}
-    return f"### {model_id}\n\n{kind} model from `{folder}`.\n\n" + (f"```json\n{json.dumps(card, indent=1)[:3000]}\n```" if card else "")
+    where = "a local folder" if kind == "folder" else "the Hugging Face hub" if kind == "hub" else "the built-in models"
+    return f"### {model_id}\n\n{kind} model from {where}.\n\n" + (f"```json\n{json.dumps(card, indent=1)[:3000]}\n```" if card else "")
 
 
 def _initial_card() -> str:
@@ -74,9 +75,9 @@ def build() -> None:
                 cache_mode="lazy", label="Examples: the three built-in regimes (generalize, memorize, hybrid)",
                 elem_id="models-examples")
     with gr.Accordion("Model card", open=True):
-        card = gr.Markdown(value=_initial_card, elem_id="models-card")
+        card = gr.Markdown(value=_initial_card(), elem_id="models-card")
     with gr.Accordion("All models", open=False):
-        gr.Dataframe(value=models_table, headers=["model", "kind", "status", "description", "detail"],
+        gr.Dataframe(value=models_table(), headers=["model", "kind", "status", "description", "detail"],
                              interactive=False, elem_id="models-table")
 
     go.click(sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",

@@ -10,17 +10,25 @@ stops the computation (``STOP_FLAGS``).
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
 from ..errors import UserError
-from ..features.gl_score import FEATURE as GL, GLSettings
-from ..features.molrg_rank import FEATURE as RANK, RankSettings
-from ..features.phase import FEATURE as PHASE, WEB_MAX_PROBLEMS, PhaseSettings
+from ..features.gl_score import FEATURE as GL
+from ..features.gl_score import GLSettings
+from ..features.molrg_rank import FEATURE as RANK
+from ..features.molrg_rank import RankSettings
+from ..features.phase import FEATURE as PHASE
+from ..features.phase import WEB_MAX_PROBLEMS, PhaseSettings
 from ..features.settings import coerce, fmt, spec_of
-from .common import STOP_FLAGS, handle_errors, run_cancel_buttons, stream_feature, wire_cancellable
+from .common import (
+    STOP_FLAGS,
+    handle_errors,
+    request_folder,
+    run_cancel_buttons,
+    stream_feature,
+    wire_cancellable,
+)
 
 FILES_EXTRA = "--json out.json --png out.png"
 
@@ -63,7 +71,7 @@ def _reproduce(settings) -> str:
 
 def _files(result, stem: str) -> tuple[str, str, str]:
     """The final result's CSV, PNG and JSON (the files the reproduce line names) in a fresh folder."""
-    folder = Path(tempfile.mkdtemp(prefix="molrg-"))
+    folder = request_folder("molrg")
     return (str(result.write_csv(folder / f"{stem}.csv")), str(result.write_figure(folder / f"{stem}.png")),
             str(result.write_json(folder / f"{stem}.json")))
 

@@ -9,9 +9,6 @@ Cancel stops the computation through ``STOP_FLAGS``.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import gradio as gr
 
 from ..features.base import dumps
@@ -22,6 +19,7 @@ from ..features.settings import describe, fmt
 from .common import (
     STOP_FLAGS,
     handle_errors,
+    request_folder,
     run_cancel_buttons,
     stream_feature,
     wire_cancellable,
@@ -42,7 +40,7 @@ def status(res) -> str:
 def _stream(feature, settings, request, lab: str, progress):
     """Yield (figure, numbers, status, reproduce line, files) after each stage of ``feature``."""
     reproduce = f"Reproduce: `{settings.to_cli(extra=OUT_FLAGS)}`"
-    folder = Path(tempfile.mkdtemp(prefix=f"{feature.name}-"))
+    folder = request_folder(feature.name)
     with STOP_FLAGS.running(request, lab) as should_stop:
         for res in stream_feature(feature, settings, progress=progress, should_stop=should_stop):
             if should_stop():
