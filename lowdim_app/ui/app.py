@@ -18,7 +18,7 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 def build_app() -> gr.Blocks:
     from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab, theory
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Models", id="models", elem_id="tab-models"):
@@ -33,8 +33,17 @@ def build_app() -> gr.Blocks:
                 with gr.Tabs(elem_id="theory-labs"):
                     molrg.build()
                     theory.build()
+        demo.unload(_stop_session_runs)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
+
+
+def _stop_session_runs(request: gr.Request) -> None:
+    """A closed (or reloaded) tab stops every computation it started."""
+    from .common import STOP_FLAGS
+
+    if STOP_FLAGS.cancel_session(request):
+        logging.getLogger("lowdim_app.ui").info("tab closed: its running requests were stopped")
 
 
 def launch(host: str | None = None, port: int | None = None, **kwargs):

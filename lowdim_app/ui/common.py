@@ -140,6 +140,79 @@ def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs)
     return _run_on_device(feature, settings, rt, prog, inputs, budget.gpu_duration(est, rt.request_budget_s))
 
 
+HEARTBEAT_S = 0.25
+STOP_WAIT_S = 15.0
+
+
+def unchanged(n: int) -> tuple:
+    """What a heartbeat yields: ``n`` outputs left as they are."""
+    return tuple(gr.skip() for _ in range(n))
+
+
+def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream: bool = False, **inputs):
+    """A UI event as a generator over the feature's results, computed in a worker thread.
+
+    While the worker runs this yields ``None`` every quarter second (the client sees the run alive,
+    and gradio can close the generator at any moment), and each result as it arrives (``stream``:
+    every partial result of ``feature.stream``; else the one result of ``run_feature``, on the GPU
+    when one is attached). Cancel (button), ``job.cancel()`` from gradio_client (which closes this
+    generator) and a closed tab (``demo.unload``) all set the run's stop flag, which the feature
+    polls, so the machine is freed within one polling interval."""
+    import queue
+
+    with STOP_FLAGS.running(request, lab) as flag:
+        results: queue.Queue = queue.Queue()
+        taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
+        done = object()
+
+        def hand_over(item) -> None:
+            results.put(item)
+            while not taken.wait(HEARTBEAT_S):
+                if flag():
+                    return
+            taken.clear()
+
+        def work():
+            try:
+                if stream:
+                    prog = _gr_progress(progress)
+                    prog.should_stop = flag
+                    for res in feature.stream(settings, runtime=runtime(), progress=prog, **inputs):
+                        hand_over(res)
+                        if flag():
+                            break
+                else:
+                    hand_over(run_feature(feature, settings, progress=progress, should_stop=flag, **inputs))
+            except Cancelled:
+                pass
+            except BaseException as err:   # re-raised in the request thread
+                results.put(err)
+            finally:
+                results.put(done)
+
+        worker = threading.Thread(target=work, name=f"lowdim-{lab}", daemon=True)
+        worker.start()
+        try:
+            while True:
+                try:
+                    item = results.get(timeout=HEARTBEAT_S)
+                except queue.Empty:
+                    yield None
+                    continue
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                taken.set()
+        except GeneratorExit:
+            flag.set()
+            worker.join(STOP_WAIT_S)      # the run counts as active until its computation has stopped
+            log.info("%s: run stopped (request cancelled)%s", lab, "" if not worker.is_alive() else
+                     f"; still finishing a step after {STOP_WAIT_S} s")
+            raise
+
+
 def stream_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
     """Partial results of a feature for a streaming UI event (stops quietly on Cancel)."""
     prog = _gr_progress(progress)
@@ -157,45 +230,71 @@ def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
             gr.Button("Cancel", elem_id=f"{prefix}-cancel"))
 
 
+class RunFlag:
+    """One run's stop flag: call it to ask whether to stop (a ``should_stop`` hook); ``set()`` stops."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    is_set = __call__
+
+    def set(self) -> None:
+        self._event.set()
+
+
 class StopFlags:
-    """Cooperative cancellation, one flag per (browser session, lab).
+    """Cooperative cancellation, one flag per run, found by (browser session, lab).
 
     Gradio's ``cancels=`` can only stop a generator between two yields and cannot stop a plain
-    function at all, so a long training step would keep the CPU busy after Cancel. A running
-    handler registers a fresh flag (:meth:`running`) and passes ``flag.is_set`` to the library's
-    ``should_stop`` hooks; Cancel sets it (:meth:`cancel`). Only the flag of the caller's own
-    session and lab is touched, and it is dropped when the run ends.
+    function at all, so a long computation would keep the CPU busy after Cancel. A running handler
+    registers a fresh flag (:meth:`running`) and passes it to the library's ``should_stop`` hooks;
+    Cancel sets the flags of the caller's own session and lab (:meth:`cancel`), a closed tab all
+    flags of its session (:meth:`cancel_session`). Flags are dropped when their run ends.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._flags: dict[tuple, threading.Event] = {}
+        self._flags: dict[tuple, RunFlag] = {}
+        self._next = 0
 
     @staticmethod
-    def _key(request, lab: str) -> tuple:
-        return (getattr(request, "session_hash", None), lab)
+    def _session(request):
+        return getattr(request, "session_hash", None)
 
     @contextmanager
     def running(self, request, lab: str):
-        key, flag = self._key(request, lab), threading.Event()
+        flag = RunFlag()
         with self._lock:
+            self._next += 1
+            key = (self._session(request), lab, self._next)
             self._flags[key] = flag
         try:
-            yield flag.is_set
-            if flag.is_set():
+            yield flag
+            if flag():
                 log.info("%s: run stopped by Cancel", lab)
         finally:
             with self._lock:
-                if self._flags.get(key) is flag:
-                    del self._flags[key]
+                self._flags.pop(key, None)
+
+    def _set(self, match) -> int:
+        with self._lock:
+            flags = [f for k, f in self._flags.items() if match(k)]
+        for f in flags:
+            f.set()
+        return len(flags)
 
     def cancel(self, request, lab: str) -> bool:
-        """Set the running flag of this session's ``lab``; ``False`` if none is running."""
-        with self._lock:
-            flag = self._flags.get(self._key(request, lab))
-        if flag is not None:
-            flag.set()
-        return flag is not None
+        """Stop this session's running ``lab`` runs; ``False`` if none is running."""
+        session = self._session(request)
+        return self._set(lambda k: k[0] == session and k[1] == lab) > 0
+
+    def cancel_session(self, request) -> int:
+        """Stop every run of the caller's session (the tab was closed); returns how many."""
+        session = self._session(request)
+        return self._set(lambda k: k[0] == session)
 
     def active(self) -> int:
         with self._lock:
@@ -205,16 +304,19 @@ class StopFlags:
 STOP_FLAGS = StopFlags()
 
 
-def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str):
+def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str, lab: str | None = None,
+                     **click_kwargs):
     """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint.
 
     ``fn`` should take a trailing ``request: gr.Request`` and run inside
-    ``STOP_FLAGS.running(request, api_name)`` so that Cancel also stops its computation."""
+    ``STOP_FLAGS.running(request, lab)`` (``lab`` defaults to ``api_name``) so that Cancel also
+    stops its computation."""
     run, stop = buttons
-    ev = run.click(fn, inputs, outputs, api_name=api_name)
+    ev = run.click(fn, inputs, outputs, api_name=api_name, **click_kwargs)
+    lab = lab or api_name
 
     def cancel(request: gr.Request):
-        STOP_FLAGS.cancel(request, api_name)
+        STOP_FLAGS.cancel(request, lab)
 
     stop.click(cancel, None, None, cancels=[ev], api_name=False, queue=False)
     return ev

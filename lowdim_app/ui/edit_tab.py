@@ -19,8 +19,10 @@ from PIL import Image
 from ..config import REPO_ROOT
 from ..diffusion.registry import DEFAULT_MODEL
 from ..errors import UserError
+from ..features.edit import DEFAULT_MAX_PASSES, DEFAULT_TOL
 from ..features.edit import FEATURE as EDIT
-from ..features.edit import MAX_ALPHAS, AlphaRange, EditSettings
+from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
+from ..methods.jacobian import DEFAULT_JVP_MODE, JVP_MODES
 from ..plots.common import to_pil as fig_to_pil
 from .common import handle_errors, model_choices, run_feature
 
@@ -100,11 +102,15 @@ def _edit_outputs(result):
 
 
 @handle_errors
-def find_directions(editor, model_id, t_frac, k, steps, prompt, local, progress=gr.Progress(track_tqdm=True)):
-    """Invert the image to t and find the top-k directions; returns spectrum, v_i, u_i, info, state."""
+def find_directions(editor, model_id, t_frac, k, steps, prompt, local, max_passes=DEFAULT_MAX_PASSES,
+                    tol=DEFAULT_TOL, jvp=DEFAULT_JVP_MODE, progress=gr.Progress(track_tqdm=True)):
+    """Invert the image to t and find the top-k directions within the pass budget (Advanced: max passes,
+    tolerance, JVP mode); returns spectrum, v_i, u_i, info, state."""
     image, mask = _save_inputs(editor, bool(local))
     settings = EditSettings.from_raw(image=str(image), model=model_id, t=_tidy(t_frac), k=k, steps=steps,
-                                     prompt=prompt or "", mask=str(mask) if mask else "")
+                                     prompt=prompt or "", mask=str(mask) if mask else "",
+                                     max_passes=DEFAULT_MAX_PASSES if max_passes is None else max_passes,
+                                     tol=DEFAULT_TOL if tol is None else _tidy(tol), jvp=jvp or DEFAULT_JVP_MODE)
     search = run_feature(EDIT, settings, progress=progress, stage="find")
     k = settings.k
     # a slider needs minimum < maximum: with k = 1 it stays at 1, not interactive
@@ -172,6 +178,15 @@ def build() -> None:
                 local = gr.Checkbox(label="local edit (painted mask)", elem_id="edit-local")
             prompt = gr.Textbox(label="Prompt (text models; the Jacobian is of the conditional x0_hat, no CFG)",
                                 elem_id="edit-prompt")
+            with gr.Accordion("Advanced", open=False, elem_id="edit-advanced"):
+                with gr.Row():
+                    max_passes = gr.Number(value=DEFAULT_MAX_PASSES, precision=0, minimum=2, maximum=MAX_PASSES,
+                                           label="max passes (JVP + VJP budget of the search)",
+                                           elem_id="edit-max-passes")
+                    tol = gr.Number(value=DEFAULT_TOL, minimum=1e-6, maximum=1.0,
+                                    label="tolerance (estimated subspace error)", elem_id="edit-tol")
+                jvp = gr.Radio(list(JVP_MODES), value=DEFAULT_JVP_MODE, elem_id="edit-jvp",
+                               label="JVP: central difference (low memory) or exact forward-mode AD")
             find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="edit-info")
@@ -199,7 +214,8 @@ def build() -> None:
             edit_info = gr.Markdown(elem_id="edit-edit-info")
             files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
 
-    find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local], [spectrum, vgal, ugal, info, state, index],
+    find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
+               [spectrum, vgal, ugal, info, state, index],
                api_name="find_directions", concurrency_limit=1, concurrency_id="model")
     go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info, files], api_name="edit",
              concurrency_limit=1, concurrency_id="model")

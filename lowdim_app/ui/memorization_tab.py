@@ -13,7 +13,7 @@ from ..features.calibrate import CalibrateSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, model_choices, request_folder, run_feature, runtime
+from .common import handle_errors, model_choices, request_folder, run_in_worker, runtime, unchanged
 
 MAX_NOISE_DRAWS = 16
 
@@ -35,7 +35,7 @@ def _reproduce(line: str, files: bool) -> str:
 
 @handle_errors
 def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibration_file=None,
-          progress=gr.Progress(track_tqdm=True)):
+          progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """Score uploaded images (and/or ``n_generate`` fresh samples): table, CSV, histogram, summary, nearest
     training images, reproduce line.
 
@@ -52,25 +52,34 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
     limit = runtime().max_samples
     if settings.n_generate > limit:
         raise UserError(f"generated samples must be at most {limit} here (the CLI has no such limit)")
-    result = run_feature(SCORE, settings, progress=progress, images=paths or None, names=settings.images or None,
-                         calibration_file=cal_paths[0] if uploaded else None)
-    csv_path = result.write_csv(request_folder("score") / "scores.csv")
-    return (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), result.neighbour_pairs(),
-            _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
+    for result in run_in_worker(SCORE, settings, request=request, lab="score", progress=progress,
+                                images=paths or None, names=settings.images or None,
+                                calibration_file=cal_paths[0] if uploaded else None):
+        if result is None:
+            yield unchanged(6)
+            continue
+        csv_path = result.write_csv(request_folder("score") / "scores.csv")
+        yield (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), result.neighbour_pairs(),
+               _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
 
 
 @handle_errors
-def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, progress=gr.Progress(track_tqdm=True)):
+def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, progress=gr.Progress(track_tqdm=True),
+              request: gr.Request = None):
     """Fit a threshold from uploaded known-memorized and known-generalized images: ROC, text with the
     reproduce line, calibration JSON."""
     mem, gen = _paths(mem_files), _paths(gen_files)
     settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
                                           layer=(layer or "").strip(), t=t, metric=metric, target_fpr=target_fpr)
-    result = run_feature(CALIBRATE, settings, progress=progress, memorized_images=mem, generalized_images=gen)
-    out = request_folder("calibrate") / f"{settings.model.strip().replace('/', '_')}_calibration.json"
-    path = result.write(out)
-    text = f"{result.summary()}\n\n{_reproduce(result.reproduce(extra=f'--out {shlex.quote(out.name)}'), True)}"
-    return to_pil(result.figure()), text, str(path)
+    for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress,
+                                memorized_images=mem, generalized_images=gen):
+        if result is None:
+            yield unchanged(3)
+            continue
+        out = request_folder("calibrate") / f"{settings.model.strip().replace('/', '_')}_calibration.json"
+        path = result.write(out)
+        text = f"{result.summary()}\n\n{_reproduce(result.reproduce(extra=f'--out {shlex.quote(out.name)}'), True)}"
+        yield to_pil(result.figure()), text, str(path)
 
 
 def build() -> None:
@@ -122,6 +131,6 @@ def build() -> None:
                 label="Examples: 16 samples of the memorizing model, 16 of the generalizing one, held-out digits",
                 elem_id="mem-examples")
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload],
-             [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=1, concurrency_id="model")
+             [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=2, concurrency_id="light")
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
-                 api_name="calibrate", concurrency_limit=1, concurrency_id="model")
+                 api_name="calibrate", concurrency_limit=2, concurrency_id="light")

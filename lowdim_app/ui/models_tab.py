@@ -9,7 +9,7 @@ from ..diffusion.registry import DEFAULT_MODEL, list_models, resolve
 from ..errors import UserError
 from ..features.sample import FEATURE as SAMPLE
 from ..features.sample import SampleSettings
-from .common import handle_errors, model_choices, run_feature, runtime
+from .common import handle_errors, model_choices, run_in_worker, runtime, unchanged, wire_cancellable
 
 MAX_STEPS = 1000
 
@@ -43,14 +43,18 @@ def _initial_card() -> str:
 
 
 @handle_errors
-def sample(model_id: str, n, seed, steps, prompt: str = "", guidance=7.5, progress=gr.Progress(track_tqdm=True)):
-    """Sample ``n`` images with DDIM; returns the grid image and the CLI line that reproduces it."""
+def sample(model_id: str, n, seed, steps, prompt: str = "", guidance=7.5, progress=gr.Progress(track_tqdm=True),
+           request: gr.Request = None):
+    """Sample ``n`` images with DDIM; yields the grid image and the CLI line that reproduces it."""
     settings = SampleSettings.from_raw(model=model_id, n=n, seed=seed, steps=steps, prompt=prompt, guidance=guidance)
     limit = runtime().max_samples
     if settings.n > limit:
         raise UserError(f"number of images must be at most {limit} here (the CLI has no such limit)")
-    result = run_feature(SAMPLE, settings, progress=progress)
-    return result.images()["grid"], f"Reproduce: `{result.reproduce(extra='--out grid.png')}`"
+    for result in run_in_worker(SAMPLE, settings, request=request, lab="sample", progress=progress):
+        if result is None:
+            yield unchanged(2)
+        else:
+            yield result.images()["grid"], f"Reproduce: `{result.reproduce(extra='--out grid.png')}`"
 
 
 def build() -> None:
@@ -66,7 +70,9 @@ def build() -> None:
             with gr.Accordion("Text models (Stable Diffusion)", open=False):
                 prompt = gr.Textbox(label="Prompt", elem_id="models-prompt")
                 guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Classifier-free guidance", elem_id="models-guidance")
-            go = gr.Button("Sample", variant="primary", elem_id="models-sample-btn")
+            with gr.Row():
+                go = gr.Button("Sample", variant="primary", elem_id="models-sample-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="models-cancel", scale=1)
         with gr.Column(scale=2):
             grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520)
             repro = gr.Markdown(elem_id="models-reproduce")
@@ -80,6 +86,6 @@ def build() -> None:
         gr.Dataframe(value=models_table(), headers=["model", "kind", "status", "description", "detail"],
                              interactive=False, elem_id="models-table")
 
-    go.click(sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
-             concurrency_limit=1, concurrency_id="model")
+    wire_cancellable((go, stop), sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
+                     lab="sample", concurrency_limit=1, concurrency_id="heavy")
     model.change(model_card, model, card, api_name="model_card")

@@ -22,11 +22,11 @@ from ..features.phase import FEATURE as PHASE
 from ..features.phase import WEB_MAX_PROBLEMS, PhaseSettings
 from ..features.settings import coerce, fmt, spec_of
 from .common import (
-    STOP_FLAGS,
     handle_errors,
     request_folder,
     run_cancel_buttons,
-    stream_feature,
+    run_in_worker,
+    unchanged,
     wire_cancellable,
 )
 
@@ -91,16 +91,18 @@ def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_varian
     """Stream the success-rate heat map as batches (N columns) finish."""
     settings = phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed)
     cli = _reproduce(settings)
-    with STOP_FLAGS.running(request, "phase") as should_stop:
-        for res in stream_feature(PHASE, settings, should_stop=should_stop):
-            table = "```\n" + res.table() + "\n```"
-            if res.finished:
-                csv, png, js = _files(res, "phase")
-                yield (res.figure(), f"done: {res.grid.cells_total} cells in {res.grid.wall_s:.1f} s", table,
-                       csv, png, js, cli)
-            else:
-                status = f"{res.grid.cells_done}/{res.grid.cells_total} cells, {res.grid.wall_s:.1f} s"
-                yield res.figure(), status, table, None, None, None, cli
+    for res in run_in_worker(PHASE, settings, request=request, lab="phase", stream=True):
+        if res is None:
+            yield unchanged(7)
+            continue
+        table = "```\n" + res.table() + "\n```"
+        if res.finished:
+            csv, png, js = _files(res, "phase")
+            yield (res.figure(), f"done: {res.grid.cells_total} cells in {res.grid.wall_s:.1f} s", table,
+                   csv, png, js, cli)
+        else:
+            status = f"{res.grid.cells_done}/{res.grid.cells_total} cells, {res.grid.wall_s:.1f} s"
+            yield res.figure(), status, table, None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- rank vs SNR
@@ -115,13 +117,14 @@ def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, request:
     """Stream the rank-vs-SNR curves as the models (closed form, DAE, MLP) finish."""
     settings = rank_settings(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed)
     cli = _reproduce(settings)
-    with STOP_FLAGS.running(request, "molrg_rank") as should_stop:
-        for res in stream_feature(RANK, settings, should_stop=should_stop):
-            if res.finished:
-                csv, png, js = _files(res, "rank_vs_snr")
-                yield res.figure(), csv, png, js, cli
-            else:
-                yield res.figure(), None, None, None, cli
+    for res in run_in_worker(RANK, settings, request=request, lab="molrg_rank", stream=True):
+        if res is None:
+            yield unchanged(5)
+        elif res.finished:
+            csv, png, js = _files(res, "rank_vs_snr")
+            yield res.figure(), csv, png, js, cli
+        else:
+            yield res.figure(), None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- GL score
@@ -135,13 +138,14 @@ def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed, request: gr.Re
     """Stream the GL curves (eq. 21) as each d_k's networks finish."""
     settings = gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed)
     cli = _reproduce(settings)
-    with STOP_FLAGS.running(request, "gl_score") as should_stop:
-        for res in stream_feature(GL, settings, should_stop=should_stop):
-            if res.finished:
-                csv, png, js = _files(res, "gl_score")
-                yield res.figure(), f"done in {res.wall_s:.1f} s", csv, png, js, cli
-            else:
-                yield res.figure(), f"trained d_k = {res.rows[-1]['d']} ({res.wall_s:.1f} s)", None, None, None, cli
+    for res in run_in_worker(GL, settings, request=request, lab="gl_score", stream=True):
+        if res is None:
+            yield unchanged(6)
+        elif res.finished:
+            csv, png, js = _files(res, "gl_score")
+            yield res.figure(), f"done in {res.wall_s:.1f} s", csv, png, js, cli
+        else:
+            yield res.figure(), f"trained d_k = {res.rows[-1]['d']} ({res.wall_s:.1f} s)", None, None, None, cli
 
 
 # ----------------------------------------------------------------------------- layout
@@ -186,7 +190,7 @@ def build() -> None:
             js = gr.File(label="JSON", elem_id="molrg-phase-json")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                         [plot, status, table, csv, png, js, cli], api_name="phase")
+                         [plot, status, table, csv, png, js, cli], api_name="phase", concurrency_id="labs", concurrency_limit=2)
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (Wang et al. 2024, eq. 46) of the denoiser Jacobian vs SNR along EDM "
@@ -214,7 +218,7 @@ def build() -> None:
             rjs = gr.File(label="JSON", elem_id="molrg-rank-json")
         rcli = gr.Markdown(elem_id="molrg-rank-cli")
         wire_cancellable(rbuttons, run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed],
-                         [rplot, rcsv, rpng, rjs, rcli], api_name="molrg_rank")
+                         [rplot, rcsv, rpng, rjs, rcli], api_name="molrg_rank", concurrency_id="labs", concurrency_limit=2)
 
     with gr.Tab("Generalization score", elem_id="molrg-gl-tab"):
         gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (Wang et al. "
@@ -241,4 +245,4 @@ def build() -> None:
             gjs = gr.File(label="JSON", elem_id="molrg-gl-json")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
-                         [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score")
+                         [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score", concurrency_id="labs", concurrency_limit=2)

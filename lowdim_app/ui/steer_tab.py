@@ -1,5 +1,6 @@
 """The "Steer" tab: representation steering with a strength sweep (Zhang et al. 2025, §4.2, eq. 11, Fig. 8),
-a thin adapter over :mod:`lowdim_app.features.steer`."""
+a thin adapter over :mod:`lowdim_app.features.steer`. Every run offers its steering vector as a
+``.safetensors`` download; uploading one applies it instead of computing a vector (no concept set)."""
 from __future__ import annotations
 
 import tempfile
@@ -12,7 +13,13 @@ import numpy as np
 from ..errors import UserError
 from ..features.settings import SEED_MAX, Settings, seed_setting, setting
 from ..features.steer import FEATURE as STEER
-from ..features.steer import MAX_STRENGTH, SOURCE_FILE, SteerSettings, concept_file_names
+from ..features.steer import (
+    MAX_STRENGTH,
+    SOURCE_FILE,
+    VECTOR_FILE,
+    SteerSettings,
+    concept_file_names,
+)
 from ..plots.common import to_pil as fig_to_pil
 from .common import handle_errors, model_choices, run_feature
 
@@ -43,10 +50,17 @@ def _paths(files) -> list[str]:
     return paths
 
 
+def _file_path(file) -> str | None:
+    if file is None:
+        return None
+    return file if isinstance(file, str) else getattr(file, "path", None) or file.name
+
+
 def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind,
-                 layers, contrast, seed=0) -> tuple[SteerSettings, dict]:
-    """The tab's inputs -> ``steer`` settings and the images it holds (uploads travel as data; the settings
-    name the files :meth:`~lowdim_app.features.steer.SteerResult.write_inputs` saves them as)."""
+                 layers, contrast, seed=0, vector_file=None) -> tuple[SteerSettings, dict]:
+    """The tab's inputs -> ``steer`` settings and the data it holds (uploads travel as data; the settings
+    name the files :meth:`~lowdim_app.features.steer.SteerResult.write_inputs` saves them as). An uploaded
+    vector replaces the concept (its file names the concept it is of)."""
     if concept_mode not in MODES:
         raise UserError(f"concept must be {', '.join(repr(m) for m in MODES)}")
     if kind not in KINDS:
@@ -54,7 +68,10 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
     tab = TabInputs.from_raw(digit=digit if concept_mode == "digit class" else 4,
                              source_seed=source_seed if source_image is None else 1, a_max=a_max, count=count, seed=seed)
     inputs: dict = {}
-    if concept_mode == "digit class":
+    vector = _file_path(vector_file)
+    if vector is not None:
+        concept, inputs["vector"] = {"vector": VECTOR_FILE}, vector
+    elif concept_mode == "digit class":
         concept = {"concept": f"digit:{tab.digit}", "concept_n": DIGIT_CONCEPT_N}
     elif concept_mode == "prompt":
         if not (prompt or "").strip():
@@ -78,19 +95,25 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
 
 @handle_errors
 def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-          contrast, seed=0, progress=gr.Progress(track_tqdm=True)):
+          contrast, seed=0, vector_file=None, progress=gr.Progress(track_tqdm=True)):
     """Steer a source with strength a = 0..a_max; returns the strip, the concept curve, the contrast strip,
-    the info text with the reproduce line, and the files that line reads (plus steer.json)."""
+    the info text with the reproduce line, the files that line reads (plus steer.json), and the steering
+    vector as a .safetensors file (upload it again to skip the concept set)."""
     settings, inputs = settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max,
-                                    count, kind, layers, contrast, seed)
+                                    count, kind, layers, contrast, seed, vector_file)
     result = run_feature(STEER, settings, progress=progress, **inputs)
     folder = Path(tempfile.mkdtemp(prefix="lowdim-steer-"))   # per request: the files it offers
     files_out = [str(p) for p in result.write_inputs(folder)] + [str(result.write_json(folder / "steer.json"))]
+    vector_out = folder / VECTOR_FILE
+    if not vector_out.is_file():
+        result.save_vector(vector_out)
     images = result.images()
     fig = result.figure()
-    where = " (in a folder holding the image files below)" if inputs else ""
-    info = f"{result.summary()}\n\nReproduce{where}: `{result.reproduce()}`"
-    return images["strip"], None if fig is None else fig_to_pil(fig), images.get("contrast"), info, files_out
+    where = " (in a folder holding the files below)" if inputs else ""
+    info = (f"{result.summary()}\n\nReproduce{where}: `{result.reproduce()}`\n\nWith the vector file offered below, "
+            f"`--vector {VECTOR_FILE}` replaces the concept set.")
+    return (images["strip"], None if fig is None else fig_to_pil(fig), images.get("contrast"), info, files_out,
+            str(vector_out))
 
 
 def build() -> None:
@@ -118,6 +141,8 @@ def build() -> None:
                                  elem_id="steer-vector-seed")
             contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
                                    elem_id="steer-contrast")
+            vector_in = gr.File(label="or apply a saved steering vector (.safetensors; replaces the concept)",
+                                file_types=[".safetensors"], elem_id="steer-vector-in")
             go = gr.Button("Steer", variant="primary", elem_id="steer-btn")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="steer-info")
@@ -127,6 +152,9 @@ def build() -> None:
                                     format="png")
             used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
                            interactive=False, elem_id="steer-files-out")
+            vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
+                                 interactive=False, elem_id="steer-vector-out")
     go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-                     contrast, seed],
-             [strip, curve, contrast_img, info, used], api_name="steer", concurrency_limit=1, concurrency_id="model")
+                     contrast, seed, vector_in],
+             [strip, curve, contrast_img, info, used, vector_out], api_name="steer", concurrency_limit=1,
+             concurrency_id="model")

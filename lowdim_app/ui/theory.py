@@ -17,11 +17,11 @@ from ..features.molr_mog import FEATURE as MOLR
 from ..features.relu_dae import FEATURE as RELU
 from ..features.settings import describe, fmt
 from .common import (
-    STOP_FLAGS,
     handle_errors,
     request_folder,
     run_cancel_buttons,
-    stream_feature,
+    run_in_worker,
+    unchanged,
     wire_cancellable,
 )
 
@@ -41,13 +41,13 @@ def _stream(feature, settings, request, lab: str, progress):
     """Yield (figure, numbers, status, reproduce line, files) after each stage of ``feature``."""
     reproduce = f"Reproduce: `{settings.to_cli(extra=OUT_FLAGS)}`"
     folder = request_folder(feature.name)
-    with STOP_FLAGS.running(request, lab) as should_stop:
-        for res in stream_feature(feature, settings, progress=progress, should_stop=should_stop):
-            if should_stop():
-                return
-            figure = str(res.write_figure(folder / ("out.png" if res.finished else f"stage-{res.completed}.png")))
-            files = [str(res.write_json(folder / "out.json")), figure] if res.finished else None
-            yield figure, dumps(res.to_json()), status(res), reproduce, files
+    for res in run_in_worker(feature, settings, request=request, lab=lab, progress=progress, stream=True):
+        if res is None:
+            yield unchanged(5)
+            continue
+        figure = str(res.write_figure(folder / ("out.png" if res.finished else f"stage-{res.completed}.png")))
+        files = [str(res.write_json(folder / "out.json")), figure] if res.finished else None
+        yield figure, dumps(res.to_json()), status(res), reproduce, files
 
 
 @handle_errors
@@ -123,7 +123,7 @@ def build() -> None:
                        _input(RELU, "seed", "theory-relu-seed", "seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
-        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae")
+        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", concurrency_id="labs", concurrency_limit=2)
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective (eq. 5) with the tanh student `tanh(mu_t^T x) mu_t - x` "
@@ -145,7 +145,7 @@ def build() -> None:
                        _input(MOG, "seed", "theory-mog-seed", "seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
-        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm")
+        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", concurrency_id="labs", concurrency_limit=2)
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching "
@@ -163,4 +163,4 @@ def build() -> None:
                        _input(MOLR, "seed", "theory-molr-seed", "seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog")
+        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", concurrency_id="labs", concurrency_limit=2)
