@@ -40,10 +40,11 @@ def one_thread():
 @contextmanager
 def serve_blocks(build):
     """A standalone ``gr.Blocks`` holding ``build()``, served on a free port; yields a gradio_client."""
-    import gradio as gr
     from gradio_client import Client
 
-    with gr.Blocks() as demo:
+    from lowdim_app.ui.common import Blocks
+
+    with Blocks() as demo:
         build()
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -18,7 +18,9 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 def build_app() -> gr.Blocks:
     from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab, theory
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    from .common import Blocks
+
+    with Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Models", id="models", elem_id="tab-models"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -42,6 +43,48 @@ def _translate(err: Exception) -> gr.Error:
     log.exception("unexpected error in a UI handler")
     first = str(err).splitlines()[0][:200] if str(err) else ""
     return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
+
+
+def _input_error(block_fn, inputs, err: Exception) -> str:
+    """One line for an input gradio itself could not take (before any handler of ours runs)."""
+    wanted = list(getattr(block_fn, "inputs", []))
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != len(wanted):
+        got = len(inputs) if isinstance(inputs, (list, tuple)) else "no list"
+        return f"this endpoint takes {len(wanted)} input values, got {got}"
+    for block, value in zip(wanted, inputs):
+        label = getattr(block, "label", None) or type(block).__name__
+        if isinstance(block, (gr.Number, gr.Slider)):
+            if value is None:
+                return f"{label} is required (a number)"
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return f"{label} must be a number, got {str(value)[:60]!r}"
+            if not math.isfinite(number):
+                return f"{label} must be a finite number, got {value!r}"
+    files = [getattr(b, "label", None) or type(b).__name__ for b in wanted
+             if isinstance(b, (gr.File, gr.Image, gr.ImageEditor, gr.Gallery))]
+    if files and ("validation error" in str(err).lower() or "file" in str(err).lower()):
+        return (f"{' / '.join(files)}: not an uploaded file (upload it through the app, or send it with "
+                "gradio_client.handle_file)")
+    first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+    return f"an input value could not be read ({type(err).__name__}: {first})"
+
+
+class Blocks(gr.Blocks):
+    """``gr.Blocks`` whose input handling never answers with gradio's generic "upstream" error: a
+    value gradio cannot even preprocess (a string for a slider, a missing argument, a malformed
+    file payload) becomes one ``gr.Error`` line."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as err:
+            message = _input_error(block_fn, inputs, err)
+            log.info("user error (input): %s", message)
+            raise gr.Error(message, print_exception=False) from None
 
 
 def handle_errors(fn):
