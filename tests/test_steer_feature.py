@@ -14,6 +14,16 @@ from lowdim_app.features.base import Cancelled
 from lowdim_app.features.steer import FEATURE, SOURCE_FILE, SteerResult, SteerSettings, concept_file_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def fresh_concept_cache():
+    """Each test computes its vectors (the process-wide concept cache would otherwise carry them over)."""
+    from lowdim_app.methods.steering import CONCEPT_CACHE
+
+    CONCEPT_CACHE.clear()
+    yield
+    CONCEPT_CACHE.clear()
 EXAMPLES = ["assets/examples/digit_0_test3.png", "assets/examples/digit_2_test0.png", "assets/examples/digit_7_test6.png"]
 FAST = dict(steps=4, window=2, strengths=[0.0, 1.0])
 
@@ -35,31 +45,47 @@ def unet_evaluations(model):
 ])
 def test_cost_is_the_number_of_unet_evaluations(digits_gen, raw):
     s = SteerSettings(model="digits-gen", **raw)
+    cost = FEATURE.cost(s)                                   # the estimate before the run (the cache is empty)
     with unet_evaluations(digits_gen) as count:
         FEATURE.run(s, model=digits_gen)
-    assert FEATURE.cost(s).forward == count["n"] > 0
+    assert cost.forward == count["n"] > 0
 
 
-@pytest.mark.parametrize("concept, expected", [
-    ("prompt:a red ball", 1 * (40 * 2 + 1) + 2 * 2 * 2),   # generate with CFG (recipe: 40 steps), features, steer
-    (concept_file_names(1), 1 + 2 * 2 * 2),               # features of the file, steer with CFG
+@pytest.mark.parametrize("concept, extra, expected", [
+    ("prompt:a red ball", dict(concept_steps=40), 1 * (40 * 2 + 1) + 2 * 2 * 2),  # generate with CFG (40 steps), features, steer
+    ("prompt:a red ball", {}, 1 * (2 * 2 + 1) + 2 * 2 * 2),          # auto: concept images at min(steps, 20) = 2 steps
+    (concept_file_names(1), {}, 1 + 2 * 2 * 2),                     # features of the file, steer with CFG
 ])
-def test_cost_counts_cfg_and_prompt_concepts_on_a_text_model(tiny_sd, concept, expected):
-    s = SteerSettings(model="a-text-model", concept=concept, concept_n=1, steps=2, window=1, strengths=[0.0, 3.0])
+def test_cost_counts_cfg_and_prompt_concepts_on_a_text_model(tiny_sd, concept, extra, expected):
+    s = SteerSettings(model="a-text-model", concept=concept, concept_n=1, steps=2, window=1, strengths=[0.0, 3.0],
+                      **extra)
     images = None if s.concept_prompt else torch.zeros(1, *tiny_sd.image_shape)
+    cost = FEATURE.cost(s)
     with unet_evaluations(tiny_sd) as count:
         res = FEATURE.run(s, model=tiny_sd, runtime=Runtime(clip="off"), concept_images=images)
-    assert FEATURE.cost(s).forward == count["n"] == expected
+    assert cost.forward == count["n"] == expected
     assert res.cfg == 3.5 and "CFG 3.5 on the conditional half only" in res.summary()
+
+
+def test_concept_images_use_the_request_guidance(tiny_sd):
+    """guidance 1: no CFG anywhere, concept images included (1 x 2 steps + 1 feature pass, then 2 x 2 steering)."""
+    s = SteerSettings(model="a-text-model", concept="prompt:a red ball", concept_n=1, steps=2, window=1,
+                      strengths=[0.0, 3.0], guidance=1.0)
+    cost = FEATURE.cost(s)
+    with unet_evaluations(tiny_sd) as count:
+        res = FEATURE.run(s, model=tiny_sd, runtime=Runtime(clip="off"))
+    assert cost.forward == count["n"] == 1 * (2 + 1) + 2 * 2
+    assert res.cfg is None and res.vector.guidance == 1.0 and res.vector.concept_steps == 2
 
 
 @pytest.mark.parametrize("stop_after", [1, 1540])   # inside the concept features; inside steering
 def test_a_cancelled_run_stops_within_one_batch(digits_gen, stop_after):
     s = SteerSettings(model="digits-gen", concept="digit:4", **FAST)
+    cost = FEATURE.cost(s)
     with unet_evaluations(digits_gen) as count:
         with pytest.raises(Cancelled):
             FEATURE.run(s, model=digits_gen, should_stop=lambda: count["n"] >= stop_after)
-    assert stop_after <= count["n"] < min(stop_after + 32, FEATURE.cost(s).forward)   # one batch (32) or one step
+    assert stop_after <= count["n"] < min(stop_after + 32, cost.forward)   # one batch (32) or one step
 
 
 def test_reproduce_line_parses_back_to_the_same_settings():

@@ -12,6 +12,7 @@ Nothing here mutates shared state: no scheduler object is stepped, hooks are con
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -43,6 +44,44 @@ class Conditioning:
 
 
 StepCallback = Callable[[int, int], None]
+VAE_PIXELS_PER_CALL = 8 * 512 * 512   # VAE encode/decode slice: 8 images at 512 px (bench/jacobian_memory.py)
+
+
+def _trace_profile(unet, sample_shape, is_text: bool, cross_dim) -> dict[str, float]:
+    """See :meth:`DiffusionModel.activation_profile`: one forward of a meta-device twin of ``unet``."""
+    from diffusers.models.attention_processor import Attention
+
+    with torch.device("meta"):
+        twin = type(unet).from_config(unet.config).eval()
+    tot = {"activations": 0.0, "attention": 0.0, "largest": 0.0}
+
+    def leaf(module, _inputs, out):
+        if isinstance(out, torch.Tensor) and not any(True for _ in module.children()):
+            b = out.numel() * 4.0
+            tot["activations"] += b
+            tot["largest"] = max(tot["largest"], b)
+
+    def attn(module, args, kwargs, _out):
+        hs = args[0] if args else kwargs.get("hidden_states")
+        ehs = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+        lq = hs.shape[2] * hs.shape[3] if hs.ndim == 4 else hs.shape[1]
+        lk = ehs.shape[1] if ehs is not None else lq
+        tot["attention"] += float(module.heads) * lq * lk * 4.0
+
+    handles = [m.register_forward_hook(leaf) for m in twin.modules()]
+    handles += [m.register_forward_hook(attn, with_kwargs=True) for m in twin.modules() if isinstance(m, Attention)]
+    kwargs = {}
+    if cross_dim is not None and is_text:
+        kwargs["encoder_hidden_states"] = torch.zeros(1, 77, int(cross_dim), device="meta")
+    elif cross_dim is not None:
+        kwargs["encoder_hidden_states"] = torch.zeros(1, 1, int(cross_dim), device="meta")
+    try:
+        with torch.no_grad():
+            twin(torch.zeros(1, *sample_shape, device="meta"), torch.tensor([500], device="meta"), **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return tot
 
 
 class DiffusionModel:
@@ -61,7 +100,11 @@ class DiffusionModel:
         self.dtype = dtype
         self.source = source
         self.card = card or {}
-        self._unet_fp32 = None
+        self._unet_fp32 = None          # the float32 U-Net copy, only while a float32_unet() context holds it
+        self._fp32_users = 0
+        self._fp32_lock = threading.Lock()
+        self._profile = None            # activation_profile(), filled once under _profile_lock
+        self._profile_lock = threading.Lock()
         self.alphas_cumprod = self._alphas_cumprod(self.scheduler_config).to(torch.float64)
         self.num_train_timesteps = int(self.scheduler_config.get("num_train_timesteps", 1000))
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
@@ -120,22 +163,39 @@ class DiffusionModel:
         return int(round(frac * (self.num_train_timesteps - 1)))
 
     # ------------------------------------------------------------ VAE / text
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Pixel images in [-1, 1] -> diffusion-space tensors (identity for pixel models; VAE mean * scale)."""
+    @property
+    def vae_batch_size(self) -> int:
+        """Most images one VAE encode/decode call takes: ``VAE_PIXELS_PER_CALL`` pixels (8 images at
+        512 px; measured in bench/jacobian_memory.py), at least 1."""
+        h, w = self.image_shape[1:]
+        return max(1, VAE_PIXELS_PER_CALL // (h * w))
+
+    def encode(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Pixel images in [-1, 1] -> diffusion-space tensors (identity for pixel models; VAE mean * scale),
+        in slices of ``batch_size`` images (default :attr:`vae_batch_size`)."""
         images = images.to(self.device)
         if self.vae is None:
             return images.float()
+        step = batch_size or self.vae_batch_size
+        out = []
         with torch.no_grad():
-            z = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
-        return (z * self.latent_scale).float()
+            for i in range(0, images.shape[0], step):
+                z = self.vae.encode(images[i:i + step].to(self.vae.dtype)).latent_dist.mean
+                out.append((z * self.latent_scale).float())
+        return torch.cat(out) if out else torch.zeros(0, *self.sample_shape, device=self.device)
 
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Diffusion-space tensors -> pixel images in [-1, 1]."""
+    def decode(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Diffusion-space tensors -> pixel images in [-1, 1], in slices of ``batch_size`` (default
+        :attr:`vae_batch_size`)."""
         if self.vae is None:
             return x.float().clamp(-1, 1)
+        step = batch_size or self.vae_batch_size
+        out = []
         with torch.no_grad():
-            img = self.vae.decode((x / self.latent_scale).to(device=self.device, dtype=self.vae.dtype)).sample
-        return img.float().clamp(-1, 1)
+            for i in range(0, x.shape[0], step):
+                z = (x[i:i + step] / self.latent_scale).to(device=self.device, dtype=self.vae.dtype)
+                out.append(self.vae.decode(z).sample.float().clamp(-1, 1))
+        return torch.cat(out) if out else torch.zeros(0, *self.image_shape, device=self.device)
 
     def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str = "", guidance_scale: float = 1.0) -> Conditioning:
         """CLIP text embeddings of ``prompt`` (and of ``negative_prompt`` for CFG)."""
@@ -159,20 +219,77 @@ class DiffusionModel:
         return self.encode_prompt("", guidance_scale=guidance_scale) if self.is_text else None
 
     # ---------------------------------------------------------------- U-Net
+    def _float32_copy(self) -> torch.nn.Module:
+        """A float32 copy of the U-Net built parameter by parameter (peak: the copy itself, no
+        intermediate half-precision duplicate); hooks and processor switches of the shared U-Net are
+        not copied."""
+        with torch.device("meta"):
+            copy_ = type(self.unet).from_config(self.unet.config)
+        state = {k: v.detach().to(torch.float32) for k, v in self.unet.state_dict().items()}
+        copy_.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in list(copy_.parameters()) + list(copy_.buffers())):  # non-persistent buffers
+            import copy as copy_module
+
+            copy_ = copy_module.deepcopy(self.unet).to(torch.float32)
+        return copy_.to(self.device).eval().requires_grad_(False)
+
+    @contextmanager
+    def float32_unet(self) -> Iterator[torch.nn.Module]:
+        """The U-Net in float32 for Jacobian work, for the duration of the context.
+
+        A model that runs in float32 yields its own U-Net. A half-precision model (CUDA) builds a
+        float32 copy (SD v1.4: 859.5M parameters, 3.4 GB) under a lock when the first user enters;
+        concurrent users share it (reference counted) and it is dropped -- and the CUDA cache emptied
+        -- when the last one leaves, so no copy outlives the requests that need it."""
+        if self.dtype == torch.float32:
+            yield self.unet
+            return
+        with self._fp32_lock:
+            if self._unet_fp32 is None:
+                self._unet_fp32 = self._float32_copy()
+            self._fp32_users += 1
+            unet = self._unet_fp32
+        try:
+            yield unet
+        finally:
+            with self._fp32_lock:
+                self._fp32_users -= 1
+                if self._fp32_users == 0:
+                    self._unet_fp32 = None
+                    del unet
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+    @contextmanager
+    def _unet_in(self, dtype: torch.dtype) -> Iterator[torch.nn.Module]:
+        if dtype == self.dtype:
+            yield self.unet
+            return
+        if dtype != torch.float32:
+            raise UserError(f"the U-Net runs in {self.dtype} or float32, not {dtype}")
+        with self.float32_unet() as unet:   # outside a float32_unet() context: a copy for this call only
+            yield unet
+
     def _unet_for(self, dtype: torch.dtype):
+        """The U-Net for ``dtype`` (backward compatible accessor): the model's own, or the float32 copy
+        while a :meth:`float32_unet` context holds it; raises when no such context is open."""
         if dtype == self.dtype:
             return self.unet
-        if self._unet_fp32 is None:  # Jacobians run in float32 even when sampling runs in fp16
-            import copy
-
-            self._unet_fp32 = copy.deepcopy(self.unet).to(torch.float32)
-        return self._unet_fp32
+        with self._fp32_lock:
+            if self._unet_fp32 is None:
+                raise RuntimeError("the float32 U-Net exists only inside model.float32_unet()")
+            return self._unet_fp32
 
     def unet_call(self, x: torch.Tensor, t, encoder_hidden_states: torch.Tensor | None = None,
                   dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Raw U-Net output for a batch (``t`` an int or a length-B tensor)."""
+        """Raw U-Net output for a batch (``t`` an int or a length-B tensor). ``dtype=torch.float32`` on
+        a half-precision model runs the float32 copy of :meth:`float32_unet` (enter that context around
+        many calls: outside it every call builds and drops its own copy)."""
         dtype = dtype or self.dtype
-        unet = self._unet_for(dtype)
+        with self._unet_in(dtype) as unet:
+            return self._unet_forward(unet, x, t, encoder_hidden_states, dtype)
+
+    def _unet_forward(self, unet, x, t, encoder_hidden_states, dtype):
         tt = torch.as_tensor(t, device=x.device)
         if tt.ndim == 0:
             tt = tt.expand(x.shape[0])
@@ -239,9 +356,22 @@ class DiffusionModel:
 
     @contextmanager
     def forward_ad_safe(self) -> Iterator["DiffusionModel"]:
-        """JVPs through the U-Net work inside this context (see :mod:`.attention`)."""
-        with attention.forward_ad_safe(self._unet_for(torch.float32)):
+        """Forward-mode JVPs (``torch.func.jvp``) through the float32 U-Net work inside this context
+        (see :mod:`.attention`); it also holds the float32 copy of a half-precision model."""
+        with self.float32_unet() as unet, attention.forward_ad_safe(unet):
             yield self
+
+    def activation_profile(self) -> dict[str, float]:
+        """Memory a float32 U-Net forward of one sample touches, from a trace on the ``meta`` device
+        (no memory is allocated, well under a second): ``activations`` = bytes of the outputs of all
+        leaf modules, ``attention`` = bytes of all attention maps (heads x queries x keys, float32),
+        ``largest`` = the largest single output. :mod:`lowdim_app.methods.jacobian` turns it into
+        memory per JVP/VJP direction. Computed once per model (under a lock)."""
+        with self._profile_lock:
+            if self._profile is None:
+                self._profile = _trace_profile(self.unet, self.sample_shape, self.is_text,
+                                               getattr(self.unet.config, "cross_attention_dim", None))
+            return dict(self._profile)
 
     # ------------------------------------------------------------------ DDIM
     def timesteps(self, t_start: int, steps: int) -> list[int]:
@@ -275,7 +405,8 @@ class DiffusionModel:
 
     @torch.no_grad()
     def ddim_invert(self, x0: torch.Tensor, t_end: int, steps: int, cond: Conditioning | None = None,
-                    progress: bool = False, desc: str = "DDIM inversion") -> torch.Tensor:
+                    progress: bool = False, desc: str = "DDIM inversion",
+                    step_callback: StepCallback | None = None) -> torch.Tensor:
         """DDIM inversion: clean sample -> ``x_t`` at ``t_end`` on the grid :meth:`ddim_sample` uses.
 
         Each step evaluates eps at the target timestep with the current point (the usual
@@ -284,7 +415,9 @@ class DiffusionModel:
         ts = self.timesteps(t_end, steps)[::-1]  # ascending
         x = x0.to(self.device, self.dtype)
         prev: int | None = None
-        for t in tqdm(ts, desc=desc, disable=not progress, leave=False):
+        for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress, leave=False)):
+            if step_callback is not None:
+                step_callback(i, t)
             eps, _ = self.predict(x, t, cond)
             a_prev = self._abar_or_one(prev)
             x0_est = (x - (1 - a_prev) ** 0.5 * eps) / a_prev ** 0.5

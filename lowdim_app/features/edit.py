@@ -21,6 +21,7 @@ import torch
 
 from ..errors import UserError
 from ..methods import editing
+from ..methods import jacobian as jac
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting, upscale_for
 from .settings import Settings, seed_setting, setting
@@ -28,9 +29,43 @@ from .settings import Settings, seed_setting, setting
 ALPHA_LIMIT = editing.ALPHA_LIMIT
 MAX_ALPHAS = editing.MAX_ALPHAS
 MAX_K = 64
-REFERENCE_N = 256    # digits-gen (1 x 16 x 16): the size the cost estimate is quoted at
+MAX_PASSES = 100_000
+JVP_MODES, DEFAULT_JVP_MODE = jac.JVP_MODES, jac.DEFAULT_JVP_MODE
+DEFAULT_MAX_PASSES = 400   # SD v1.4 on an H100: ~0.05 s per pass (bench/results/gpu.csv) -> ~20 s of search
+DEFAULT_TOL = 0.05
+NULL_RANK = 5              # LOCO Edit null-space rank of a masked search
+REFERENCE_N = 256    # digits-gen (1 x 16 x 16): the size the cost estimate is quoted at when n is unknown
+# the diffusion-space dimension n of the models the app knows by name (the exact architectures)
+KNOWN_N = {"digits-gen": 256, "digits-mem": 256, "digits-dup": 256, "google/ddpm-cifar10-32": 3 * 32 * 32,
+           "google/ddpm-ema-celebahq-256": 3 * 256 * 256, "CompVis/stable-diffusion-v1-4": 4 * 64 * 64}
 # the fields that determine the search; the edit stage may change only the others
-SEARCH_FIELDS = ("image", "model", "t", "k", "steps", "mask", "prompt", "invert", "load_direction")
+SEARCH_FIELDS = ("image", "model", "t", "k", "steps", "mask", "prompt", "invert", "load_direction",
+                 "max_passes", "tol", "jvp")
+
+
+def model_n(model_id: str, unet_config: dict | None = None) -> int | None:
+    """``n`` of the model: channels x size x size of its U-Net config when given, else the known size
+    of a model named by id, else ``None``."""
+    if unet_config:
+        size = unet_config.get("sample_size")
+        size = size if isinstance(size, (list, tuple)) else (size, size)
+        channels = unet_config.get("in_channels")
+        if channels and all(size):
+            return int(channels) * int(size[0]) * int(size[1])
+    return KNOWN_N.get(str(model_id).strip())
+
+
+def search_cost(n: int, k: int, max_passes: int, masked: bool) -> tuple[int, int, str]:
+    """``(jvp, vjp, how)`` of a direction search on an ``n``-dimensional model within ``max_passes``:
+    the exact Jacobian's ``n`` VJPs when it fits (n <= 1024 and n <= the budget), else at most the
+    budget, split evenly between JVPs and VJPs (every Krylov iteration does one batched JVP and one
+    batched VJP of the same block), stopping earlier when it converges. A masked search adds 2k
+    measuring JVPs (inside the budget)."""
+    measure = 2 * k if masked else 0
+    if jac.exact_fits(n, max_passes - measure):
+        return measure, n, f"exact Jacobian (n = {n} VJPs)"
+    krylov = max_passes - measure
+    return measure + krylov // 2, krylov - krylov // 2, f"Krylov within {max_passes} passes (n = {n})"
 
 
 @dataclass(frozen=True)
@@ -52,6 +87,18 @@ class EditSettings(Settings):
     invert: bool = setting(False, help="invert intensities (dark-on-light drawings of digits)")
     load_direction: str = setting("", help="apply a saved direction (.safetensors; transfer: its t replaces --t)")
     seed: int = seed_setting(help="seed of the random control direction")
+    max_passes: int = setting(DEFAULT_MAX_PASSES, lo=2, hi=MAX_PASSES, label="max passes",
+                              help="budget of network passes (JVP + VJP directions) of the direction search; "
+                                   "the exact Jacobian (n passes) runs when n <= 1024 fits it")
+    tol: float = setting(DEFAULT_TOL, lo=1e-6, hi=1.0, label="tolerance",
+                         help="stop the search when the estimated sine of the largest principal angle to the true "
+                              "top-k subspace (Wedin bound) is below this")
+    jvp: str = setting(jac.DEFAULT_JVP_MODE, choices=jac.JVP_MODES, label="JVP mode",
+                       help="central: central difference in float32 (forward passes only, fused attention, low "
+                            "memory); forward: exact forward-mode AD (classic attention, more memory)")
+    memory_gb: float | None = setting(None, lo=0.01, hi=4096.0, unit="GB", label="memory budget",
+                                      help="memory for batched JVP/VJP calls (auto: 80% of the free CUDA memory, "
+                                           "on the CPU half of the available RAM)")
 
     def check(self) -> None:
         if not self.image.strip():
@@ -60,6 +107,20 @@ class EditSettings(Settings):
             raise UserError("a saved direction is applied as it is; drop the mask")
         if not self.load_direction and self.direction > self.k:
             raise UserError(f"direction must be between 1 and k = {self.k}, got {self.direction}")
+        if not self.load_direction:
+            need = self.min_passes()
+            if self.max_passes < need:
+                raise UserError(f"max passes must be at least {need} for k = {self.k}"
+                                + (" with a mask" if self.mask else "") + f", got {self.max_passes}")
+
+    def min_passes(self) -> int:
+        """The smallest budget of one Krylov iteration (block b = k + 1; ``2k`` more measuring JVPs and
+        a second search outside the mask for a masked edit)."""
+        b = self.k + (0 if self.k == 1 else 1)
+        if not self.mask:
+            return 2 * b
+        b_out = NULL_RANK + 1
+        return 2 * self.k + 2 * 2 * max(b, b_out)
 
     def search_key(self) -> tuple:
         return tuple(getattr(self, f) for f in SEARCH_FIELDS)
@@ -116,6 +177,15 @@ class EditSearch(Result):
         return {"singular_values": [float(v) for v in s.singular_values],
                 "numerical_rank": s.numerical_rank, "search": s.summary}
 
+    @property
+    def status(self) -> str:
+        """How the search ended: ``converged`` / ``stopped at the pass budget, estimated error X`` / exact."""
+        return self.search.summary.get("status", "")
+
+    @property
+    def stopped_at_budget(self) -> bool:
+        return bool(self.search.summary.get("stopped_at_budget"))
+
     def spectrum(self) -> torch.Tensor:
         s = self.search
         return s.spectrum if s.spectrum is not None else s.singular_values
@@ -148,8 +218,11 @@ class EditSearch(Result):
         s = self.search
         rank = (f"numerical rank r = {s.numerical_rank} of n = {self.n}" if s.numerical_rank is not None else
                 "numerical rank: needs the full spectrum (exact path, n <= 1024)")
+        budget = (" **Stopped at the pass budget**: the directions are the best found so far; raise *max passes* "
+                  "(Advanced) for converged ones." if self.stopped_at_budget else "")
         return (f"**{'Local (masked)' if self.local else 'Global'} directions** at t = {self.t}: {rank}. "
-                f"Search: `{s.summary.get('method')}`, {s.summary.get('passes', '?')} network passes."
+                f"Search: `{s.summary.get('method')}`, {s.summary.get('passes', '?')} network passes, "
+                f"{self.status}.{budget}"
                 + (" Latent model: v_i/u_i show the first 3 latent channels." if self.is_latent else ""))
 
     def direction(self, index: int) -> editing.Direction:
@@ -254,19 +327,26 @@ class Edit(Feature):
     Settings = EditSettings
     outputs = ()
 
-    def cost(self, s: EditSettings) -> Cost:
+    def cost(self, s: EditSettings, unet_config: dict | None = None) -> Cost:
+        """Passes of one run: the inversion and the two strips (forwards) and the search within
+        ``s.max_passes`` at the model's ``n`` (from ``unet_config`` when given, else the known size of ``s.model``,
+        else the reference n = 256). A JVP here is a central difference (2 forwards) or a forward-mode
+        JVP, a VJP a forward + backward."""
         segment = max(2, round(s.steps * s.t))                 # DDIM steps over [0, t]
         strips = 2 * len(s.alpha) * segment                     # along + random control
         if s.load_direction:
             return Cost(forward=segment + strips, note="inversion + two strips; no search (saved direction)")
-        measure = 2 * s.k if s.mask else 0
-        return Cost(forward=segment + strips, vjp=REFERENCE_N, jvp=measure,
-                    note=f"inversion + exact Jacobian (n VJPs at the reference n = {REFERENCE_N}) + two strips"
-                         + ("; 2k JVPs measure the masked directions" if s.mask else ""))
+        n = model_n(s.model, unet_config)
+        known = n is not None
+        jvp, vjp, how = search_cost(n if known else REFERENCE_N, s.k, s.max_passes, bool(s.mask))
+        return Cost(forward=segment + strips, vjp=vjp, jvp=jvp,
+                    note=f"inversion + {how}" + ("" if known else f" at the reference n = {REFERENCE_N} (n unknown)")
+                         + f" ({s.jvp} JVPs) + two strips" + ("; 2k JVPs measure the masked directions" if s.mask else ""))
 
     # -- stage 1
     def find(self, s: EditSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> EditSearch:
-        """Invert ``s.image`` to ``s.t`` and find the top-``s.k`` (global or masked) directions."""
+        """Invert ``s.image`` to ``s.t`` and find the top-``s.k`` (global or masked) directions within
+        ``s.max_passes`` passes; ``should_stop`` is honoured before every U-Net call and batched JVP/VJP."""
         if s.load_direction:
             raise UserError("a saved direction needs no search; apply it instead")
         prog = Progress.wrap(progress, should_stop)
@@ -275,8 +355,17 @@ class Edit(Feature):
         image = load_image_for(model, s.image, s.invert)
         mask = load_mask(model, s.mask) if s.mask else None
         prog(0.0, "inverting the image and finding directions")
+
+        def on_iteration(info: dict) -> None:
+            err = info["error_estimate"]
+            prog(min(0.99, info["passes"] / s.max_passes),
+                 f"Krylov iteration {info['iteration']}: {info['passes']}/{s.max_passes} passes, estimated error "
+                 + (f"{err:.3g}" if err == err and err != float("inf") else "-"))
+
         search = editing.find_directions(model, image, t, k=s.k, total_steps=s.steps, cond=_cond(model, s.prompt),
-                                         mask=mask, progress=prog.bars)
+                                         mask=mask, null_rank=NULL_RANK, progress=prog.bars, max_passes=s.max_passes,
+                                         tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb, check=prog.check,
+                                         callback=on_iteration if mask is None else None)
         prog.check()
         return EditSearch(settings=s, finished=False, model_id=model.model_id, t=t, n=model.n,
                           is_latent=model.is_latent, search=search,
@@ -295,7 +384,7 @@ class Edit(Feature):
             prog(0.0, "inverting the image")
             image = load_image_for(model, s.image, s.invert)
             inv = editing.invert(model, image, chosen.t, s.steps, _cond(model, s.prompt or chosen.prompt),
-                                 progress=prog.bars)
+                                 progress=prog.bars, check=prog.check)
             search = None
         else:
             if search is None:
@@ -304,9 +393,10 @@ class Edit(Feature):
                 raise UserError("the image or search settings changed since 'Find directions'; find directions again")
             chosen, inv = search.direction(s.direction), search.search.inversion
         prog(0.5, "editing along the direction and along a random one")
-        along = editing.edit_strip(model, inv, chosen.vector, s.alpha, progress=prog.bars)
-        prog.check()
-        control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, s.seed), s.alpha)
+        along = editing.edit_strip(model, inv, chosen.vector, s.alpha, progress=prog.bars, check=prog.check)
+        prog(0.75, "editing along a random direction (the control)")
+        control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, s.seed), s.alpha,
+                                     check=prog.check)
         return EditResult(settings=s, model_id=model.model_id, t=inv.t, alphas=tuple(s.alpha), chosen=chosen,
                           along=along, control=control, upscale=upscale_for(model), search=search)
 
@@ -336,6 +426,9 @@ class Edit(Feature):
                         f"direction), edit.json"
                         + (f", spectrum.png (numerical rank {search.search.numerical_rank})" if search else "")
                         + f"; mean change along / random: {result.ratio:.1f}x")
+        if search is not None:
+            lines.insert(1, f"search: {search.status}"
+                         + ("; raise --max-passes for converged directions" if search.stopped_at_budget else ""))
         return lines
 
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..methods.lowrank import RankPoint, rank_along_trajectory
+from ..errors import UserError
+from ..methods import jacobian as jac
+from ..methods.lowrank import DEFAULT_HUTCHINSON, RankPoint, krylov_block, min_passes, rank_along_trajectory
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
-from .edit import REFERENCE_N
+from .edit import DEFAULT_TOL, MAX_PASSES, REFERENCE_N, model_n
 from .settings import Settings, seed_setting, setting
 
 CSV_HEADER = ["t", "sigma_t", "snr", "numerical_rank", "rank_over_n", "rank_is_lower_bound"]
+DEFAULT_MAX_PASSES = 300   # per point: the exact path for n <= 256..300, else ~4 Krylov iterations at k = 32
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,22 @@ class RankSettings(Settings):
     eta: float = setting(0.99, lo=0.01, hi=1.0, help="energy threshold of the numerical rank (eq. 46; the paper: 0.99)")
     k: int = setting(32, lo=1, hi=1024, help="top-k for large n (the rank is reported as a lower bound if exceeded)")
     seed: int = seed_setting(help="seed of the trajectory's starting noise")
+    max_passes: int = setting(DEFAULT_MAX_PASSES, lo=2, hi=MAX_PASSES, label="max passes",
+                              help="network passes per point: the exact Jacobian (n VJPs) when n <= 1024 fits, else "
+                                   "the top-k (Krylov) and the Hutchinson probes of ||J||_F^2 share it")
+    tol: float = setting(DEFAULT_TOL, lo=1e-6, hi=1.0, label="tolerance",
+                         help="Krylov stop rule per point (Wedin estimate of the top-k subspace error)")
+    jvp: str = setting(jac.DEFAULT_JVP_MODE, choices=jac.JVP_MODES, label="JVP mode",
+                       help="central: central difference in float32 (low memory); forward: exact forward-mode AD")
+    memory_gb: float | None = setting(None, lo=0.01, hi=4096.0, unit="GB", label="memory budget",
+                                      help="memory for batched JVP/VJP calls (auto: 80% of the free CUDA memory, "
+                                           "on the CPU half of the available RAM)")
+
+    def check(self) -> None:
+        need = min_passes(self.k, DEFAULT_HUTCHINSON)
+        if self.max_passes < need:
+            raise UserError(f"max passes must be at least {need} for k = {self.k} (one Krylov iteration + "
+                            f"Hutchinson probes), got {self.max_passes}")
 
 
 @dataclass
@@ -41,10 +60,22 @@ class RankResult(Result):
         return csv_text(CSV_HEADER, self.rows())
 
     def numbers(self) -> dict:
-        return {"model": self.model_id,
+        return {"model": self.model_id, "unresolved": self.unresolved_count,
                 "points": [{"t": p.t, "sigma_t": p.sigma, "snr": p.snr, "numerical_rank": p.rank, "n": p.n,
                             "rank_over_n": p.rank_fraction, "rank_is_lower_bound": p.rank_is_lower_bound,
-                            "top_singular_values": p.top_singular_values} for p in self.points]}
+                            "top_singular_values": p.top_singular_values, "method": p.method, "passes": p.passes,
+                            "converged": p.converged, "error_estimate": p.error_estimate,
+                            "energy_fraction": p.energy_fraction, "hutchinson_probes": p.fro2_probes,
+                            "reason": p.reason} for p in self.points]}
+
+    @property
+    def unresolved_count(self) -> int:
+        return sum(not p.resolved for p in self.points)
+
+    def unresolved_lines(self) -> list[str]:
+        """One line per point the budget could not resolve: a lower bound or an unconverged estimate, and why."""
+        return [f"t = {p.t}: rank {'>= ' if p.rank_is_lower_bound else '~ '}{p.rank} ({p.reason})"
+                for p in self.points if not p.resolved]
 
     def figure(self):
         from ..plots.editing import rank_snr_figure
@@ -54,7 +85,14 @@ class RankResult(Result):
 
     def summary(self) -> str:
         fr = [p.rank_fraction for p in self.points]
-        return f"rank/n from {min(fr):.3f} to {max(fr):.3f}"
+        text = f"rank/n from {min(fr):.3f} to {max(fr):.3f}"
+        bounds = sum(p.rank_is_lower_bound for p in self.points)
+        if bounds:
+            text += f" ({bounds} of {len(self.points)} points are lower bounds)"
+        unresolved = self.unresolved_lines()
+        if unresolved:
+            text += "\nnot resolved within the budget:\n  " + "\n  ".join(unresolved)
+        return text
 
     def write(self, out: str | Path) -> tuple[Path, Path]:
         """``<out>.png`` and ``<out>.csv``."""
@@ -68,16 +106,33 @@ class Rank(Feature):
     Settings = RankSettings
     outputs = ("json",)
 
-    def cost(self, s: RankSettings) -> Cost:
-        return Cost(forward=s.steps, vjp=s.points * REFERENCE_N,
-                    note=f"the trajectory + an exact Jacobian (n VJPs) per point at the reference n = {REFERENCE_N}")
+    def cost(self, s: RankSettings, unet_config: dict | None = None) -> Cost:
+        """The trajectory (forwards) and, per point, the exact Jacobian's ``n`` VJPs when it fits the
+        budget, else at most ``max_passes`` (Krylov JVPs + VJPs and the Hutchinson JVPs), at the model's
+        ``n`` (from ``unet_config`` when given, else the known size of ``s.model``, else the reference n = 256)."""
+        n = model_n(s.model, unet_config)
+        known = n is not None
+        n = n if known else REFERENCE_N
+        where = "" if known else f" at the reference n = {REFERENCE_N} (n unknown)"
+        if jac.exact_fits(n, s.max_passes):
+            return Cost(forward=s.steps, vjp=s.points * n,
+                        note=f"the trajectory + an exact Jacobian (n = {n} VJPs) per point{where}")
+        k = min(s.k, n - 1)
+        b = krylov_block(k)
+        extra = max(0, DEFAULT_HUTCHINSON - b)
+        krylov = s.max_passes - extra
+        return Cost(forward=s.steps, jvp=s.points * (extra + krylov // 2), vjp=s.points * (krylov - krylov // 2),
+                    note=f"the trajectory + per point at most {s.max_passes} passes (top-{k} Krylov + Hutchinson, "
+                         f"{s.jvp} JVPs){where}")
 
     def run(self, s: RankSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> RankResult:
         prog = Progress.wrap(progress, should_stop)
         model = load(s.model, runtime_or_default(runtime), model)
         prog(0.0, "rank of J_t along the trajectory")
         pts = rank_along_trajectory(model, steps=s.steps, points=s.points, seed=s.seed, eta=s.eta, k=s.k,
-                                    progress=prog.bars, on_point=lambda i, total: prog(i / total, f"point {i}/{total}"))
+                                    progress=prog.bars, on_point=lambda i, total: prog(i / total, f"point {i}/{total}"),
+                                    max_passes=s.max_passes, tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb,
+                                    check=prog.check)
         return RankResult(settings=s, model_id=model.model_id, points=pts)
 
     def add_output_arguments(self, p) -> None:

@@ -10,6 +10,13 @@ CLIP similarity to the concept prompt (text models, when a CLIP model is availab
 Seeds: ``source=seed:N`` is the source noise; ``seed`` draws everything else -- the images of a
 ``prompt:`` concept set and the noise that takes the concept images to ``t~``. The contrast pair (a
 memorized and a generalized sample, Fig. 8) are fixed samples of the built-in model (noise seed 0).
+
+Budget: a vector is computed once. ``vector`` (CLI ``--vector FILE``) applies a saved one (CLI
+``--save-vector FILE``, the tab's download) and skips the concept set; in a process, vectors of
+``digit:``/``prompt:`` concepts are kept in :data:`~lowdim_app.methods.steering.CONCEPT_CACHE`. A
+``prompt:`` concept set is generated with ``concept_steps`` DDIM steps per image (auto:
+``min(steps, CONCEPT_STEPS)``) and the request's guidance, one image at a time (progress and stop
+between images), and VAE-encoded in slices.
 """
 from __future__ import annotations
 
@@ -27,11 +34,16 @@ from .common import conditioning, load, model_setting, upscale_for
 from .settings import SEED_MAX, Settings, seed_setting, setting
 
 CONCEPT_HELP = ("digit:K (built-in digit models: training digits of class K minus all digits), prompt:TEXT "
-                "(text models: images generated from TEXT), a folder of images, or image files")
+                "(text models: images generated from TEXT), a folder of images, or image files; "
+                "leave it out with --vector (the file names its concept)")
 SOURCE_FILE = "source.png"          # the name the UI gives an uploaded source image
 DIGIT_CONCEPT_SHAPE = (1, 16, 16)
 CONTRAST_ORDER = ("memorized", "generalized")
 MAX_STRENGTH = st.MAX_STRENGTH
+DIGIT_CONCEPT_N = st.DIGITS_RECIPE["concept_n"]      # training digits of the class (App. B.3: 100 images)
+PROMPT_CONCEPT_N = st.SD_RECIPE["concept_n"]         # generated images of a prompt concept (measured)
+CONCEPT_STEPS = st.SD_RECIPE["concept_steps"]        # DDIM steps per generated concept image, at most (measured)
+VECTOR_FILE = "steering_vector.safetensors"          # the name the UI gives a vector it offers or was handed
 
 
 def concept_file_names(n: int) -> tuple[str, ...]:
@@ -44,8 +56,14 @@ class SteerSettings(Settings):
     COMMAND = "steer"
     model: str = model_setting()
     concept: tuple[str, ...] = setting((), help=CONCEPT_HELP, max_chars=1000)
-    concept_n: int = setting(100, lo=1, hi=10_000, help="images in a digit:K or prompt:TEXT concept set "
-                             "(Zhang et al. 2025, App. B.3: 100; a folder or files use all their images)")
+    concept_n: int | None = setting(None, lo=1, hi=10_000, help="images in a digit:K or prompt:TEXT concept set "
+                                    f"(auto: {DIGIT_CONCEPT_N} for digit:K as in Zhang et al. 2025, App. B.3; "
+                                    f"{PROMPT_CONCEPT_N} for prompt:TEXT, see bench/steering_concept.py; "
+                                    "a folder or files use all their images)")
+    concept_steps: int | None = setting(None, lo=1, hi=1000, help="DDIM steps per generated prompt:TEXT concept "
+                                        f"image (auto: min(steps, {CONCEPT_STEPS}); the paper: 40)")
+    vector: str = setting("", help="a saved steering vector (.safetensors from --save-vector or the Steer tab): "
+                                   "used instead of computing one (no concept set)", max_chars=1000)
     source: str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted, then steered)",
                           max_chars=1000)
     strengths: tuple[float, ...] = setting((0.0, 2.0, 4.0, 6.0, 8.0), lo=-MAX_STRENGTH, hi=MAX_STRENGTH,
@@ -67,7 +85,10 @@ class SteerSettings(Settings):
     def check(self) -> None:
         c = self.concept
         if not c:
-            raise UserError("give a concept: digit:K, prompt:TEXT, a folder of images or image files")
+            if not self.vector.strip():
+                raise UserError("give a concept: digit:K, prompt:TEXT, a folder of images or image files")
+            self._check_source_and_window()
+            return
         if self.digit is not None or self.concept_prompt is not None:
             if len(c) > 1:
                 raise UserError(f"a {c[0].split(':', 1)[0]}: concept is one value, got {len(c)}")
@@ -77,6 +98,12 @@ class SteerSettings(Settings):
                 raise UserError("enter the concept prompt (prompt:TEXT)")
         elif any(x.startswith(("digit:", "prompt:")) for x in c):
             raise UserError("a digit: or prompt: concept is one value, not mixed with files")
+        if self.concept_n is None and (self.digit is not None or self.concept_prompt is not None):
+            # auto is resolved here, so the reproduce line spells out the number of images used
+            object.__setattr__(self, "concept_n", DIGIT_CONCEPT_N if self.digit is not None else PROMPT_CONCEPT_N)
+        self._check_source_and_window()
+
+    def _check_source_and_window(self) -> None:
         src = self.source.strip()
         if not src:
             raise UserError("source must be seed:N or an image file")
@@ -137,6 +164,15 @@ class SteerResult(Result):
     concept_images: torch.Tensor | None = None   # the concept set, when it came from image files
     source_pixels: torch.Tensor | None = None    # the source image at the model's size, when not noise
     upscale: int = 1
+    vector: st.SteeringVector | None = None      # the vector used (shared with the process cache: read only)
+    vector_source: str = "computed"              # computed | cache | file
+
+    @property
+    def concept_spec(self) -> tuple[str, ...]:
+        """The concept of the vector used: the settings', or the saved vector's under ``--vector``."""
+        if self.settings.concept or self.vector is None:
+            return tuple(self.settings.concept)
+        return tuple(self.vector.concept)
 
     def contrast_label(self, label: str) -> str:
         return f"{label} sample (#{self.contrast[label][0]})"
@@ -146,7 +182,12 @@ class SteerResult(Result):
         out = {"model": self.model_id, "layers": list(self.layers), "kind": self.kind, "t_tilde": self.t_tilde,
                "steps": self.steps, "window": self.window, "strengths": list(s.strengths),
                "vector_norms": dict(self.vector_norms),
-               "concept": s.concept[0] if len(s.concept) == 1 else list(s.concept), "source": s.source}
+               "concept": self.concept_spec[0] if len(self.concept_spec) == 1 else list(self.concept_spec),
+               "source": s.source}
+        if self.vector is not None:
+            v = self.vector
+            out["vector"] = {"from": self.vector_source, "n_images": v.n_images, "concept_n": v.concept_n,
+                             "seed": v.seed, "concept_steps": v.concept_steps, "guidance": v.guidance}
         if "this source" in self.curves:
             out["concept_strength"] = {"measure": self.measure, "values": _values(self.curves["this source"])}
         if self.contrast:
@@ -181,7 +222,10 @@ class SteerResult(Result):
         return csv_text(["a", *labels], rows)
 
     def summary(self) -> str:
-        text = (f"{self.kind} vector from {self.n_concept} images at t~ = {self.t_tilde}, layers "
+        v = self.vector
+        made = (f" ({v.concept_steps} DDIM steps each" + (f", CFG {v.guidance:g}" if v.guidance not in (None, 1.0) else "") + ")"
+                if v is not None and v.concept_steps is not None else "")
+        text = (f"{self.kind} vector from {self.n_concept} images{made} at t~ = {self.t_tilde}, layers "
                 f"{', '.join(self.layers)}; steering during the last {self.window} of {self.steps} DDIM steps"
                 + (f", CFG {self.cfg:g} on the conditional half only" if self.cfg is not None else "") + ".")
         if self.notes:
@@ -212,9 +256,15 @@ class SteerResult(Result):
             written += ["curve.png", "steer.csv"]
         return [f"wrote {out}/{written[0]}, " + ", ".join(written[1:])]
 
+    def save_vector(self, path: str | Path) -> Path:
+        """The steering vector used, as a ``.safetensors`` file (``--vector`` applies it again)."""
+        if self.vector is None:
+            raise UserError("this result holds no steering vector")
+        return self.vector.save(path)
+
     def write_inputs(self, folder: str | Path) -> list[Path]:
-        """The image files the reproduce line names (concept images, source image) as PNGs in ``folder``:
-        exactly the pixels that were used, so the command line reads back the same tensors."""
+        """The files the reproduce line names (concept images and source image as PNGs, a saved vector as
+        .safetensors) in ``folder``: exactly what was used, so the command line reads back the same tensors."""
         from ..data.images import to_pil
 
         folder = Path(folder)
@@ -227,6 +277,8 @@ class SteerResult(Result):
         if self.source_pixels is not None:
             to_pil(self.source_pixels)[0].save(folder / Path(self.settings.source).name)
             paths.append(folder / Path(self.settings.source).name)
+        if self.settings.vector and self.vector is not None:
+            paths.append(self.save_vector(folder / Path(self.settings.vector).name))
         return paths
 
 
@@ -238,13 +290,49 @@ def _stop_check(prog: Progress):
 
 @dataclass
 class Concept:
-    images: torch.Tensor
+    images: torch.Tensor | None         # None: the vector came from the cache or a file
     baseline: torch.Tensor | None = None
     cbar: object = None                 # c_bar of eq. 11 (text models)
     target: int | None = None           # digit class
     text: str | None = None             # concept prompt
     from_files: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+def _spec_concept(spec: tuple[str, ...]) -> Concept:
+    """What a concept spec says without its images (the class or prompt a cached or saved vector is of)."""
+    head = spec[0] if len(spec) == 1 else ""
+    digit = head[6:].strip() if head.startswith("digit:") else ""
+    return Concept(None, target=int(digit) if digit.lstrip("+-").isdigit() else None,
+                   text=head[7:] if head.startswith("prompt:") else None)
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """What a request's vector is computed with, auto settings resolved (the same in ``cost`` and ``run``)."""
+
+    layers: tuple[str, ...]
+    kind: str
+    t_tilde: int
+    concept_steps: int | None           # prompt: concepts only
+    guidance: float | None              # prompt: concepts only: CFG while generating the concept images
+
+    @classmethod
+    def of(cls, s: SteerSettings, layers: list[str], recipe: dict) -> "VectorPlan":
+        prompt = s.concept_prompt is not None
+        steps = recipe["steps"] if s.steps is None else s.steps
+        auto_steps = min(steps, recipe.get("concept_steps", steps))
+        return cls(tuple(s.layer_list or layers), s.kind or recipe["kind"],
+                   recipe["t_tilde"] if s.t_tilde is None else s.t_tilde,
+                   (s.concept_steps or auto_steps) if prompt else None,
+                   (recipe["guidance_scale"] if s.guidance is None else s.guidance) if prompt else None)
+
+    def key(self, model_id: str, s: SteerSettings) -> tuple | None:
+        """The concept cache key; ``None`` for image files and folders (their content is not in the settings)."""
+        if s.digit is None and s.concept_prompt is None:
+            return None
+        return st.cache_key(model_id, s.concept, s.concept_n, self.layers, self.t_tilde, self.kind, s.seed,
+                            self.concept_steps, self.guidance)
 
 
 def _pixels(model, source, what: str) -> torch.Tensor:
@@ -271,7 +359,7 @@ def _batch(model, sources, what: str) -> torch.Tensor:
     return torch.cat([_pixels(model, s, what) for s in sources])
 
 
-def _concept(model, s: SteerSettings, recipe: dict, images, prog: Progress) -> Concept:
+def _concept(model, s: SteerSettings, plan: VectorPlan, images, prog: Progress) -> Concept:
     from ..data.images import load_folder
 
     if s.digit is not None:
@@ -288,9 +376,13 @@ def _concept(model, s: SteerSettings, recipe: dict, images, prog: Progress) -> C
             raise UserError("prompt: concepts need a text model (e.g. CompVis/stable-diffusion-v1-4); "
                             "use digit:K or images")
         text = s.concept_prompt
-        gen = model.encode_prompt(text, guidance_scale=recipe["guidance_scale"])
-        concept = model.generate(s.concept_n, seed=s.seed, steps=recipe["steps"], cond=gen, progress=prog.bars,
-                                 step_callback=_stop_check(prog))
+        gen = model.encode_prompt(text, guidance_scale=plan.guidance)
+
+        def on_image(done: int, n: int) -> None:        # raises Cancelled between images when asked to stop
+            prog(0.05 + 0.2 * done / n, f"concept image {done}/{n} generated")
+
+        concept = st.generate_concept(model, gen, s.concept_n, s.seed, plan.concept_steps, on_image=on_image,
+                                      step_callback=_stop_check(prog), progress=prog.bars)
         return Concept(concept, cbar=model.encode_prompt(text), text=text)
     if images is not None:
         batch = _batch(model, images, "concept images")
@@ -304,6 +396,21 @@ def _concept(model, s: SteerSettings, recipe: dict, images, prog: Progress) -> C
         if not Path(p).is_file():
             raise UserError(f"concept {p!r} is not digit:K, prompt:TEXT, a folder or an image file")
     return Concept(_batch(model, list(s.concept), "concept images"), from_files=True)
+
+
+def _saved_vector(model, s: SteerSettings, vector) -> st.SteeringVector:
+    """The vector of ``--vector`` (or the one the caller holds), checked against the model and the settings."""
+    name = Path(s.vector).name if s.vector else "the steering vector"
+    if vector is None:
+        if not Path(s.vector).is_file():
+            raise UserError(f"vector {s.vector!r} is not a file (a .safetensors saved by steer --save-vector)")
+        vector = s.vector
+    sv = vector if isinstance(vector, st.SteeringVector) else st.SteeringVector.load(vector)
+    sv.check_compatible(model, s.layer_list or None, s.kind, s.t_tilde, name=name)
+    if s.concept and tuple(s.concept) != tuple(sv.concept):
+        raise UserError(f"{name} is a vector of {', '.join(sv.concept) or 'an unnamed concept'}, not "
+                        f"{', '.join(s.concept)}; leave the concept out with a saved vector")
+    return sv
 
 
 def _source_pixels(model, s: SteerSettings, image) -> torch.Tensor | None:
@@ -325,37 +432,56 @@ class Steer(Feature):
     help = "steer generation by adding a representation vector (Zhang et al. 2025, eq. 11)"
     Settings = SteerSettings
 
-    def cost(self, s: SteerSettings) -> Cost:
+    def cost(self, s: SteerSettings, unet_config: dict | None = None) -> Cost:
         """U-Net evaluations (one per sample) at the recipe's defaults where a setting is auto (40 steps).
-        Every model but the built-in digit models counts as a text model, with CFG doubling each sampling
-        step; a folder concept counts as ``concept_n`` images. Exact otherwise, except for the contrast,
-        whose search for the pair stops early (upper bound)."""
+        A text model (``unet_config`` with cross-attention; without a config every model but the built-in
+        digit models) doubles each sampling step with CFG. The concept part: a ``prompt:`` set costs
+        ``concept_n x concept_steps x (2 with CFG)`` to generate plus one feature pass per image; ``digit:K``
+        one pass per class image and per baseline image; files one pass each, a folder estimated at
+        ``concept_n`` (auto: 100) images; **0** with ``--vector`` or when this process has the vector cached.
+        Exact otherwise, except for the contrast, whose search for the pair stops early (upper bound)."""
         from ..diffusion.registry import BUILTIN_MODELS
 
-        steps = 40 if s.steps is None else s.steps
-        text = s.concept_prompt is not None or s.model.strip() not in BUILTIN_MODELS
-        cfg = 2 if text and (s.guidance is None or s.guidance != 1.0) else 1
+        if unet_config:
+            text = bool(unet_config.get("cross_attention_dim"))
+        else:
+            text = s.concept_prompt is not None or s.model.strip() not in BUILTIN_MODELS
+        layers, recipe = st.recipe_for(text)
+        plan = VectorPlan.of(s, layers, recipe)
+        steps = recipe["steps"] if s.steps is None else s.steps
+        guidance = recipe["guidance_scale"] if s.guidance is None else s.guidance
+        cfg = 2 if text and guidance != 1.0 else 1
         n = len(s.strengths)
+        forward = self.concept_cost(s, plan) + n * steps * cfg + (0 if s.source_seed is not None else steps * cfg)
+        if s.contrast and (s.digit is not None or (s.vector and not text)):
+            forward += 48 * 40 + 2 * n * steps              # at most: find the pair, then steer both
+        return Cost(forward=forward, note="concept set (0 with a saved or cached vector) + strengths x steps "
+                                          "(x2 with CFG) + inversion of an image source + the contrast pair")
+
+    @staticmethod
+    def concept_cost(s: SteerSettings, plan: VectorPlan) -> int:
+        """U-Net evaluations of the concept part alone (see :meth:`cost`)."""
+        if s.vector:
+            return 0
+        key = plan.key(s.model.strip(), s)
+        if key is not None and key in st.CONCEPT_CACHE:
+            return 0
         if s.digit is not None:
             images, baseline = st.digit_concept(s.digit, s.concept_n)
-            concept = len(images) + len(baseline)           # class images + the all-digits baseline
-        elif s.concept_prompt is not None:
-            concept = s.concept_n * (40 * 2 + 1)            # generate with CFG, then one feature pass each
-        elif len(s.concept) == 1 and Path(s.concept[0]).is_dir():
-            concept = s.concept_n                           # a folder: estimated at concept_n images
-        else:
-            concept = len(s.concept)                        # image files
-        forward = concept + n * steps * cfg + (0 if s.source_seed is not None else steps * cfg)
-        if s.contrast and s.digit is not None:
-            forward += 48 * 40 + 2 * n * steps              # at most: find the pair, then steer both
-        return Cost(forward=forward, note="concept features + strengths x steps (x2 with CFG) "
-                                          "+ inversion of an image source + the contrast pair")
+            return len(images) + len(baseline)              # class images + the all-digits baseline
+        if s.concept_prompt is not None:
+            cfg = 2 if plan.guidance != 1.0 else 1
+            return s.concept_n * (plan.concept_steps * cfg + 1)   # generate (with CFG), then one feature pass each
+        if len(s.concept) == 1 and Path(s.concept[0]).is_dir():
+            return s.concept_n or DIGIT_CONCEPT_N           # a folder: estimated
+        return len(s.concept)                               # image files
 
     def run(self, s: SteerSettings, *, runtime=None, progress=None, should_stop=None, model=None,
-            concept_images=None, source_image=None) -> SteerResult:
+            concept_images=None, source_image=None, vector=None) -> SteerResult:
         """``concept_images``: the images of a file concept (paths, PIL, arrays or tensors) when the
-        caller already holds them (the UI); ``source_image``: likewise for an image source. The
-        settings name the files those images are saved as (:meth:`SteerResult.write_inputs`)."""
+        caller already holds them (the UI); ``source_image``: likewise for an image source; ``vector``: a
+        saved vector (a path or a :class:`~lowdim_app.methods.steering.SteeringVector`) for ``s.vector``.
+        The settings name the files those inputs are saved as (:meth:`SteerResult.write_inputs`)."""
         from ..methods.clip_score import load_clip
 
         prog = Progress.wrap(progress, should_stop)
@@ -363,8 +489,7 @@ class Steer(Feature):
         prog(0.0, "loading the model")
         model = load(s.model, rt, model)
         d_layers, recipe = st.default_recipe(model)
-        layers = s.layer_list or d_layers
-        kind = s.kind or recipe["kind"]
+        plan = VectorPlan.of(s, d_layers, recipe)
         steps = recipe["steps"] if s.steps is None else s.steps
         window = recipe["window"] if s.window is None else s.window
         guidance = recipe["guidance_scale"] if s.guidance is None else s.guidance
@@ -372,16 +497,20 @@ class Steer(Feature):
 
         t_start = model.num_train_timesteps - 1
         check_range("steering window", window, 0, len(model.timesteps(t_start, steps)))
-        for layer in layers:
+        for layer in plan.layers:
             get_module(model.unet, layer)
         cond = conditioning(model, s.prompt, guidance)
         pixels = _source_pixels(model, s, source_image)
 
-        prog(0.05, "concept set")
-        concept = _concept(model, s, recipe, concept_images, prog)
-        prog(0.3, "steering vector")
-        sv = st.steering_vector(model, concept.images, layers, s.t_tilde, kind, concept.cbar, concept.baseline, s.seed,
-                                step_callback=step)
+        if s.vector or vector is not None:
+            if concept_images is not None:
+                raise UserError("concept images were given but a saved vector is applied")
+            sv, source = _saved_vector(model, s, vector), "file"
+            concept = _spec_concept(sv.concept)
+            concept.notes.append(f"Vector from {Path(s.vector).name or 'a saved file'} "
+                                 f"({', '.join(sv.concept) or 'unnamed concept'}, seed {sv.seed}).")
+        else:
+            sv, concept, source = self._vector(model, s, plan, concept_images, prog)
         if pixels is None:
             x_T = model.randn(1, s.source_seed)
         else:
@@ -391,11 +520,11 @@ class Steer(Feature):
         samples = st.steered_samples(model, x_T, sv, s.strengths, t_start, steps, window, cond,
                                      progress=prog.bars, step_callback=step)
 
-        res = SteerResult(settings=s, model_id=model.model_id, layers=list(layers), kind=sv.kind, t_tilde=sv.t_tilde,
+        res = SteerResult(settings=s, model_id=model.model_id, layers=sv.layers, kind=sv.kind, t_tilde=sv.t_tilde,
                           steps=steps, window=window, cfg=guidance if cond is not None and cond.uses_cfg else None,
                           n_concept=sv.n_images, vector_norms=sv.norms(), samples=samples,
                           concept_images=concept.images if concept.from_files else None, source_pixels=pixels,
-                          upscale=upscale_for(model, 96), notes=list(concept.notes))
+                          upscale=upscale_for(model, 96), notes=list(concept.notes), vector=sv, vector_source=source)
         if concept.target is not None:
             res.curves["this source"] = st.concept_strength_digits(samples, concept.target)
             res.measure = f"classifier probability of digit {concept.target}"
@@ -413,6 +542,36 @@ class Steer(Feature):
             self._contrast(model, s, res, sv, concept, steps, window, prog)
         prog(1.0, "done")
         return res
+
+    @staticmethod
+    def _vector(model, s: SteerSettings, plan: VectorPlan, images, prog: Progress):
+        """``(vector, concept, "computed" | "cache")``: from this process's cache for ``digit:``/``prompt:``
+        concepts (computed once, also under concurrent requests), else computed here."""
+        computed: dict = {}
+
+        def compute() -> st.SteeringVector:
+            prog(0.05, "concept set")
+            concept = computed["concept"] = _concept(model, s, plan, images, prog)
+            prog(0.25, "steering vector")
+            sv = st.steering_vector(model, concept.images, list(plan.layers), plan.t_tilde, plan.kind, concept.cbar,
+                                    concept.baseline, s.seed, step_callback=_stop_check(prog),
+                                    on_encoded=lambda done, n: prog(0.25 + 0.15 * done / n,
+                                                                    f"concept images encoded {done}/{n}"))
+            sv.concept, sv.concept_steps, sv.guidance = tuple(s.concept), plan.concept_steps, plan.guidance
+            sv.concept_n = s.concept_n if plan.key(model.model_id, s) is not None else None
+            return sv
+
+        key = plan.key(model.model_id, s)
+        if key is None:
+            sv = compute()
+            return sv, computed["concept"], "computed"
+        sv, hit = st.CONCEPT_CACHE.get_or_compute(key, compute, wait_check=prog.check)
+        if not hit:
+            return sv, computed["concept"], "computed"
+        concept = _spec_concept(sv.concept)
+        concept.notes.append("Vector reused from this process's cache (same model, concept, images, layers, t~, "
+                             "kind, seed and concept steps).")
+        return sv, concept, "cache"
 
     @staticmethod
     def _contrast(model, s, res: SteerResult, sv, concept: Concept, steps: int, window: int, prog) -> None:
@@ -440,9 +599,14 @@ class Steer(Feature):
     def add_output_arguments(self, p) -> None:
         p.add_argument("--out", default="steer_out",
                        help="folder for strip.png, steer.json, contrast.png, curve.png, steer.csv (default: steer_out)")
+        p.add_argument("--save-vector", default=None, metavar="PATH",
+                       help="also write the steering vector to this .safetensors file (apply it with --vector)")
 
     def write_outputs(self, result: SteerResult, args) -> list[str]:
-        return [result.summary(), *result.write(args.out)]
+        lines = [result.summary(), *result.write(args.out)]
+        if getattr(args, "save_vector", None):
+            lines.append(f"wrote {result.save_vector(args.save_vector)}")
+        return lines
 
 
 FEATURE = Steer()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -114,27 +114,39 @@ class Inversion:
     cond: object = None
 
 
-def invert(model, image: torch.Tensor, t: int, total_steps: int = 50, cond=None, progress: bool = False) -> Inversion:
-    """``image``: 1 x C x H x W pixels in [-1, 1] (the model's image shape)."""
+def _step_check(check: Callable[[], None] | None):
+    """A DDIM step callback that calls ``check()`` (which raises to cancel) before every U-Net call."""
+    return None if check is None else (lambda _i, _t: check())
+
+
+def invert(model, image: torch.Tensor, t: int, total_steps: int = 50, cond=None, progress: bool = False,
+           check: Callable[[], None] | None = None) -> Inversion:
+    """``image``: 1 x C x H x W pixels in [-1, 1] (the model's image shape). ``check()`` runs before
+    every U-Net call (raise there to cancel)."""
     model.check_timestep(t)
     if tuple(image.shape[1:]) != tuple(model.image_shape):
         raise UserError(f"image shape {tuple(image.shape[1:])} does not match the model's {model.image_shape}")
     x0 = model.encode(image)
     steps = steps_for(model, t, total_steps)
-    x_t = model.ddim_invert(x0, t, steps, cond, progress=progress)
+    x_t = model.ddim_invert(x0, t, steps, cond, progress=progress, step_callback=_step_check(check))
     return Inversion(x0, x_t, t, steps, cond)
 
 
 def edit_strip(model, inv: Inversion, direction: torch.Tensor, alphas: Sequence[float],
-               progress: bool = False, batch_size: int = 16) -> torch.Tensor:
-    """Images (pixels) for ``x_t + alpha * direction`` sampled back to 0, one per alpha (batched)."""
+               progress: bool = False, batch_size: int = 16, check: Callable[[], None] | None = None) -> torch.Tensor:
+    """Images (pixels) for ``x_t + alpha * direction`` sampled back to 0, one per alpha (batched);
+    ``check()`` runs before every U-Net call (raise there to cancel). The VAE decodes in the model's
+    slices (:attr:`~lowdim_app.diffusion.DiffusionModel.vae_batch_size`)."""
     alphas = check_alphas(alphas)
     v = direction.to(inv.x_t.device, inv.x_t.dtype).reshape(1, *inv.x_t.shape[1:])
     a = torch.tensor(alphas, dtype=inv.x_t.dtype, device=inv.x_t.device).view(-1, 1, 1, 1)
     starts = inv.x_t + a * v
     out = []
     for i in range(0, len(starts), batch_size):
-        z = model.ddim_sample(starts[i:i + batch_size], inv.t, inv.steps, inv.cond, progress=progress, desc="editing")
+        z = model.ddim_sample(starts[i:i + batch_size], inv.t, inv.steps, inv.cond, progress=progress, desc="editing",
+                              step_callback=_step_check(check))
+        if check is not None:
+            check()
         out.append(model.decode(z).cpu())
     return torch.cat(out)
 
@@ -177,29 +189,51 @@ def pixel_mask_to_sample(model, mask: torch.Tensor) -> torch.Tensor:
 
 def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps: int = 50, cond=None,
                     mask: torch.Tensor | None = None, null_rank: int = 5, method: str = "auto",
-                    progress: bool = False) -> DirectionSearch:
+                    progress: bool = False, *, max_passes: int | None = None, tol: float = 0.05,
+                    jvp_mode: str | None = None, memory_gb: float | None = None,
+                    check: Callable[[], None] | None = None,
+                    callback: Callable[[dict], None] | None = None) -> DirectionSearch:
     """Invert ``image`` to ``t`` and find the top-``k`` edit directions at ``x_t``.
 
     Global: right singular vectors of ``J_t``. With ``mask`` (pixel ``H x W``): LOCO Edit local
     directions (top singular vectors of the masked ``x0_hat`` projected off the top ``null_rank``
     right singular vectors of the unmasked part).
+
+    Budgets: ``max_passes`` network passes for the search (``None``: the solver's own default), Krylov
+    tolerance ``tol``; the summary says whether the search converged or stopped at the budget
+    (``status``). ``jvp_mode`` / ``memory_gb`` / ``check`` go to the Jacobian operator
+    (:func:`~.jacobian.jacobian_of_x0_hat`); ``callback(info)`` after each Krylov iteration.
     """
     from . import jacobian as jac
 
     check_range("k", k, 1, 64)
-    inv = invert(model, image, t, total_steps, cond, progress=progress)
+    inv = invert(model, image, t, total_steps, cond, progress=progress, check=check)
+    opts = {"jvp_mode": jvp_mode or jac.DEFAULT_JVP_MODE, "memory_gb": memory_gb, "check": check, "tol": tol}
+    if max_passes is not None:
+        opts["max_passes"] = max_passes
     if mask is None:
-        res = jac.jacobian_of_x0_hat(model, inv.x_t, t, cond, k=k, method=method, progress=progress)
+        res = jac.jacobian_of_x0_hat(model, inv.x_t, t, cond, k=k, method=method, progress=progress,
+                                     **({"callback": callback} if callback is not None else {}), **opts)
         V, U, s, spectrum, kind = res.V, res.U, res.singular_values, res.spectrum, "jacobian"
         rank = res.numerical_rank()
         summary = res.summary()
+        summary["memory"] = res.memory
     else:
         m = pixel_mask_to_sample(model, mask)
-        md = jac.masked_directions_of_x0_hat(model, inv.x_t, t, m, cond, k=k, null_rank=null_rank)
+        if max_passes is not None:   # the whole budget: 2k measuring JVPs + the exact path, or two Krylov searches
+            search = max_passes - 2 * k
+            if method == "auto":
+                method = "exact" if jac.exact_fits(model.n, search) else "krylov"
+            opts["max_passes"] = search if method == "exact" else max(search // 2, 1)
+        md = jac.masked_directions_of_x0_hat(model, inv.x_t, t, m, cond, k=k, null_rank=null_rank, method=method,
+                                             **opts)
         V, U, s, spectrum, kind = md.directions, md.inside.U, md.inside.singular_values, md.inside.spectrum, "masked"
         rank = None
         summary = {"method": "masked", "null_rank": null_rank, "passes": md.passes,
-                   "inside_fraction": [float(v) for v in md.inside_fraction] if md.inside_fraction is not None else None}
+                   "inside_fraction": [float(v) for v in md.inside_fraction] if md.inside_fraction is not None else None,
+                   "converged": md.converged, "stopped_at_budget": md.stopped_at_budget, "status": md.status,
+                   "max_passes": max_passes, "tol": tol, "jvp_mode": opts["jvp_mode"],
+                   "inside": md.inside.summary(), "outside": md.outside.summary()}
     prompt = getattr(cond, "prompt", "") if cond is not None else ""
     dirs = [Direction(V[i].detach().cpu().float(), model.model_id, t, kind, i + 1, float(s[i]), prompt)
             for i in range(len(V))]

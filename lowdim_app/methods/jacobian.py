@@ -83,11 +83,67 @@ __all__ = [
     "top_k_svd", "subspace_iteration", "exact_jacobian", "exact_svd", "jacobian_svd",
     "masked_directions", "principal_cosines", "subspace_cosine", "numerical_rank",
     "x0_hat_fn", "x0_hat_operator", "jacobian_of_x0_hat", "top_singular", "masked_directions_of_x0_hat",
-    "mask_energy_fraction", "EXACT_MAX_N",
+    "mask_energy_fraction", "EXACT_MAX_N", "MemoryPlan", "memory_plan", "default_budget", "per_direction_bytes",
+    "JVP_MODES", "DEFAULT_JVP_MODE", "CENTRAL_STEP", "exact_fits",
 ]
 
 EXACT_MAX_N = 1024  # method="auto": exact Jacobian + SVD up to this n (bench/jacobian.py)
 _TINY = 1e-30
+JVP_MODES = ("central", "forward")
+DEFAULT_JVP_MODE = "central"   # for diffusion models (bench/jacobian_memory.py: accuracy, memory, time)
+CENTRAL_STEP = 3e-3            # relative RMS step of the central difference (bench/jacobian_memory.py)
+
+
+# ----------------------------------------------------------------------------- memory
+GIB = 2 ** 30
+# Per-direction memory of one batched call, as multiples of a model's activation profile (see
+# :meth:`lowdim_app.diffusion.model.DiffusionModel.activation_profile`): ``A`` = bytes of all leaf-module
+# outputs of one float32 forward at batch 1, ``Q`` = bytes of all attention maps (heads x Lq x Lk).
+# bytes per direction = a * A + q * Q. Coefficients fitted to bench/jacobian_memory.py (CPU RSS
+# deltas of real architectures, bench/results/jacobian_memory.csv); the fit's worst ratio
+# measured / predicted is folded into ``MEMORY_SAFETY``.
+MEMORY_COEFFICIENTS = {
+    "jvp_forward": (1.0, 1.0),
+    "jvp_central": (0.1, 0.0),
+    "vjp": (1.0, 0.0),
+    "vjp_math": (1.0, 1.0),
+}
+MEMORY_SAFETY = 1.0
+CPU_BUDGET_FRACTION = 0.5    # of the available RAM (MemAvailable) when no budget is given
+CUDA_BUDGET_FRACTION = 0.8   # of the free CUDA memory (torch.cuda.mem_get_info) when no budget is given
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How many directions one batched JVP/VJP call may take.
+
+    ``budget_bytes``: memory the Jacobian work may use; ``fixed_bytes``: what it needs whatever the
+    batch (solver workspace, margins); ``per_direction``: bytes per direction of one batched call, by
+    kind (``"jvp"``, ``"vjp"``). The rule: directions per call =
+    ``floor((budget_bytes - fixed_bytes) / per_direction[kind])``; a budget that cannot hold one
+    direction is a :class:`UserError` (before any work), never an out-of-memory crash later.
+    """
+
+    budget_bytes: float
+    per_direction: dict = field(default_factory=dict)
+    fixed_bytes: float = 0.0
+    source: str = ""
+
+    def directions(self, kind: str) -> int:
+        per = float(self.per_direction.get(kind, 0.0))
+        if per <= 0:
+            return 1 << 30
+        free = self.budget_bytes - self.fixed_bytes
+        d = int(math.floor(free / per))
+        if d < 1:
+            raise UserError(f"one {kind.upper()} direction needs about {per / GIB:.2f} GB but the memory budget leaves "
+                            f"{max(free, 0) / GIB:.2f} GB; raise the memory budget (--memory-gb) or use a smaller model")
+        return d
+
+    def describe(self) -> dict:
+        return {"budget_gb": round(self.budget_bytes / GIB, 3), "fixed_gb": round(self.fixed_bytes / GIB, 3),
+                "per_direction_gb": {k: round(v / GIB, 4) for k, v in self.per_direction.items()},
+                "directions_per_call": {k: self.directions(k) for k in self.per_direction}, "source": self.source}
 
 
 # ----------------------------------------------------------------------------- operator
@@ -123,19 +179,37 @@ class JacobianOperator:
     ``x``: the point, one sample *without* a batch dimension (shape ``shape``).
     ``output_mask``: optional tensor broadcastable to ``shape``; the operator is then
     ``P_mask J`` (``jvp`` returns ``mask * J v``, ``vjp`` computes ``J^T (mask * u)``).
-    ``chunk_size``: most directions per batched call. ``math_attention``: run under
-    ``sdpa_kernel(MATH)`` so forward-mode AD works through ``F.scaled_dot_product_attention``.
+    ``chunk_size``: most directions per batched call; ``memory`` (a :class:`MemoryPlan`) lowers it
+    per kind so that one call fits the memory budget.
+
+    ``jvp_mode``: ``"forward"`` -- exact forward-mode AD (``torch.func.jvp``); ``"central"`` -- the
+    central difference ``(f(x + h v) - f(x - h v)) / 2h`` in the callable's precision, forward passes
+    only, no autograd graph (so fused attention kernels run); ``h = fd_step * max(rms(x), 1) / rms(v)``,
+    i.e. the perturbation has RMS ``fd_step`` relative to the point. Measured accuracy: see
+    :data:`CENTRAL_STEP`.
+    ``jvp_context``: a callable returning a context manager entered around forward-mode JVP calls
+    only (a U-Net's :meth:`forward_ad_safe`: classic attention + contiguous GroupNorm inputs);
+    ``math_attention``: forward-mode JVP calls also run under ``sdpa_kernel(MATH)``. VJPs (reverse
+    mode) and central differences run with the default (fused, memory-efficient) attention.
+    ``check``: called before every batched call (raise there to cancel).
     """
 
     def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
                  batching: str = "replicate", chunk_size: int | None = 32, output_mask: torch.Tensor | None = None,
-                 math_attention: bool = True, counter: PassCounter | None = None):
+                 math_attention: bool = True, counter: PassCounter | None = None, jvp_mode: str = "forward",
+                 fd_step: float | None = None, jvp_context: Callable | None = None,
+                 memory: "MemoryPlan | None" = None, check: Callable[[], None] | None = None):
         if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
             raise UserError("the Jacobian point x must be a floating-point tensor")
         if batching not in ("replicate", "vmap"):
             raise UserError(f"batching must be 'replicate' or 'vmap', got {batching!r}")
         if chunk_size is not None and chunk_size < 1:
             raise UserError("chunk_size must be a positive integer or None")
+        if jvp_mode not in JVP_MODES:
+            raise UserError(f"jvp mode must be one of {', '.join(JVP_MODES)}, got {jvp_mode!r}")
+        self.fd_step = CENTRAL_STEP if fd_step is None else float(fd_step)
+        if not (self.fd_step > 0 and math.isfinite(self.fd_step)):
+            raise UserError(f"the central-difference step must be a positive number, got {fd_step!r}")
         self.f = f
         self.x = x.detach()[None]  # (1, *shape)
         self.shape = tuple(self.x.shape[1:])
@@ -143,6 +217,10 @@ class JacobianOperator:
         self.batching = batching
         self.chunk_size = chunk_size
         self.math_attention = math_attention
+        self.jvp_mode = jvp_mode
+        self.jvp_context = jvp_context
+        self.memory = memory
+        self.check = check
         self.counter = counter if counter is not None else PassCounter()
         self.mask = None
         if output_mask is not None:
@@ -164,35 +242,65 @@ class JacobianOperator:
     def with_output_mask(self, mask: torch.Tensor | None) -> "JacobianOperator":
         """Same function and point, output multiplied by ``mask``; shares the pass counter."""
         return JacobianOperator(self.f, self.x[0], batching=self.batching, chunk_size=self.chunk_size,
-                                output_mask=mask, math_attention=self.math_attention, counter=self.counter)
+                                output_mask=mask, math_attention=self.math_attention, counter=self.counter,
+                                jvp_mode=self.jvp_mode, fd_step=self.fd_step, jvp_context=self.jvp_context,
+                                memory=self.memory, check=self.check)
 
-    def _ctx(self):
-        if not self.math_attention:
+    def _ctx(self, kind: str = "jvp"):
+        """Context of one batched call: forward-mode JVPs get the AD-safe switches, the rest nothing."""
+        if kind != "jvp" or self.jvp_mode != "forward":
             return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        stack = contextlib.ExitStack()
+        if self.jvp_context is not None:
+            stack.enter_context(self.jvp_context())
+        if self.math_attention:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel(SDPBackend.MATH)
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        return stack
 
-    def _blocks(self, T: torch.Tensor):
+    def directions_per_call(self, kind: str) -> int:
+        """Most directions one batched call of ``kind`` (``"jvp"`` / ``"vjp"``) takes: the smaller of
+        ``chunk_size`` and the memory plan's ``floor((budget - fixed) / per_direction)``."""
+        step = self.chunk_size or (1 << 30)
+        if self.memory is not None:
+            step = min(step, self.memory.directions(kind))
+        return max(1, step)
+
+    def _blocks(self, T: torch.Tensor, kind: str = "jvp"):
         T = T.to(device=self.device, dtype=self.dtype).reshape(-1, *self.shape)
-        step = T.shape[0] if self.chunk_size is None else self.chunk_size
-        for i in range(0, T.shape[0], max(step, 1)):
+        step = self.directions_per_call(kind)
+        for i in range(0, T.shape[0], step):
+            if self.check is not None:
+                self.check()
             yield T[i:i + step].contiguous()
 
     def value(self) -> torch.Tensor:
         """``f(x)`` (one forward, not counted as a pass), shape ``shape``."""
-        with torch.no_grad(), self._ctx():
+        with torch.no_grad():
             out = self.f(self.x)[0]
         return out * self.mask if self.mask is not None else out
 
     # -- J V
+    def _jvp_central(self, blk: torch.Tensor) -> torch.Tensor:
+        b = blk.shape[0]
+        scale = max(float(self.x.pow(2).mean().sqrt()), 1.0)
+        rms = blk.reshape(b, -1).pow(2).mean(1).sqrt()
+        h = torch.where(rms > 0, self.fd_step * scale / rms.clamp(min=_TINY), torch.ones_like(rms))
+        d = blk * h.view(-1, *([1] * len(self.shape)))
+        with torch.no_grad():
+            out = self.f(torch.cat([self.x + d, self.x - d]))
+        return (out[:b] - out[b:]) / (2 * h.view(-1, *([1] * len(self.shape))))
+
     def jvp(self, V: torch.Tensor) -> torch.Tensor:
         """``J v`` for each row of ``V`` (``(b, *shape)`` or ``(b, n)``); returns ``(b, *shape)``."""
         outs = []
-        with self._ctx():
-            for blk in self._blocks(V):
-                b = blk.shape[0]
-                if self.batching == "replicate":
+        for blk in self._blocks(V, "jvp"):
+            b = blk.shape[0]
+            with self._ctx("jvp"):
+                if self.jvp_mode == "central":
+                    jv = self._jvp_central(blk)
+                elif self.batching == "replicate":
                     xb = self.x.expand(b, *self.shape).contiguous()
                     _, jv = torch.func.jvp(self.f, (xb,), (blk,))
                 else:
@@ -202,9 +310,9 @@ class JacobianOperator:
                         return torch.func.jvp(self.f, (x1,), (v[None],))[1][0]
 
                     jv = torch.func.vmap(one)(blk)
-                outs.append(jv.detach())
-                self.counter.jvp_directions += b
-                self.counter.jvp_calls += 1
+            outs.append(jv.detach())
+            self.counter.jvp_directions += b
+            self.counter.jvp_calls += 1
         out = torch.cat(outs) if outs else torch.zeros(0, *self.shape, dtype=self.dtype, device=self.device)
         return out * self.mask if self.mask is not None else out
 
@@ -212,21 +320,21 @@ class JacobianOperator:
     def vjp(self, U: torch.Tensor) -> torch.Tensor:
         """``J^T u`` for each row of ``U``; returns ``(b, *shape)``."""
         outs = []
-        with self._ctx():
-            for blk in self._blocks(U):
-                b = blk.shape[0]
-                if self.mask is not None:
-                    blk = blk * self.mask
-                if self.batching == "replicate":
-                    xb = self.x.expand(b, *self.shape).contiguous()
-                    _, fn = torch.func.vjp(self.f, xb)
-                    (g,) = fn(blk)
-                else:
-                    _, fn = torch.func.vjp(self.f, self.x)
-                    g = torch.func.vmap(lambda u: fn(u[None])[0][0])(blk)
-                outs.append(g.detach())
-                self.counter.vjp_directions += b
-                self.counter.vjp_calls += 1
+        for blk in self._blocks(U, "vjp"):
+            b = blk.shape[0]
+            if self.mask is not None:
+                blk = blk * self.mask
+            if self.batching == "replicate":
+                xb = self.x.expand(b, *self.shape).contiguous()
+                _, fn = torch.func.vjp(self.f, xb)
+                (g,) = fn(blk)
+            else:
+                _, fn = torch.func.vjp(self.f, self.x)
+                g = torch.func.vmap(lambda u: fn(u[None])[0][0])(blk)
+            outs.append(g.detach())
+            del fn
+            self.counter.vjp_directions += b
+            self.counter.vjp_calls += 1
         return torch.cat(outs) if outs else torch.zeros(0, *self.shape, dtype=self.dtype, device=self.device)
 
 
@@ -265,6 +373,30 @@ class JacobianSVD:
     error_estimate: float = 0.0
     spectrum: torch.Tensor | None = None
     history: list[dict] = field(default_factory=list)
+    max_passes: int | None = None          # the pass budget (None: the exact path, n passes)
+    tol: float | None = None
+    stop_reason: str = "exact"             # exact | converged | budget | exhausted
+    fro2_estimate: float | None = None     # ||J||_F^2 from the first (random orthonormal) block, if cold-started
+    fro2_probes: int = 0
+    jvp_mode: str = ""
+    memory: dict | None = None             # the memory plan the search ran under (MemoryPlan.describe())
+
+    @property
+    def stopped_at_budget(self) -> bool:
+        return self.stop_reason == "budget"
+
+    @property
+    def status(self) -> str:
+        """One line: how the search ended (``converged`` / ``stopped at the pass budget, estimated error X``)."""
+        if self.stop_reason == "exact":
+            return f"exact (full Jacobian, {self.passes} passes)"
+        if self.stop_reason == "converged":
+            return f"converged (estimated error {self.error_estimate:.3g} <= tol {self.tol:g}, {self.passes} passes)"
+        err = "unknown (no spectral gap yet)" if not math.isfinite(self.error_estimate) else f"{self.error_estimate:.3g}"
+        if self.stop_reason == "exhausted":
+            return f"stopped: the Krylov space is exhausted ({self.passes} passes), estimated error {err}"
+        return (f"stopped at the pass budget ({self.passes} of {self.max_passes} passes), estimated error {err} "
+                f"(tol {self.tol:g})")
 
     @property
     def k(self) -> int:
@@ -291,7 +423,9 @@ class JacobianSVD:
         return {"method": self.method, "k": self.k, "passes": self.passes, "jvp": self.jvp_directions,
                 "vjp": self.vjp_directions, "batched_calls": self.batched_calls, "iterations": self.iterations,
                 "converged": self.converged, "wall_time_s": round(self.wall_time_s, 4),
-                "error_estimate": self.error_estimate,
+                "error_estimate": self.error_estimate if math.isfinite(self.error_estimate) else None,
+                "max_passes": self.max_passes, "tol": self.tol, "stop_reason": self.stop_reason,
+                "stopped_at_budget": self.stopped_at_budget, "status": self.status, "jvp_mode": self.jvp_mode,
                 "singular_values": [float(s) for s in self.singular_values]}
 
 
@@ -389,12 +523,16 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
     V = torch.zeros(n, 0, dtype=wd, device=dev)
     W = torch.zeros(n, 0, dtype=wd, device=dev)
     history: list[dict] = []
-    it, converged, est = 0, False, math.inf
+    it, converged, est, reason = 0, False, math.inf, "budget"
+    fro2 = None
     bar = tqdm(total=max_passes, desc="Jacobian singular vectors", disable=not progress, leave=False, unit="pass")
     try:
         while True:
             it += 1
             Wnew = _flat(op.jvp(_unflat(Vnew, op.shape, op.dtype)), n).to(wd)
+            if it == 1 and V0 is None:
+                # the first block is Haar-random orthonormal: E ||J v||^2 = ||J||_F^2 / n per column (Hutchinson)
+                fro2 = float(Wnew.pow(2).sum()) * n / Wnew.shape[1]
             V = torch.cat([V, Vnew], 1)
             W = torch.cat([W, Wnew], 1)
             m = V.shape[1]
@@ -425,13 +563,15 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
             if callback is not None:
                 callback({**info, "V": Vk})
             if est <= tol:
-                converged = True
+                converged, reason = True, "converged"
                 break
             if used.passes + 2 * b > max_passes:
+                reason = "budget"
                 break
             # thick restart when the next block would not fit
             b_next = min(b, n - m)
             if b_next <= 0:
+                reason = "exhausted"
                 break
             if m + b_next > max_basis:
                 keep = max(min(m, max_basis - b_next), bb)
@@ -445,7 +585,9 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
     res_out[:res.numel()] = res.cpu()
     out = JacobianSVD(singular_values=s[:k].to(op.dtype).cpu(), U=U_out, V=V_out, method="krylov",
                       iterations=it, converged=converged, wall_time_s=time.perf_counter() - t0,
-                      residuals=res_out.float(), error_estimate=est, history=history)
+                      residuals=res_out.float(), error_estimate=est, history=history, max_passes=max_passes,
+                      tol=tol, stop_reason=reason, fro2_estimate=fro2, fro2_probes=b if fro2 is not None else 0,
+                      jvp_mode=op.jvp_mode)
     return _set_counts(out, op.counter.since(start_count))
 
 
@@ -492,7 +634,8 @@ def subspace_iteration(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, to
     out = JacobianSVD(singular_values=s.to(op.dtype).cpu(), U=_unflat(Uq, op.shape, op.dtype),
                       V=_unflat(V, op.shape, op.dtype), method="subspace_iteration", iterations=it,
                       converged=converged, wall_time_s=time.perf_counter() - t0, error_estimate=change,
-                      history=history)
+                      history=history, tol=tol, stop_reason="converged" if converged else "budget",
+                      max_passes=2 * k * max_iters, jvp_mode=op.jvp_mode)
     return _set_counts(out, op.counter.since(start_count))
 
 
@@ -534,14 +677,23 @@ def exact_svd(f_or_op, x: torch.Tensor | None = None, k: int | None = None, *, m
     return _set_counts(out, op.counter.since(start_count))
 
 
+OPERATOR_KEYS = ("batching", "chunk_size", "output_mask", "math_attention", "counter", "jvp_mode", "fd_step",
+                 "jvp_context", "memory", "check")
+
+
+def exact_fits(n: int, max_passes: int | None, exact_max_n: int = EXACT_MAX_N) -> bool:
+    """``method="auto"`` takes the exact path: ``n <= exact_max_n`` and its ``n`` VJPs fit the budget."""
+    return n <= exact_max_n and (max_passes is None or n <= max_passes)
+
+
 def jacobian_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, method: str = "auto",
                  exact_max_n: int = EXACT_MAX_N, **kwargs) -> JacobianSVD:
-    """Top-k singular triplets: ``method`` in ``auto`` (exact for ``n <= exact_max_n``, else
-    Krylov), ``exact``, ``krylov``, ``power`` (the LOCO-style baseline)."""
-    op_keys = ("batching", "chunk_size", "output_mask", "math_attention", "counter")
-    op = _as_operator(f_or_op, x, **{kk: kwargs.pop(kk) for kk in op_keys if kk in kwargs})
+    """Top-k singular triplets: ``method`` in ``auto`` (exact for ``n <= exact_max_n`` when the exact
+    Jacobian's ``n`` passes fit ``max_passes``, else Krylov), ``exact``, ``krylov``, ``power`` (the
+    LOCO-style baseline)."""
+    op = _as_operator(f_or_op, x, **{kk: kwargs.pop(kk) for kk in OPERATOR_KEYS if kk in kwargs})
     if method == "auto":
-        method = "exact" if op.n <= exact_max_n else "krylov"
+        method = "exact" if exact_fits(op.n, kwargs.get("max_passes"), exact_max_n) else "krylov"
     if method == "exact":
         return exact_svd(op, k=k, progress=kwargs.get("progress", False))
     if method == "krylov":
@@ -572,6 +724,20 @@ class MaskedDirections:
     passes: int = 0
     wall_time_s: float = 0.0
 
+    @property
+    def stopped_at_budget(self) -> bool:
+        return self.inside.stopped_at_budget or self.outside.stopped_at_budget
+
+    @property
+    def converged(self) -> bool:
+        return self.inside.converged and self.outside.converged
+
+    @property
+    def status(self) -> str:
+        if self.inside.stop_reason == "exact":
+            return f"exact (full Jacobian, {self.passes} passes)"
+        return f"inside the mask: {self.inside.status}; outside: {self.outside.status}"
+
 
 def mask_energy_fraction(J_dirs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``||mask * y||^2 / ||y||^2`` for each row ``y`` of ``J_dirs`` (``(k, *shape)``)."""
@@ -589,8 +755,10 @@ def masked_directions(f_or_op, x: torch.Tensor | None, mask: torch.Tensor, k: in
 
     ``mask``: broadcastable to the sample shape, 1 inside the edit region (values in [0, 1]).
     ``measure``: spend ``2k`` JVPs to report how much of ``J d`` falls inside the mask.
+    ``max_passes`` (optional) is the budget of *each* of the two Krylov searches (``method="auto"``
+    takes the exact path when its ``n`` VJPs fit it); the ``2k`` measuring JVPs come on top.
     """
-    op_keys = ("batching", "chunk_size", "math_attention", "counter")
+    op_keys = tuple(kk for kk in OPERATOR_KEYS if kk != "output_mask")
     base = _as_operator(f_or_op, x, **{kk: kwargs.pop(kk) for kk in op_keys if kk in kwargs})
     if base.mask is not None:
         raise UserError("pass the mask to masked_directions, not to the operator")
@@ -608,7 +776,7 @@ def masked_directions(f_or_op, x: torch.Tensor | None, mask: torch.Tensor, k: in
     start_count = base.counter.snapshot()
     t0 = time.perf_counter()
     if method == "auto":
-        method = "exact" if base.n <= exact_max_n else "krylov"
+        method = "exact" if exact_fits(base.n, kwargs.get("max_passes"), exact_max_n) else "krylov"
     if method == "exact":
         J = exact_jacobian(base, progress=kwargs.get("progress", False)).double()
         mf = m.reshape(-1, 1).double()
@@ -657,9 +825,11 @@ def x0_hat_fn(model, t: int, cond=None, dtype: torch.dtype = torch.float32) -> C
 
 def x0_hat_operator(model, x_t: torch.Tensor, t: int, cond=None, **op_kwargs) -> JacobianOperator:
     """:class:`JacobianOperator` of ``x_t -> x0_hat(x_t, t, c)`` at one sample ``x_t`` (shape
-    ``model.sample_shape`` or ``(1, *sample_shape)``), float32. JVPs through a U-Net with
-    attention need ``with model.forward_ad_safe():`` around the calls (the solvers below
-    enter it for you)."""
+    ``model.sample_shape`` or ``(1, *sample_shape)``), float32. The default ``jvp_mode="forward"``
+    (exact forward-mode AD) enters ``model.forward_ad_safe()`` around each JVP call by itself;
+    ``jvp_mode="central"`` needs no switch. A half-precision model builds its float32 U-Net per
+    call unless the calls run inside ``with model.float32_unet():`` (the solvers below do that)."""
+    op_kwargs.setdefault("jvp_context", getattr(model, "forward_ad_safe", None))
     return _x0_hat_operator(model, x_t, t, cond, **op_kwargs)
 
 
@@ -673,14 +843,96 @@ def _x0_hat_operator(model, x_t, t, cond, **op_kwargs) -> JacobianOperator:
     return JacobianOperator(x0_hat_fn(model, t, cond), x, **op_kwargs)
 
 
+def per_direction_bytes(profile: dict, kind: str) -> float:
+    """Bytes one direction adds to a batched call of ``kind`` (``jvp_forward``, ``jvp_central``, ``vjp``,
+    ``vjp_math``), from a model's :meth:`activation_profile` and :data:`MEMORY_COEFFICIENTS`."""
+    a, q = MEMORY_COEFFICIENTS[kind]
+    return MEMORY_SAFETY * (a * profile["activations"] + q * profile["attention"])
+
+
+def default_budget(device) -> tuple[float, str]:
+    """The memory budget when none is given: ``CUDA_BUDGET_FRACTION`` of the free CUDA memory, or on
+    the CPU ``CPU_BUDGET_FRACTION`` of the available RAM (``MemAvailable``; 8 GB if unreadable)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return CUDA_BUDGET_FRACTION * free, f"{CUDA_BUDGET_FRACTION:.0%} of the free CUDA memory"
+    avail = 8 * GIB
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return CPU_BUDGET_FRACTION * avail, f"{CPU_BUDGET_FRACTION:.0%} of the available RAM"
+
+
+def solver_workspace_bytes(n: int, k: int) -> float:
+    """Float64 Krylov basis ``V`` and ``W = J V`` (``max_basis`` columns each, as :func:`top_k_svd`
+    sizes them) plus the blocks in flight."""
+    b = k + (0 if k == 1 else 1)
+    basis = min(max(4 * b, min(300, int(256e6 / (16 * n)))), n)
+    return 8.0 * n * (2 * basis + 4 * b)
+
+
+def memory_plan(model, jvp_mode: str = DEFAULT_JVP_MODE, memory_gb: float | None = None, *, k: int = 5,
+                margin_gb: float = 0.25) -> MemoryPlan | None:
+    """The :class:`MemoryPlan` of JVP/VJP work on ``model`` (``None`` for a model without an
+    :meth:`activation_profile`): per-direction bytes from the profile, the budget ``memory_gb`` (or
+    :func:`default_budget` of the model's device), fixed = solver workspace + ``margin_gb``. Make it
+    inside ``model.float32_unet()`` so the free CUDA memory already excludes the float32 copy."""
+    if not hasattr(model, "activation_profile"):
+        return None
+    if jvp_mode not in JVP_MODES:
+        raise UserError(f"jvp mode must be one of {', '.join(JVP_MODES)}, got {jvp_mode!r}")
+    prof = model.activation_profile()
+    per = {"jvp": per_direction_bytes(prof, "jvp_" + jvp_mode), "vjp": per_direction_bytes(prof, "vjp")}
+    if memory_gb is not None:
+        if not (memory_gb > 0 and math.isfinite(memory_gb)):
+            raise UserError(f"the memory budget must be a positive number of GB, got {memory_gb!r}")
+        budget, source = memory_gb * GIB, f"{memory_gb:g} GB (given)"
+    else:
+        budget, source = default_budget(model.device)
+    fixed = solver_workspace_bytes(model.n, k) + margin_gb * GIB
+    plan = MemoryPlan(budget_bytes=budget, per_direction=per, fixed_bytes=fixed, source=source)
+    for kind in per:   # a budget that cannot hold one direction fails here, before any work
+        plan.directions(kind)
+    return plan
+
+
+_MODEL_KEYS = ("batching", "chunk_size", "math_attention", "fd_step")
+
+
+@contextlib.contextmanager
+def _x0_hat_session(model, x_t, t, cond, k, kwargs) -> "contextlib.AbstractContextManager[JacobianOperator]":
+    """The float32 U-Net held for the whole search, the memory plan made inside it, the operator."""
+    jvp_mode = kwargs.pop("jvp_mode", DEFAULT_JVP_MODE)
+    memory_gb = kwargs.pop("memory_gb", None)
+    plan = kwargs.pop("memory", None)
+    check = kwargs.pop("check", None)
+    op_kw = {kk: kwargs.pop(kk) for kk in _MODEL_KEYS if kk in kwargs}
+    with model.float32_unet():
+        if plan is None:
+            plan = memory_plan(model, jvp_mode, memory_gb, k=k)
+        yield _x0_hat_operator(model, x_t, t, cond, jvp_mode=jvp_mode, jvp_context=model.forward_ad_safe,
+                               memory=plan, check=check, **op_kw)
+
+
 def jacobian_of_x0_hat(model, x_t: torch.Tensor, t: int, cond=None, k: int = 5, *, method: str = "auto",
                        **kwargs) -> JacobianSVD:
-    """Top-k singular triplets of ``J_t = d x0_hat / d x_t`` at ``(x_t, t, c)`` (Wang et al. 2024, §4.2),
-    inside ``model.forward_ad_safe()``. ``kwargs`` go to :func:`jacobian_svd`."""
-    op_keys = ("batching", "chunk_size", "math_attention")
-    op = _x0_hat_operator(model, x_t, t, cond, **{kk: kwargs.pop(kk) for kk in op_keys if kk in kwargs})
-    with model.forward_ad_safe():
-        return jacobian_svd(op, k=k, method=method, **kwargs)
+    """Top-k singular triplets of ``J_t = d x0_hat / d x_t`` at ``(x_t, t, c)`` (Wang et al. 2024, §4.2).
+
+    Operator options: ``jvp_mode`` (default :data:`DEFAULT_JVP_MODE`), ``memory_gb`` (budget; default
+    :func:`default_budget`) or a ready ``memory`` plan, ``check`` (called before every batched call),
+    ``batching``, ``chunk_size``, ``math_attention``, ``fd_step``; the rest (``max_passes``, ``tol``,
+    ``seed``, ``V0``, ``callback``, ``progress``) go to :func:`jacobian_svd`. The float32 U-Net is held
+    for the whole search (:meth:`~lowdim_app.diffusion.DiffusionModel.float32_unet`)."""
+    with _x0_hat_session(model, x_t, t, cond, k, kwargs) as op:
+        res = jacobian_svd(op, k=k, method=method, **kwargs)
+        res.memory = op.memory.describe() if op.memory is not None else None
+        return res
 
 
 def top_singular(model, x_t: torch.Tensor, t: int, k: int = 5, cond=None, **kwargs) -> JacobianSVD:
@@ -691,8 +943,7 @@ def top_singular(model, x_t: torch.Tensor, t: int, k: int = 5, cond=None, **kwar
 
 def masked_directions_of_x0_hat(model, x_t: torch.Tensor, t: int, mask: torch.Tensor, cond=None, k: int = 5,
                                 **kwargs) -> MaskedDirections:
-    """:func:`masked_directions` for ``x0_hat`` of a diffusion model (mask in sample space)."""
-    op_keys = ("batching", "chunk_size", "math_attention")
-    op = _x0_hat_operator(model, x_t, t, cond, **{kk: kwargs.pop(kk) for kk in op_keys if kk in kwargs})
-    with model.forward_ad_safe():
+    """:func:`masked_directions` for ``x0_hat`` of a diffusion model (mask in sample space); operator
+    options as in :func:`jacobian_of_x0_hat`."""
+    with _x0_hat_session(model, x_t, t, cond, max(k, kwargs.get("null_rank", 5)), kwargs) as op:
         return masked_directions(op, None, mask, k=k, **kwargs)

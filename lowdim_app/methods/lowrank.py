@@ -6,13 +6,20 @@ current ``x_t`` and report the numerical rank ``r`` (smallest r with
 ``sum_{i<=r} s_i^2 / sum_i s_i^2 > eta^2``, eta = 0.99) against the SNR ``1 / sigma_t`` with
 ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``.
 
-* ``n <= EXACT_MAX_N``: the full spectrum from the exact Jacobian.
-* larger ``n``: the top-k spectrum from JVP/VJP and ``||J||_F^2`` from a Hutchinson estimate
-  (``E ||J z||^2`` over Gaussian ``z``); if the top-k energy never reaches ``eta^2 ||J||_F^2``,
-  the rank is reported as a lower bound ``> k``.
+* ``n <= EXACT_MAX_N`` and ``n <= max_passes``: the full spectrum from the exact Jacobian (``n`` VJPs).
+* otherwise a budget-aware estimate per point: the top-k spectrum from block Krylov within
+  ``max_passes`` passes, and ``||J||_F^2`` from a Hutchinson estimate that reuses the Krylov method's
+  first (Haar-random orthonormal) block -- ``E ||J v||^2 = ||J||_F^2 / n`` per column -- topped up with
+  Gaussian probes to at least ``hutchinson`` probes (those JVPs come out of the same budget).
+  If the top-k energy reaches ``eta^2 ||J||_F^2`` the rank is the first ``r`` that does (an estimate:
+  Ritz values never exceed the true singular values, so an unconverged top-k can only overstate ``r``);
+  if it never does, the rank is reported as the lower bound ``k + 1`` and :attr:`RankPoint.reason` says
+  why (the energy fraction reached, and whether the top-k converged within the budget -- if it did
+  not, the true top-k energy may be larger and the bound is not certain).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,9 +27,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import check_range
+from ..errors import UserError, check_range
 from ..metrics import numerical_rank
 from . import jacobian as jac
+
+DEFAULT_HUTCHINSON = 16
 
 
 @dataclass
@@ -34,10 +43,22 @@ class RankPoint:
     rank_is_lower_bound: bool
     n: int
     top_singular_values: list[float] = field(default_factory=list)
+    method: str = "exact"            # exact | krylov
+    passes: int = 0                  # network passes spent at this point (JVP + VJP directions)
+    converged: bool = True           # the top-k search met its tolerance (always True on the exact path)
+    error_estimate: float | None = 0.0
+    energy_fraction: float | None = 1.0   # top-k energy / ||J||_F^2 (estimate on the Krylov path)
+    fro2_probes: int = 0             # Hutchinson probes behind ||J||_F^2 (0: exact)
+    reason: str = ""                 # what could not be resolved ("" when exact)
 
     @property
     def rank_fraction(self) -> float:
         return self.rank / self.n
+
+    @property
+    def resolved(self) -> bool:
+        """The rank is a number, not a lower bound, and the top-k converged (or the path was exact)."""
+        return not self.rank_is_lower_bound and self.converged
 
 
 def sigma_of(model, t: int) -> float:
@@ -45,32 +66,103 @@ def sigma_of(model, t: int) -> float:
     return float(np.sqrt((1 - a) / a))
 
 
-def jacobian_rank(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k: int = 32,
-                  hutchinson: int = 16, seed: int = 0) -> tuple[int, bool, torch.Tensor]:
-    """``(rank, is_lower_bound, top singular values)`` of ``J_t`` at ``x_t``."""
+def krylov_block(k: int) -> int:
+    """Block size ``b = k + p`` of :func:`~.jacobian.top_k_svd` with its default oversampling."""
+    return k + (0 if k == 1 else 1)
+
+
+def min_passes(k: int, hutchinson: int = DEFAULT_HUTCHINSON) -> int:
+    """Smallest per-point budget of the Krylov path: one iteration plus the extra Hutchinson probes."""
+    b = krylov_block(k)
+    return 2 * b + max(0, hutchinson - b)
+
+
+@dataclass
+class _Estimate:
+    rank: int
+    lower_bound: bool
+    singular_values: torch.Tensor
+    method: str
+    passes: int
+    converged: bool
+    error_estimate: float | None
+    energy_fraction: float | None
+    probes: int
+    reason: str
+
+
+def _estimate(model, x_t: torch.Tensor, t: int, cond, eta: float, k: int, hutchinson: int, seed: int,
+              max_passes: int | None, tol: float, op_kwargs: dict) -> _Estimate:
     n = model.n
-    if n <= jac.EXACT_MAX_N:
-        res = jac.jacobian_of_x0_hat(model, x_t, t, cond, k=min(k, n), method="exact")
-        return int(numerical_rank(res.spectrum, eta)), False, res.spectrum
-    res = jac.jacobian_of_x0_hat(model, x_t, t, cond, k=k, method="krylov", seed=seed)
-    op = jac.x0_hat_operator(model, x_t, t, cond)
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn((hutchinson, *x_t.shape[1:]), generator=g).to(x_t.device)
-    with model.forward_ad_safe():
-        fro2 = float(op.jvp(z).pow(2).reshape(hutchinson, -1).sum(1).mean())
+    if jac.exact_fits(n, max_passes):
+        res = jac.jacobian_of_x0_hat(model, x_t, t, cond, k=min(k, n), method="exact", **op_kwargs)
+        return _Estimate(int(numerical_rank(res.spectrum, eta)), False, res.spectrum, "exact", res.passes, True, 0.0,
+                         1.0, 0, "")
+    k = min(k, n - 1)
+    b = krylov_block(k)
+    extra = max(0, hutchinson - b)
+    budget = 2000 if max_passes is None else max_passes
+    if budget - extra < 2 * b:
+        raise UserError(f"max_passes must be at least {2 * b + extra} for k = {k} (one Krylov iteration of "
+                        f"{2 * b} passes + {extra} Hutchinson probes); got {budget}")
+    with jac._x0_hat_session(model, x_t, t, cond, k, dict(op_kwargs)) as op:
+        res = jac.jacobian_svd(op, k=k, method="krylov", seed=seed, max_passes=budget - extra, tol=tol)
+        fro2, probes = res.fro2_estimate or 0.0, res.fro2_probes
+        if extra:
+            g = torch.Generator().manual_seed(seed + 1)
+            z = torch.randn((extra, *model.sample_shape), generator=g).to(op.device)
+            fz = float(op.jvp(z).pow(2).reshape(extra, -1).sum(1).sum())
+            fro2 = (fro2 * probes + fz) / (probes + extra)
+            probes += extra
+    passes = res.passes + extra
     s2 = res.singular_values.double().pow(2).cumsum(0)
+    frac = float(s2[-1] / fro2) if fro2 > 0 else None
+    err = res.error_estimate if math.isfinite(res.error_estimate) else None
     hit = torch.nonzero(s2 > eta ** 2 * fro2)
+    not_conv = "" if res.converged else (f"; the top-{k} did not converge within {passes} passes (estimated error "
+                                          f"{'unknown' if err is None else f'{err:.2g}'} > tol {tol:g})")
     if len(hit):
-        return int(hit[0]) + 1, False, res.singular_values
-    return int(res.k), True, res.singular_values
+        reason = "" if res.converged else ("estimate: the top-k energy reached eta^2 ||J||_F^2 but" + not_conv[1:]
+                                           + ", so the rank may be overstated")
+        return _Estimate(int(hit[0]) + 1, False, res.singular_values, "krylov", passes, res.converged, err, frac,
+                         probes, reason)
+    pct = "?" if frac is None else f"{100 * frac:.1f}%"
+    reason = (f"rank > {k}: the top-{k} energy is {pct} of ||J||_F^2 (Hutchinson, {probes} probes), below "
+              f"eta^2 = {100 * eta ** 2:.2f}%" + not_conv + ("; raise k (and max_passes) to resolve it" if res.converged
+                                                              else "; raise max_passes to confirm the bound"))
+    return _Estimate(k + 1, True, res.singular_values, "krylov", passes, res.converged, err, frac, probes, reason)
+
+
+def jacobian_rank(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k: int = 32,
+                  hutchinson: int = DEFAULT_HUTCHINSON, seed: int = 0, *, max_passes: int | None = None,
+                  tol: float = 0.05, **op_kwargs) -> tuple[int, bool, torch.Tensor]:
+    """``(rank, is_lower_bound, top singular values)`` of ``J_t`` at ``x_t`` (see the module docstring;
+    :func:`rank_point` returns everything). ``op_kwargs``: ``jvp_mode``, ``memory_gb``, ``check``, ..."""
+    e = _estimate(model, x_t, t, cond, eta, k, hutchinson, seed, max_passes, tol, op_kwargs)
+    return e.rank, e.lower_bound, e.singular_values
+
+
+def rank_point(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k: int = 32,
+               hutchinson: int = DEFAULT_HUTCHINSON, seed: int = 0, *, max_passes: int | None = None,
+               tol: float = 0.05, **op_kwargs) -> RankPoint:
+    """The :class:`RankPoint` of ``J_t`` at ``x_t`` within ``max_passes`` passes."""
+    e = _estimate(model, x_t, t, cond, eta, k, hutchinson, seed, max_passes, tol, op_kwargs)
+    sig = sigma_of(model, t)
+    return RankPoint(int(t), sig, 1.0 / sig, e.rank, e.lower_bound, model.n, [float(v) for v in e.singular_values[:16]],
+                     e.method, e.passes, e.converged, e.error_estimate, e.energy_fraction, e.probes, e.reason)
 
 
 def rank_along_trajectory(model, steps: int = 50, points: int = 12, seed: int = 0, cond=None, eta: float = 0.99,
                           k: int = 32, progress: bool = False,
-                          on_point: Callable[[int, int], None] | None = None) -> list[RankPoint]:
+                          on_point: Callable[[int, int], None] | None = None, *, max_passes: int | None = None,
+                          tol: float = 0.05, hutchinson: int = DEFAULT_HUTCHINSON,
+                          check: Callable[[], None] | None = None, **op_kwargs) -> list[RankPoint]:
     """Numerical rank of ``J_t`` at ``points`` timesteps of one seeded DDIM trajectory from ``T``.
 
-    ``on_point(done, total)`` is called after each measured point (progress, cancellation)."""
+    ``max_passes``: network passes per point (``None``: the exact path when ``n <= EXACT_MAX_N``,
+    else a Krylov budget of 2000); ``check()`` runs before every U-Net call of the trajectory and
+    every batched JVP/VJP (raise there to cancel); ``on_point(done, total)`` after each measured
+    point. ``op_kwargs`` (``jvp_mode``, ``memory_gb``) go to the Jacobian operator."""
     check_range("points", points, 2, 200)
     if model.is_text and cond is None:
         cond = model.default_conditioning()
@@ -78,14 +170,16 @@ def rank_along_trajectory(model, steps: int = 50, points: int = 12, seed: int = 
     visit = set(np.unique(np.round(np.linspace(0, len(ts) - 1, points)).astype(int)).tolist())
     x = model.randn(1, seed)
     out: list[RankPoint] = []
-    for i, t in enumerate(tqdm(ts, desc="rank along trajectory", disable=not progress)):
-        if i in visit:
-            r, lower, s = jacobian_rank(model, x, t, cond, eta=eta, k=k, seed=seed)
-            sig = sigma_of(model, t)
-            out.append(RankPoint(t, sig, 1.0 / sig, r, lower, model.n, [float(v) for v in s[:16]]))
-            if on_point is not None:
-                on_point(len(out), len(visit))
-        with torch.no_grad():
-            eps, x0 = model.predict(x, t, cond)
-            x = model._ddim_move(eps, x0, ts[i + 1] if i + 1 < len(ts) else None)
+    with model.float32_unet():   # one float32 copy (half-precision models) for the whole trajectory
+        for i, t in enumerate(tqdm(ts, desc="rank along trajectory", disable=not progress)):
+            if check is not None:
+                check()
+            if i in visit:
+                out.append(rank_point(model, x, t, cond, eta=eta, k=k, hutchinson=hutchinson, seed=seed,
+                                      max_passes=max_passes, tol=tol, check=check, **op_kwargs))
+                if on_point is not None:
+                    on_point(len(out), len(visit))
+            with torch.no_grad():
+                eps, x0 = model.predict(x, t, cond)
+                x = model._ddim_move(eps, x0, ts[i + 1] if i + 1 < len(ts) else None)
     return out

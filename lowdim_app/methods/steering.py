@@ -10,10 +10,22 @@ During sampling ``a * v`` is added to the layer outputs only in a window of step
 20 of 40) and, with classifier-free guidance, only on the conditional half of the batch (App. B.3).
 Generalized samples move smoothly with ``a``, memorized ones barely or abruptly (Fig. 8):
 :func:`contrast_sources` picks one of each from a built-in model.
+
+Budget (a Space's per-request limit): the concept images of a ``prompt:`` concept are generated one
+at a time (:func:`generate_concept`, a callback per image, so progress and stopping work between
+images) and VAE-encoded in slices of :data:`ENCODE_BATCH`; a vector is computed once and kept --
+in a file (:meth:`SteeringVector.save` / :meth:`SteeringVector.load`, safetensors with the metadata
+in its header) and in the process (:data:`CONCEPT_CACHE`, a bounded, locked cache keyed by
+everything that determines the vector).
 """
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -26,47 +38,224 @@ from ..metrics import nearest
 # as up_blocks.1.resnets.2, the one resnet of the first two up blocks not otherwise listed.
 SD_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
              "up_blocks.1.resnets.0", "up_blocks.1.resnets.1", "up_blocks.1.resnets.2"]
-SD_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=3.5, kind="channel")
+# concept_n / concept_steps: the paper generates 100 concept images with 40 steps each (8,000 U-Net
+# evaluations with CFG); the defaults below are the smaller set measured by bench/steering_concept.py.
+SD_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=3.5, kind="channel", concept_n=16, concept_steps=20)
 # Built-in digit models, chosen by measurement: a single up-block layer moved no sample to the target
 # class at any strength; these four layers with the spatial concept-minus-all-digits vector moved every
 # tested seed (class probability 0 -> 1 by a ~ 1).
 DIGITS_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
-DIGITS_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=1.0, kind="spatial")
+DIGITS_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=1.0, kind="spatial", concept_n=100)
 MAX_STRENGTH = 100.0
+FEATURE_BATCH = 32          # concept images per U-Net call when reading the features at t~
+ENCODE_BATCH = 4            # concept images per VAE encode call (SD: 4 images of 512 px at once, not 100)
+VECTOR_FORMAT = "lowdim-steering-vector-v1"
+CACHE_SIZE = 16             # steering vectors kept per process (an SD channel vector is 6 x C floats)
+
+
+def recipe_for(text: bool) -> tuple[list[str], dict]:
+    """``(layers, recipe)``: the paper's Stable Diffusion recipe (text models) or the built-in digits one."""
+    return (list(SD_LAYERS), dict(SD_RECIPE)) if text else (list(DIGITS_LAYERS), dict(DIGITS_RECIPE))
 
 
 def default_recipe(model) -> tuple[list[str], dict]:
     """``(layers, recipe)`` for a model: the paper's Stable Diffusion recipe or the built-in digits one."""
-    return (list(SD_LAYERS), dict(SD_RECIPE)) if model.is_text else (list(DIGITS_LAYERS), dict(DIGITS_RECIPE))
+    return recipe_for(model.is_text)
 
 
 @dataclass
 class SteeringVector:
+    """``v`` of eq. 11 per layer, and what it was computed from (saved with it in a vector file)."""
+
     vectors: dict[str, torch.Tensor]      # layer -> 1 x C x 1 x 1 (channel) or 1 x C x H x W (spatial)
     kind: str                              # channel | spatial
     t_tilde: int
     model_id: str
     n_images: int
     meta: dict = field(default_factory=dict)
+    concept: tuple[str, ...] = ()          # the concept spec (digit:K, prompt:TEXT or image file names)
+    concept_n: int | None = None           # images asked for (digit:K, prompt:TEXT)
+    seed: int | None = None                # seed of a prompt concept set and of the noise to t~
+    concept_steps: int | None = None       # DDIM steps per generated concept image (prompt:TEXT)
+    guidance: float | None = None          # CFG scale generating the concept images (prompt:TEXT)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.vectors)
 
     def norms(self) -> dict[str, float]:
         return {k: float(v.norm()) for k, v in self.vectors.items()}
 
+    def info(self) -> dict:
+        return {"format": VECTOR_FORMAT, "model_id": self.model_id, "layers": self.layers, "kind": self.kind,
+                "t_tilde": self.t_tilde, "concept": list(self.concept), "concept_n": self.concept_n,
+                "n_images": self.n_images, "seed": self.seed, "concept_steps": self.concept_steps,
+                "guidance": self.guidance, "shapes": {k: list(v.shape) for k, v in self.vectors.items()},
+                "meta": self.meta}
+
+    def save(self, path: str | Path) -> Path:
+        """A safetensors file: one tensor per layer, the metadata (:meth:`info`) as JSON in its header."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.vectors.items()}, str(path),
+                  metadata={"lowdim": json.dumps(self.info())})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SteeringVector":
+        from safetensors import safe_open
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                info = json.loads((f.metadata() or {})["lowdim"])
+                vectors = {k: f.get_tensor(k) for k in info["layers"]}
+        except Exception:
+            raise UserError(f"{path.name}: not a LowDim Lab steering vector file (.safetensors saved by steer)") from None
+        if (info.get("format") != VECTOR_FORMAT or info.get("kind") not in ("channel", "spatial") or not vectors
+                or any(list(v.shape) != info["shapes"].get(k) for k, v in vectors.items())):
+            raise UserError(f"{path.name}: unsupported or corrupt steering vector file")
+        return cls(vectors, info["kind"], int(info["t_tilde"]), info["model_id"], int(info["n_images"]),
+                   info.get("meta", {}), tuple(info.get("concept", ())), info.get("concept_n"), info.get("seed"),
+                   info.get("concept_steps"), info.get("guidance"))
+
+    def check_compatible(self, model, layers: list[str] | None = None, kind: str | None = None,
+                         t_tilde: int | None = None, name: str = "the steering vector") -> None:
+        """A vector only means something for the model and layers it was computed on; ``layers``,
+        ``kind``, ``t_tilde`` given explicitly must be the vector's. One-line :class:`UserError` otherwise."""
+        if self.model_id != model.model_id:
+            raise UserError(f"{name} was computed on {self.model_id}, not {model.model_id}; use it with the same model")
+        if layers and list(layers) != self.layers:
+            raise UserError(f"{name} was computed at layers {','.join(self.layers)}, not {','.join(layers)}; "
+                            "leave the layers empty or give the same ones")
+        if kind is not None and kind != self.kind:
+            raise UserError(f"{name} is a {self.kind} vector, not {kind}")
+        if t_tilde is not None and int(t_tilde) != self.t_tilde:
+            raise UserError(f"{name} was computed at t~ = {self.t_tilde}, not {t_tilde}")
+        for layer, v in self.vectors.items():
+            channels = getattr(get_module(model.unet, layer), "out_channels", None)
+            if channels is not None and v.ndim == 4 and v.shape[1] != channels:
+                raise UserError(f"{name} has {v.shape[1]} channels at {layer}; the model has {channels}")
+
+
+def cache_key(model_id: str, concept: tuple[str, ...], concept_n: int | None, layers, t_tilde: int, kind: str,
+              seed: int, concept_steps: int | None = None, guidance: float | None = None) -> tuple:
+    """Everything that determines the vector of a ``digit:`` or ``prompt:`` concept (the key of :data:`CONCEPT_CACHE`)."""
+    return (str(model_id), tuple(concept), concept_n, tuple(layers), int(t_tilde), str(kind), int(seed),
+            None if concept_steps is None else int(concept_steps), None if guidance is None else float(guidance))
+
+
+class ConceptCache:
+    """Steering vectors computed in this process, keyed by :func:`cache_key`; at most ``maxsize``
+    (least recently used dropped). Lookups and inserts hold a lock; a key being computed is marked
+    pending, so concurrent requests for the same concept compute it once: the others wait for it
+    (checking ``wait_check`` -- e.g. a stop request -- every 0.1 s) and take the result; if the
+    computation fails or is stopped, the next waiter computes it. Values are shared: read only."""
+
+    def __init__(self, maxsize: int = CACHE_SIZE):
+        self.maxsize = int(maxsize)
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, SteeringVector] = OrderedDict()
+        self._pending: dict[Hashable, threading.Event] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def get_or_compute(self, key, compute: Callable[[], SteeringVector],
+                       wait_check: Callable[[], None] | None = None) -> tuple[SteeringVector, bool]:
+        """``(vector, hit)``: the cached vector (``hit=True``) or ``compute()``'s, stored under ``key``."""
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key], True
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = threading.Event()
+                    break
+            while not pending.wait(0.1):
+                if wait_check is not None:
+                    wait_check()
+        try:
+            value = compute()
+        except BaseException:
+            with self._lock:
+                del self._pending[key]
+            pending.set()
+            raise
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+            del self._pending[key]
+        pending.set()
+        return value, False
+
+
+CONCEPT_CACHE = ConceptCache()
+
+
+@torch.no_grad()
+def generate_concept(model, cond, n: int, seed: int, steps: int, *, on_image: Callable[[int, int], None] | None = None,
+                     step_callback=None, progress: bool = False, batch: int = 1) -> torch.Tensor:
+    """The images of a ``prompt:`` concept set (pixels in [-1, 1]): DDIM from ``model.randn(n, seed)``
+    (image ``i`` starts from row ``i``, so the first ``m`` images of a set of ``n`` are the set of ``m``),
+    ``batch`` images per call (1: one at a time); ``on_image(done, n)`` runs after each call (it may
+    raise to stop), ``step_callback(i, t)`` before each DDIM step."""
+    check_range("concept images", n, 1, 100_000)
+    noise = model.randn(n, seed)
+    out = []
+    for lo in range(0, n, batch):
+        z = model.ddim_sample(noise[lo:lo + batch], model.num_train_timesteps - 1, steps, cond, progress=progress,
+                              step_callback=step_callback, desc="concept image")
+        out.append(model.decode(z).cpu())
+        if on_image is not None:
+            on_image(min(lo + batch, n), n)
+    return torch.cat(out)
+
+
+def encode_in_slices(model, images: torch.Tensor, batch: int = ENCODE_BATCH, on_slice=None) -> torch.Tensor:
+    """``model.encode`` ``batch`` images at a time (latent models; one call for pixel models, whose encode
+    is the identity); ``on_slice(done, n)`` after each call."""
+    n = len(images)
+    step = batch if model.is_latent else max(n, 1)
+    out = []
+    for lo in range(0, n, step):
+        out.append(model.encode(images[lo:lo + step]))
+        if on_slice is not None:
+            on_slice(min(lo + step, n), n)
+    return torch.cat(out)
+
 
 @torch.no_grad()
 def _mean_features(model, images: torch.Tensor, layers: list[str], t_tilde: int, cond, seed: int,
-                   batch_size: int = 32, step_callback=None) -> dict[str, torch.Tensor]:
-    """Mean over images of each layer's output at ``x_t~ = AddNoise(x_0, t~)`` (conditional path only)."""
+                   batch_size: int = FEATURE_BATCH, step_callback=None, on_encoded=None) -> dict[str, torch.Tensor]:
+    """Mean over images of each layer's output at ``x_t~ = AddNoise(x_0, t~)`` (conditional path only).
+    Images are VAE-encoded :data:`ENCODE_BATCH` at a time (``on_encoded(done, n)`` after each slice)."""
     sums: dict[str, torch.Tensor] = {}
     n = 0
-    x0 = model.encode(images)
-    noise = model.randn(len(x0), seed)
+    total = len(images)
+    noise = model.randn(total, seed)
+    c = None if cond is None else type(cond)(cond.cond, None, 1.0, cond.prompt)
     with capture(model.unet, layers) as cap:
-        for i in range(0, len(x0), batch_size):
+        for i in range(0, total, batch_size):
             if step_callback is not None:
                 step_callback(i // batch_size, t_tilde)
-            xb = model.add_noise(x0[i:i + batch_size], t_tilde, noise[i:i + batch_size])
-            c = None if cond is None else type(cond)(cond.cond, None, 1.0, cond.prompt)
+            slice_done = None if on_encoded is None else (lambda done, _n, i=i: on_encoded(i + done, total))
+            x0 = encode_in_slices(model, images[i:i + batch_size], on_slice=slice_done)
+            xb = model.add_noise(x0, t_tilde, noise[i:i + batch_size])
             cap.clear()
             model.predict(xb, t_tilde, c)
             for layer in layers:
@@ -78,9 +267,10 @@ def _mean_features(model, images: torch.Tensor, layers: list[str], t_tilde: int,
 
 def steering_vector(model, images: torch.Tensor, layers: list[str] | None = None, t_tilde: int | None = None,
                     kind: str = "channel", cond=None, baseline: torch.Tensor | None = None, seed: int = 0,
-                    step_callback=None) -> SteeringVector:
+                    step_callback=None, on_encoded=None) -> SteeringVector:
     """``v`` of eq. 11 from concept images (pixels in [-1, 1]); ``cond`` is ``c_bar`` for text models.
-    ``seed`` draws the noise taking the images to ``t~``; ``step_callback(i, t~)`` runs before each batch."""
+    ``seed`` draws the noise taking the images to ``t~``; ``step_callback(i, t~)`` runs before each batch,
+    ``on_encoded(done, n)`` after each VAE slice of the concept images."""
     if kind not in ("channel", "spatial"):
         raise UserError("steering vector kind must be 'channel' or 'spatial'")
     if len(images) == 0:
@@ -92,15 +282,15 @@ def steering_vector(model, images: torch.Tensor, layers: list[str] | None = None
     t_tilde = recipe["t_tilde"] if t_tilde is None else model.check_timestep(t_tilde)
     if model.is_text and cond is None:
         cond = model.default_conditioning()
-    v = _mean_features(model, images, layers, t_tilde, cond, seed, step_callback=step_callback)
+    v = _mean_features(model, images, layers, t_tilde, cond, seed, step_callback=step_callback, on_encoded=on_encoded)
     if baseline is not None:
         b = _mean_features(model, baseline, layers, t_tilde, model.default_conditioning() if model.is_text else None,
                            seed, step_callback=step_callback)
         v = {k: v[k] - b[k] for k in v}
     if kind == "channel":
         v = {k: t.mean(dim=(2, 3), keepdim=True) for k, t in v.items()}
-    return SteeringVector(v, kind, t_tilde, model.model_id, len(images),
-                          {"baseline": baseline is not None, "prompt": getattr(cond, "prompt", "")})
+    return SteeringVector({k: t.cpu() for k, t in v.items()}, kind, t_tilde, model.model_id, len(images),
+                          {"baseline": baseline is not None, "prompt": getattr(cond, "prompt", "")}, seed=int(seed))
 
 
 def steered_samples(model, x_start: torch.Tensor, sv: SteeringVector, strengths, t_start: int | None = None,
