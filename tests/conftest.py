@@ -88,20 +88,20 @@ def digits_gen():
     return load_model("digits-gen", "cpu")
 
 
-@pytest.fixture(scope="session")
-def app_server():
+@contextmanager
+def start_app(log_name: str = "server.log", **env_extra):
     """`python app.py` (the README's first command) on a free port; yields its base URL."""
     port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", **env_extra)
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "server.log", "w")
+    log = open(ARTIFACTS / log_name, "w")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(600):
             if proc.poll() is not None:
-                raise RuntimeError(f"app exited with {proc.returncode}; see test-artifacts/server.log")
+                raise RuntimeError(f"app exited with {proc.returncode}; see test-artifacts/{log_name}")
             try:
                 urllib.request.urlopen(url, timeout=1)
                 break
@@ -118,6 +118,12 @@ def app_server():
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    with start_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -174,3 +180,16 @@ def run_reproduce_line(text: str, cwd: Path, timeout: int = 600) -> subprocess.C
     r = subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{m.group(1)} failed:\n{r.stderr[-2000:]}"
     return r
+
+
+def final_output(outputs):
+    """The last result a streaming UI handler yields (skipping its heartbeats), or a plain return value."""
+    import inspect
+
+    if not inspect.isgenerator(outputs):
+        return outputs
+    last = None
+    for out in outputs:
+        if not all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out):
+            last = out
+    return last

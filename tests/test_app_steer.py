@@ -38,7 +38,7 @@ def _same_numbers(ui: dict, cli: dict) -> None:
 
 
 def test_digit_concept_with_contrast_round_trip(client, tmp_path):
-    strip, curve, contrast, info, files = client.predict(
+    strip, curve, contrast, info, files, vector = client.predict(
         "digits-dup", "digit class", 4, "", None, 2, None, 1.5, 3, "recipe", "", True, 3, api_name="/steer")
     assert strip and curve and contrast and "spatial vector" in info
     assert "--concept digit:4" in info and "--source seed:2" in info and "--contrast" in info and "--seed 3" in info
@@ -56,7 +56,7 @@ def test_digit_concept_with_contrast_round_trip(client, tmp_path):
 def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
     """Uploads travel as the model-size PNGs the tab offers; the line names them (concept_000.png ...,
     source.png) and the command reads back exactly those pixels."""
-    strip, curve, contrast, info, files = client.predict(
+    strip, curve, contrast, info, files, vector = client.predict(
         "digits-gen", "uploaded images", 4, "", [handle_file(str(p)) for p in EXAMPLES], 1,
         handle_file("assets/examples/digit_3_test2.png"), 2.0, 3, "spatial", "up_blocks.0.resnets.0, mid_block", False,
         0, api_name="/steer")
@@ -73,11 +73,56 @@ def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
 
 def test_steer_an_uploaded_source_image(client):
     """An uploaded image is DDIM-inverted, then steered; the tab offers it as the source.png the line names."""
-    strip, curve, _, info, files = client.predict("digits-dup", "digit class", 7, "", None, 1,
+    strip, curve, _, info, files, _ = client.predict("digits-dup", "digit class", 7, "", None, 1,
                                                   handle_file("assets/examples/digit_3_test2.png"), 1.5, 3, "recipe",
                                                   "", False, 0, api_name="/steer")
     assert strip and curve and "--source source.png" in info
     assert [Path(f).name for f in files] == ["source.png", "steer.json"]
+
+
+def test_saved_vector_round_trip(client, tmp_path):
+    """The vector a run offers, uploaded again, replaces the concept set (the digit box says 7, the file is of
+    digit 4): the same strip; the reproduce line names --vector steering_vector.safetensors and no concept, the
+    tab offers that file, and the line run where the files are gives the strip pixel for pixel."""
+    strip, curve, _, info, files, vector = client.predict(
+        "digits-dup", "digit class", 4, "", None, 2, None, 1.5, 3, "recipe", "", False, 3, None, api_name="/steer")
+    assert Path(vector).name == "steering_vector.safetensors" and "--concept digit:4" in info
+    strip2, curve2, _, info2, files2, vector2 = client.predict(
+        "digits-dup", "digit class", 7, "", None, 2, None, 1.5, 3, "recipe", "", False, 3, handle_file(vector),
+        api_name="/steer")
+    assert "--vector steering_vector.safetensors" in info2 and "--concept " not in info2
+    assert [Path(f).name for f in files2] == ["steering_vector.safetensors", "steer.json"]
+    assert np.array_equal(_pixels(strip2), _pixels(strip))
+    ui = json.loads(Path(files2[-1]).read_text())
+    assert ui["concept"] == "digit:4" and ui["vector"]["from"] == "file"
+    assert ui["concept_strength"] == json.loads(Path(files[-1]).read_text())["concept_strength"]
+    cli = _run_line_where_the_files_are(info2, files2, tmp_path)
+    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip2))
+    _same_numbers(ui, cli)
+
+
+def test_text_model_saved_vector_round_trip(tiny_sd, tiny_sd_dir, tmp_path, monkeypatch, one_thread):
+    """A text model (the tiny SD): a saved vector uploaded to the tab steers the source; the reproduce line with
+    --vector, run where the files are, gives the strip pixel for pixel (both sides on one thread: float32
+    convolutions may round differently with another thread count)."""
+    from lowdim_app.config import Runtime
+    from lowdim_app.features.steer import FEATURE, SteerSettings
+    from lowdim_app.ui.steer_tab import steer
+    from tests.conftest import final_output
+
+    monkeypatch.setenv("LOWDIM_CLIP", "off")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    computed = FEATURE.run(SteerSettings(model=str(tiny_sd_dir), concept="prompt:a red ball", concept_n=2,
+                                         concept_steps=2, steps=2, window=1, strengths=[0.0]),
+                           model=tiny_sd, runtime=Runtime(clip="off"))
+    vector = computed.save_vector(tmp_path / "upload" / "red.safetensors")
+    strip, _, _, info, files, offered = final_output(steer(str(tiny_sd_dir), "prompt", 0, "", None, 1, None, 4.0, 2,
+                                                           "recipe", "", False, 0, str(vector)))
+    assert "--vector steering_vector.safetensors" in info and "--concept" not in info
+    assert [Path(f).name for f in files] == ["steering_vector.safetensors", "steer.json"]
+    assert json.loads(Path(files[-1]).read_text())["concept"] == "prompt:a red ball"
+    _run_line_where_the_files_are(info, files, tmp_path)
+    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), np.asarray(strip))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -90,6 +135,14 @@ def test_steer_an_uploaded_source_image(client):
 def test_steer_bad_input(client, args, message):
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name="/steer")
+
+
+def test_steer_refuses_a_bad_vector_file(client, tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a vector")
+    with pytest.raises(AppError, match="not a LowDim Lab steering vector file"):
+        client.predict("digits-dup", "digit class", 4, "", None, 1, None, 1.5, 4, "recipe", "", False, 0,
+                       handle_file(str(junk)), api_name="/steer")
 
 
 def test_steer_tab_in_browser(page, artifacts):

@@ -139,7 +139,9 @@ def test_clip_similarity_is_the_cosine_of_projected_embeddings(tiny_clip_dir):
 
 def test_text_model_steer_draws_the_clip_curve(tiny_sd_dir, tiny_clip_dir, tmp_path, monkeypatch):
     """Text models: the concept-strength curve is CLIP similarity to the concept prompt (CLI and tab)."""
+    from lowdim_app.features.steer import PROMPT_CONCEPT_N
     from lowdim_app.ui.steer_tab import steer
+    from tests.conftest import final_output
 
     monkeypatch.setenv("LOWDIM_CLIP", str(tiny_clip_dir))
     out = tmp_path / "s"
@@ -148,9 +150,9 @@ def test_text_model_steer_draws_the_clip_curve(tiny_sd_dir, tiny_clip_dir, tmp_p
     rep = json.loads((out / "steer.json").read_text())
     assert "CLIP cosine similarity" in rep["concept_strength"]["measure"]
     assert len(rep["concept_strength"]["values"]) == 3
-    strip, curve, contrast, info, files = steer(str(tiny_sd_dir), "prompt", 0, "a red ball", None, 1, None, 4.0, 2,
-                                                "recipe", "", False)
-    assert strip is not None and curve is not None and contrast is None and "--concept-n 8" in info
+    strip, curve, contrast, info, files, vector = final_output(steer(str(tiny_sd_dir), "prompt", 0, "a red ball", None, 1,
+                                                                     None, 4.0, 2, "recipe", "", False))
+    assert strip is not None and curve is not None and contrast is None and f"--concept-n {PROMPT_CONCEPT_N}" in info
     assert "CLIP cosine similarity" in json.loads(Path(files[-1]).read_text())["concept_strength"]["measure"]
     monkeypatch.setenv("LOWDIM_CLIP", "off")
     assert main(["steer", "--model", str(tiny_sd_dir), "--concept", "prompt:a red ball", "--concept-n", "2",

@@ -1,12 +1,14 @@
 """Shared figure setup and rendering.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), never through
-pyplot's global figure registry, and every rendering (``to_pil``, ``save_figure``) holds one
-process-wide lock: matplotlib's text layout and mathtext parser keep module-level state that is
-not thread-safe, and the app renders figures for concurrent requests.
+pyplot's global figure registry, and every figure function (decorated with :func:`locked`) and
+every rendering (``to_pil``, ``save_figure``) holds one process-wide lock: matplotlib's text
+layout and mathtext parser keep module-level state that is not thread-safe (``tight_layout``
+parses tick labels too), and the app builds figures for concurrent requests.
 """
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from pathlib import Path
@@ -18,6 +20,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 RENDER_LOCK = threading.RLock()
+
+
+def locked(fn):
+    """Run a figure-building function under :data:`RENDER_LOCK`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with RENDER_LOCK:
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def new_figure(w: float = 6.0, h: float = 3.6):

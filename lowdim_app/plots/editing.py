@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import new_figure
+from .common import locked, new_figure
 
 
 def direction_images(T: torch.Tensor) -> torch.Tensor:
@@ -14,6 +14,7 @@ def direction_images(T: torch.Tensor) -> torch.Tensor:
     return T / T.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)
 
 
+@locked
 def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = ""):
     s = np.asarray(singular_values, dtype=float)
     fig, ax = new_figure()
@@ -27,6 +28,7 @@ def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: flo
     return fig
 
 
+@locked
 def effect_figure(alphas, along, control, label: str = "singular direction"):
     """RMS pixel change from the alpha = 0 reconstruction along a direction and along the random
     unit direction of the control (Wang et al. 2024, Fig. 6)."""
@@ -39,6 +41,7 @@ def effect_figure(alphas, along, control, label: str = "singular direction"):
     return fig
 
 
+@locked
 def rank_snr_figure(points, title: str = ""):
     fig, ax = new_figure()
     snr = [p.snr for p in points]

@@ -6,11 +6,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .common import new_figure
+from .common import locked, new_figure
 
 MAX_MARKED = 50   # score lines drawn over the histogram
 
 
+@locked
 def scores_histogram(scores: Sequence[float], *, memorized: Sequence[float] = (), generalized: Sequence[float] = (),
                      threshold: float | None = None, fpr: float | None = None, metric: str = "std"):
     """Histogram of the reference scores (generalized / memorized), the threshold, and one line per scored image."""
@@ -30,6 +31,7 @@ def scores_histogram(scores: Sequence[float], *, memorized: Sequence[float] = ()
     return fig
 
 
+@locked
 def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auroc: float | None, tpr_at_1pct_fpr: float | None):
     """ROC curve with the chance diagonal and the 1% false-positive-rate line (Table 1's TPR)."""
     fig, ax = new_figure(4.5, 4)

@@ -10,8 +10,10 @@ import itertools
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from .common import locked
 
 
+@locked
 def phase_heatmap(grid, d_values, N_values, title: str = ""):
     """Success rate heat map (rows ``d_values``, columns ``N_values`` per component) with the
     Thm. 2/4 boundary ``N_k = d`` (Fig. 4/8). ``grid`` holds NaN for pending cells (grey)."""
@@ -34,6 +36,7 @@ def phase_heatmap(grid, d_values, N_values, title: str = ""):
     return fig
 
 
+@locked
 def rank_vs_snr_figure(snr, models: dict, bounds, title: str = ""):
     """Numerical rank / n of the denoiser Jacobian vs SNR (log x) with Lemma 2's band shaded
     (Fig. 3b / 7a). ``models``: curve name -> values at ``snr``; ``bounds``: ``(lo, hi)`` as ratios."""
@@ -54,6 +57,7 @@ def rank_vs_snr_figure(snr, models: dict, bounds, title: str = ""):
     return fig
 
 
+@locked
 def gl_figure(rows: list[dict]):
     """GL score (eq. 21) vs ``N_k / d_k``, one curve per ``d_k`` (Fig. 5a); ``rows`` carry
     ``d``, ``ratio`` and ``gl``."""

@@ -6,9 +6,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .common import new_figure
+from .common import locked, new_figure
 
 
+@locked
 def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Sequence[float]], ylabel: str,
                           probability: bool = True):
     """One ``o-`` line per ``curves[label]`` over ``strengths``; a probability axis is fixed to [0, 1]."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from .common import locked, save_figure
 
 
 def _img(ax, v, shape, mean=None):
@@ -24,12 +23,13 @@ def _img(ax, v, shape, mean=None):
 
 
 # ------------------------------------------------------------------------------------------ ReLU DAE
+@locked
 def relu_dae_figure(res):
     """Columns of W1 (memorize), eq. 9 match, one representation per regime, std histograms,
     one-step denoising and DDIM samples."""
     regimes = [r for r in ("memorize", "generalize", "hybrid") if r in res.models]
     numbers = res.values
-    fig = plt.figure(figsize=(15, 10), dpi=90)
+    fig = Figure(figsize=(15, 10), dpi=90)
     gs = fig.add_gridspec(4, 6, hspace=0.55, wspace=0.35, left=0.04, right=0.99, top=0.93, bottom=0.04)
     mem = res.data.get("memorize")
     shape = mem.image_shape if mem is not None and mem.image_shape else None
@@ -98,11 +98,13 @@ def relu_dae_figure(res):
 
 
 # ------------------------------------------------------------------------------------------ MoG DDPM
+@locked
 def mog_ddpm_figure(res):
     """Angle / distance to the true mean per iteration: GD vs power iteration (large noise), vs
     (gradient) EM (small noise) and the two-stage run; K > 2: matched distance of GD and EM."""
     if "K" in res.curves:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig = Figure(figsize=(6, 4), dpi=100)
+        ax = fig.subplots()
         for k, c in res.curves["K"].items():
             ax.plot(c["dist"], label=k)
         ax.set_yscale("log")
@@ -116,7 +118,8 @@ def mog_ddpm_figure(res):
               ("small", "dist", "small noise: distance to mu_t*"),
               ("two_stage", "dist", "two-stage: small noise from the large-noise estimate")]
     panels = [p for p in panels if p[0] in res.curves]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.8), dpi=100)
+    fig = Figure(figsize=(5 * max(1, len(panels)), 3.8), dpi=100)
+    axes = fig.subplots(1, max(1, len(panels)))
     axes = np.atleast_1d(axes)
     for ax, (stage, key, title) in zip(axes, panels):
         for name, c in res.curves[stage].items():
@@ -134,10 +137,11 @@ def mog_ddpm_figure(res):
 
 
 # ------------------------------------------------------------------------------------------ MoLR-MoG
+@locked
 def molr_mog_figure(res):
     """DSM loss curves of the three scores (Yang et al. 2026, Fig. 3 analogue) and their samples."""
     names = list(res.samples)
-    fig = plt.figure(figsize=(4 * (len(names) + 1), 4), dpi=90)
+    fig = Figure(figsize=(4 * (len(names) + 1), 4), dpi=90)
     ax = fig.add_subplot(1, len(names) + 1, 1)
     for k, c in res.curves.items():
         ax.plot(np.arange(1, len(c) + 1) * 10, c, label=f"{k} ({res.values['param_counts'][k]} params)")
@@ -182,6 +186,4 @@ def save(fig, path, dpi: int | None = None) -> Path:
     """Write ``fig`` as PNG at its own dpi and close it; the UI and the CLI both use this, so the
     tab's figure and ``--png`` are the same image. (The figures lay themselves out: a tight bounding
     box would draw every figure twice, and the live labs draw one per stage.)"""
-    from .common import save_figure
-
     return save_figure(fig, path, dpi=dpi, tight=False)

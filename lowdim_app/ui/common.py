@@ -176,7 +176,11 @@ def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs)
 
     rt = runtime()
     model_id = getattr(settings, "model", None)
-    est = budget.check(feature, settings, rt, unet_config(model_id, rt) if isinstance(model_id, str) else None)
+    config = unet_config(model_id, rt) if isinstance(model_id, str) else None
+    if isinstance(model_id, str) and config is None:
+        est = budget.estimate(feature, settings, rt)   # the model cannot be read: the run says why, first
+    else:
+        est = budget.check(feature, settings, rt, config)
     prog = _gr_progress(progress)
     if should_stop is not None:
         prog.should_stop = should_stop
@@ -251,8 +255,8 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
         except GeneratorExit:
             flag.set()
             worker.join(STOP_WAIT_S)      # the run counts as active until its computation has stopped
-            log.info("%s: run stopped (request cancelled)%s", lab, "" if not worker.is_alive() else
-                     f"; still finishing a step after {STOP_WAIT_S} s")
+            if worker.is_alive():
+                log.warning("%s: cancelled run still finishing a step after %s s", lab, STOP_WAIT_S)
             raise
 
 
@@ -316,9 +320,9 @@ class StopFlags:
             self._flags[key] = flag
         try:
             yield flag
-            if flag():
-                log.info("%s: run stopped by Cancel", lab)
         finally:
+            if flag():   # Cancel, a cancelled request or a closed tab
+                log.info("%s: run stopped by Cancel", lab)
             with self._lock:
                 self._flags.pop(key, None)
 
@@ -356,10 +360,25 @@ def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, 
     stops its computation."""
     run, stop = buttons
     ev = run.click(fn, inputs, outputs, api_name=api_name, **click_kwargs)
-    lab = lab or api_name
+    cancel_button(stop, [ev], lab or api_name)
+    return ev
 
+
+def cancel_button(stop: gr.Button, events: list, lab: str) -> None:
+    """``stop`` cancels ``events`` and stops the caller's runs of ``lab`` (not an API endpoint)."""
     def cancel(request: gr.Request):
         STOP_FLAGS.cancel(request, lab)
 
-    stop.click(cancel, None, None, cancels=[ev], api_name=False, queue=False)
-    return ev
+    stop.click(cancel, None, None, cancels=events, api_name=False, queue=False)
+
+
+class Plot(gr.Plot):
+    """``gr.Plot`` whose rendering of a matplotlib figure holds the figures' lock (gradio renders it in
+    the request's thread, concurrently with other requests' figures)."""
+
+    def postprocess(self, value):
+        from ..plots.common import RENDER_LOCK
+
+        with RENDER_LOCK:
+            return super().postprocess(value)
+

@@ -9,7 +9,6 @@ reproduce line names exactly these files and, run in a folder holding them, give
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -19,12 +18,11 @@ from PIL import Image
 from ..config import REPO_ROOT
 from ..diffusion.registry import DEFAULT_MODEL
 from ..errors import UserError
-from ..features.edit import DEFAULT_MAX_PASSES, DEFAULT_TOL
+from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES
 from ..features.edit import FEATURE as EDIT
 from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
-from ..methods.jacobian import DEFAULT_JVP_MODE, JVP_MODES
 from ..plots.common import to_pil as fig_to_pil
-from .common import handle_errors, model_choices, run_feature
+from .common import cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 MAX_K = 16
@@ -48,8 +46,19 @@ def _editor_image_and_mask(editor) -> tuple[np.ndarray, np.ndarray | None]:
             if arr.ndim == 3 and arr.shape[-1] == 4 and (arr[..., 3] > 0).any():
                 m = arr[..., 3] > 0
                 mask = m if mask is None else (mask | m)
-        return np.asarray(bg), mask
-    return np.asarray(editor), None
+        return _checked(np.asarray(bg)), mask
+    return _checked(np.asarray(editor)), None
+
+
+def _checked(arr: np.ndarray) -> np.ndarray:
+    """Refuse what the image loader would refuse, before anything is written: too many pixels, NaN."""
+    from ..data.images import MAX_PIXELS
+
+    if arr.ndim < 2 or arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise UserError(f"image too large or not an image (shape {arr.shape}; at most {MAX_PIXELS // 10**6} megapixels)")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise UserError("the image has NaN or infinite pixel values")
+    return arr
 
 
 def _uint8(arr: np.ndarray) -> np.ndarray:
@@ -65,7 +74,7 @@ def _save_inputs(editor, local: bool) -> tuple[Path, Path | None]:
     bg, mask = _editor_image_and_mask(editor)
     if local and mask is None:
         raise UserError("local edit: paint the region to edit on the image first (brush tool)")
-    folder = Path(tempfile.mkdtemp(prefix="lowdim-edit-"))
+    folder = request_folder("edit")
     image = folder / IMAGE_FILE
     Image.fromarray(_uint8(bg)).save(image)
     mask_path = None
@@ -103,20 +112,23 @@ def _edit_outputs(result):
 
 @handle_errors
 def find_directions(editor, model_id, t_frac, k, steps, prompt, local, max_passes=DEFAULT_MAX_PASSES,
-                    tol=DEFAULT_TOL, jvp=DEFAULT_JVP_MODE, progress=gr.Progress(track_tqdm=True)):
+                    tol=DEFAULT_TOL, jvp=DEFAULT_JVP_MODE, progress=gr.Progress(track_tqdm=True),
+                    request: gr.Request = None):
     """Invert the image to t and find the top-k directions within the pass budget (Advanced: max passes,
-    tolerance, JVP mode); returns spectrum, v_i, u_i, info, state."""
+    tolerance, JVP mode); yields spectrum, v_i, u_i, info, state, the direction slider."""
     image, mask = _save_inputs(editor, bool(local))
     settings = EditSettings.from_raw(image=str(image), model=model_id, t=_tidy(t_frac), k=k, steps=steps,
                                      prompt=prompt or "", mask=str(mask) if mask else "",
                                      max_passes=DEFAULT_MAX_PASSES if max_passes is None else max_passes,
                                      tol=DEFAULT_TOL if tol is None else _tidy(tol), jvp=jvp or DEFAULT_JVP_MODE)
-    search = run_feature(EDIT, settings, progress=progress, stage="find")
-    k = settings.k
-    # a slider needs minimum < maximum: with k = 1 it stays at 1, not interactive
-    index = gr.update(minimum=1, maximum=max(k, 2), value=1, interactive=k > 1)
-    state = {"settings": settings, "search": search}
-    return (fig_to_pil(search.figure()), search.gallery("v"), search.gallery("u"), search.summary(), state, index)
+    for search in run_in_worker(EDIT, settings, request=request, lab="edit", progress=progress, stage="find"):
+        if search is None:
+            yield unchanged(6)
+            continue
+        # a slider needs minimum < maximum: with k = 1 it stays at 1, not interactive
+        index = gr.update(minimum=1, maximum=max(settings.k, 2), value=1, interactive=settings.k > 1)
+        state = {"settings": settings, "search": search}
+        yield (fig_to_pil(search.figure()), search.gallery("v"), search.gallery("u"), search.summary(), state, index)
 
 
 def _state(state) -> dict:
@@ -125,26 +137,44 @@ def _state(state) -> dict:
     return state
 
 
+def _same_inputs(editor, settings) -> None:
+    """The editor still holds the image (and painted mask) the directions were found for."""
+    bg, mask = _editor_image_and_mask(editor)
+    searched = np.asarray(Image.open(settings.image))
+    if _uint8(bg).shape != searched.shape or not np.array_equal(_uint8(bg), searched):
+        raise UserError("the image changed since 'Find directions'; find directions again")
+    if settings.mask:
+        painted = np.asarray(Image.open(settings.mask)) > 0
+        if mask is None or mask.shape != painted.shape or not np.array_equal(mask, painted):
+            raise UserError("the painted mask changed since 'Find directions'; find directions again")
+
+
+def _stream_edit(settings, request, progress, **inputs):
+    for result in run_in_worker(EDIT, settings, request=request, lab="edit", progress=progress, **inputs):
+        yield unchanged(4) if result is None else _edit_outputs(result)
+
+
 @handle_errors
-def edit(editor, state, index, amax, count, seed, progress=gr.Progress(track_tqdm=True)):
+def edit(editor, state, index, amax, count, seed, progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """Edit strip for direction ``index`` (1-based) beside the random-direction control, the change
     vs alpha, the text with the reproduce line, and the files that line names."""
     state = _state(state)
+    _same_inputs(editor, state["settings"])
     settings = state["settings"].replace(direction=index, seed=seed)
     settings = settings.replace(alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
-    result = run_feature(EDIT, settings, progress=progress, search=state["search"])
-    return _edit_outputs(result)
+    yield from _stream_edit(settings, request, progress, search=state["search"])
 
 
 @handle_errors
 def save_direction(state, index):
     state = _state(state)
     settings = state["settings"].replace(direction=index)
-    return str(state["search"].save_direction(settings.direction, tempfile.mkdtemp(prefix="lowdim-dir-")))
+    return str(state["search"].save_direction(settings.direction, request_folder("direction")))
 
 
 @handle_errors
-def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, progress=gr.Progress(track_tqdm=True)):
+def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, progress=gr.Progress(track_tqdm=True),
+                    request: gr.Request = None):
     """Transfer: apply a saved direction to the current image (same model, same t)."""
     if file is None:
         raise UserError("upload a direction file (.safetensors from 'Save direction')")
@@ -154,7 +184,7 @@ def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, pr
     settings = EditSettings.from_raw(image=str(image), model=model_id, steps=steps, prompt=prompt or "",
                                      load_direction=str(direction), seed=seed,
                                      alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
-    return _edit_outputs(run_feature(EDIT, settings, progress=progress))
+    yield from _stream_edit(settings, request, progress)
 
 
 def build() -> None:
@@ -187,7 +217,9 @@ def build() -> None:
                                     label="tolerance (estimated subspace error)", elem_id="edit-tol")
                 jvp = gr.Radio(list(JVP_MODES), value=DEFAULT_JVP_MODE, elem_id="edit-jvp",
                                label="JVP: central difference (low memory) or exact forward-mode AD")
-            find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn")
+            with gr.Row():
+                find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="edit-info")
             spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",
@@ -214,12 +246,12 @@ def build() -> None:
             edit_info = gr.Markdown(elem_id="edit-edit-info")
             files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
 
-    find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
-               [spectrum, vgal, ugal, info, state, index],
-               api_name="find_directions", concurrency_limit=1, concurrency_id="model")
-    go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info, files], api_name="edit",
-             concurrency_limit=1, concurrency_id="model")
+    heavy = dict(concurrency_limit=1, concurrency_id="heavy")
+    events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
+                         [spectrum, vgal, ugal, info, state, index], api_name="find_directions", **heavy),
+              go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info, files],
+                       api_name="edit", **heavy),
+              apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
+                          [strip, effect, edit_info, files], api_name="apply_direction", **heavy)]
+    cancel_button(stop, events, "edit")
     save.click(save_direction, [state, index], saved, api_name="save_direction")
-    apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
-                [strip, effect, edit_info, files], api_name="apply_direction", concurrency_limit=1,
-                concurrency_id="model")

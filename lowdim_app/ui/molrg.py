@@ -22,6 +22,7 @@ from ..features.phase import FEATURE as PHASE
 from ..features.phase import WEB_MAX_PROBLEMS, PhaseSettings
 from ..features.settings import coerce, fmt, spec_of
 from .common import (
+    Plot,
     handle_errors,
     request_folder,
     run_cancel_buttons,
@@ -182,7 +183,7 @@ def build() -> None:
             buttons = run_cancel_buttons("molrg-phase")
         status = gr.Markdown(elem_id="molrg-phase-status")
         with gr.Row():
-            plot = gr.Plot(label="success rate", elem_id="molrg-phase-plot")
+            plot = Plot(label="success rate", elem_id="molrg-phase-plot")
             table = gr.Markdown(elem_id="molrg-phase-table")
         with gr.Row():
             csv = gr.File(label="CSV", elem_id="molrg-phase-csv")
@@ -211,7 +212,7 @@ def build() -> None:
             rseed = _number(0, "seed", R, "seed", "molrg-rank-seed")
         with gr.Row():
             rbuttons = run_cancel_buttons("molrg-rank")
-        rplot = gr.Plot(elem_id="molrg-rank-plot")
+        rplot = Plot(elem_id="molrg-rank-plot")
         with gr.Row():
             rcsv = gr.File(label="CSV", elem_id="molrg-rank-csv")
             rpng = gr.File(label="PNG", elem_id="molrg-rank-png")
@@ -238,7 +239,7 @@ def build() -> None:
         with gr.Row():
             gbuttons = run_cancel_buttons("molrg-gl")
         gstatus = gr.Markdown(elem_id="molrg-gl-status")
-        gplot = gr.Plot(elem_id="molrg-gl-plot")
+        gplot = Plot(elem_id="molrg-gl-plot")
         with gr.Row():
             gcsv = gr.File(label="CSV", elem_id="molrg-gl-csv")
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")

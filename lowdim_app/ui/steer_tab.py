@@ -3,7 +3,6 @@ a thin adapter over :mod:`lowdim_app.features.steer`. Every run offers its steer
 ``.safetensors`` download; uploading one applies it instead of computing a vector (no concept set)."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +20,10 @@ from ..features.steer import (
     concept_file_names,
 )
 from ..plots.common import to_pil as fig_to_pil
-from .common import handle_errors, model_choices, run_feature
+from .common import cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
-DIGIT_CONCEPT_N = 100      # training digits of the class (Zhang et al. 2025, App. B.3: 100 concept images)
-PROMPT_CONCEPT_N = 8       # generated images of a prompt concept (kept small for an interactive tab)
 MAX_UPLOADS = 200
 
 
@@ -72,11 +69,11 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
     if vector is not None:
         concept, inputs["vector"] = {"vector": VECTOR_FILE}, vector
     elif concept_mode == "digit class":
-        concept = {"concept": f"digit:{tab.digit}", "concept_n": DIGIT_CONCEPT_N}
+        concept = {"concept": f"digit:{tab.digit}"}   # concept_n: the feature's default
     elif concept_mode == "prompt":
         if not (prompt or "").strip():
             raise UserError("enter the concept prompt")
-        concept = {"concept": f"prompt:{prompt}", "concept_n": PROMPT_CONCEPT_N}
+        concept = {"concept": f"prompt:{prompt}"}
     else:
         paths = _paths(files)
         concept, inputs["concept_images"] = {"concept": concept_file_names(len(paths))}, paths
@@ -95,21 +92,25 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
 
 @handle_errors
 def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-          contrast, seed=0, vector_file=None, progress=gr.Progress(track_tqdm=True)):
-    """Steer a source with strength a = 0..a_max; returns the strip, the concept curve, the contrast strip,
+          contrast, seed=0, vector_file=None, progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
+    """Steer a source with strength a = 0..a_max; yields the strip, the concept curve, the contrast strip,
     the info text with the reproduce line, the files that line reads (plus steer.json), and the steering
     vector as a .safetensors file (upload it again to skip the concept set)."""
     settings, inputs = settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max,
                                     count, kind, layers, contrast, seed, vector_file)
-    result = run_feature(STEER, settings, progress=progress, **inputs)
-    folder = Path(tempfile.mkdtemp(prefix="lowdim-steer-"))   # per request: the files it offers
+    for result in run_in_worker(STEER, settings, request=request, lab="steer", progress=progress, **inputs):
+        yield unchanged(6) if result is None else _outputs(result, bool(inputs))
+
+
+def _outputs(result, from_files: bool) -> tuple:
+    folder = request_folder("steer")   # per request: the files it offers
     files_out = [str(p) for p in result.write_inputs(folder)] + [str(result.write_json(folder / "steer.json"))]
     vector_out = folder / VECTOR_FILE
     if not vector_out.is_file():
         result.save_vector(vector_out)
     images = result.images()
     fig = result.figure()
-    where = " (in a folder holding the files below)" if inputs else ""
+    where = " (in a folder holding the files below)" if from_files else ""
     info = (f"{result.summary()}\n\nReproduce{where}: `{result.reproduce()}`\n\nWith the vector file offered below, "
             f"`--vector {VECTOR_FILE}` replaces the concept set.")
     return (images["strip"], None if fig is None else fig_to_pil(fig), images.get("contrast"), info, files_out,
@@ -143,7 +144,9 @@ def build() -> None:
                                    elem_id="steer-contrast")
             vector_in = gr.File(label="or apply a saved steering vector (.safetensors; replaces the concept)",
                                 file_types=[".safetensors"], elem_id="steer-vector-in")
-            go = gr.Button("Steer", variant="primary", elem_id="steer-btn")
+            with gr.Row():
+                go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="steer-info")
             strip = gr.Image(label="a = 0 .. a_max", elem_id="steer-strip", format="png")
@@ -154,7 +157,8 @@ def build() -> None:
                            interactive=False, elem_id="steer-files-out")
             vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
                                  interactive=False, elem_id="steer-vector-out")
-    go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-                     contrast, seed, vector_in],
-             [strip, curve, contrast_img, info, used, vector_out], api_name="steer", concurrency_limit=1,
-             concurrency_id="model")
+    ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
+                          contrast, seed, vector_in],
+                  [strip, curve, contrast_img, info, used, vector_out], api_name="steer", concurrency_limit=1,
+                  concurrency_id="heavy")
+    cancel_button(stop, [ev], "steer")
