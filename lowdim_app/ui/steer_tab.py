@@ -117,11 +117,20 @@ def _outputs(result, from_files: bool) -> tuple:
             str(vector_out))
 
 
+def steer_example(model_id, concept_mode, digit, source_seed, contrast, progress=gr.Progress(track_tqdm=True),
+                  request: gr.Request = None):
+    """An example row (the tab's other inputs at their defaults)."""
+    yield from steer(model_id, concept_mode, digit, "", None, source_seed, None, 1.5, 7, "recipe", "", contrast, 0,
+                     None, progress=progress, request=request)
+
+
 def build() -> None:
     gr.Markdown("Add `a * v` to U-Net activations while sampling (Zhang et al. 2025, §4.2, eq. 11): `v` is the mean "
                 "representation of a concept set. Built-in digit models: spatial concept-minus-all-digits vector at "
                 "four up-block layers; Stable Diffusion: the paper's recipe (App. B.3: 6 layers, t~ = 10, last 20 of "
-                "40 steps, CFG 3.5). Memorized samples resist steering, generalized ones follow it (Fig. 8).")
+                "40 steps, CFG 3.5). Memorized samples switch abruptly (one-step image change 0.45-0.72) but do not "
+                "resist: on digits-dup they cross P(target) = 0.5 at a = 0.75-1.25, generalized samples at "
+                "a = 0.75-1.0.")
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
@@ -157,6 +166,10 @@ def build() -> None:
                            interactive=False, elem_id="steer-files-out")
             vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
                                  interactive=False, elem_id="steer-vector-out")
+    gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
+                [model, mode, digit, source_seed, contrast], [strip, curve, contrast_img, info, used, vector_out],
+                fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
+                label="Examples: steer the hybrid model towards a digit class, with its memorized/generalized contrast pair")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
                           contrast, seed, vector_in],
                   [strip, curve, contrast_img, info, used, vector_out], api_name="steer", concurrency_limit=1,
