@@ -9,7 +9,6 @@ saved direction loaded from a file (transfer to another image, Chen et al. 2024)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import UserError, check_range
+from .tensor_files import load_tensors, save_tensors
 
 ALPHA_LIMIT = 50.0
 MAX_ALPHAS = 25
@@ -41,27 +41,16 @@ class Direction:
 
     def save(self, path: str | Path) -> Path:
         """safetensors file; metadata (model id, t, shape, kind, ...) in its header."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         info = {"model_id": self.model_id, "t": self.t, "kind": self.kind, "index": self.index, "sigma": self.sigma,
                 "prompt": self.prompt, "shape": list(self.shape), "meta": self.meta, "format": "lowdim-direction-v1"}
-        save_file({"vector": self.vector.detach().float().cpu().contiguous()}, str(path),
-                  metadata={"lowdim": json.dumps(info)})
-        return path
+        return save_tensors(path, {"vector": self.vector}, info)
 
     @classmethod
     def load(cls, path: str | Path) -> "Direction":
-        from safetensors import safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                info = json.loads((f.metadata() or {})["lowdim"])
-                vec = f.get_tensor("vector")
-        except Exception:
-            raise UserError(f"{path.name}: not a LowDim Lab direction file (.safetensors saved by 'Save direction')") from None
+        tensors, info = load_tensors(path, "direction file (.safetensors saved by 'Save direction')",
+                                     names=lambda info: ["vector"])
+        vec = tensors["vector"]
         if info.get("format") != "lowdim-direction-v1" or list(vec.shape) != list(info["shape"]):
             raise UserError(f"{path.name}: unsupported or corrupt direction file")
         return cls(vec, info["model_id"], int(info["t"]), info.get("kind", "loaded"), info.get("index"),

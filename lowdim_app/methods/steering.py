@@ -20,7 +20,6 @@ everything that determines the vector).
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from ..diffusion.hooks import add_vector, capture, get_module
 from ..errors import UserError, check_range
 from ..metrics import nearest
+from .tensor_files import load_tensors, save_tensors
 
 # Stable Diffusion v1.4 (App. B.3). The paper lists up_blocks.0.resnets.2 twice; the sixth layer is read
 # as up_blocks.1.resnets.2, the one resnet of the first two up blocks not otherwise listed.
@@ -95,25 +95,13 @@ class SteeringVector:
 
     def save(self, path: str | Path) -> Path:
         """A safetensors file: one tensor per layer, the metadata (:meth:`info`) as JSON in its header."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.vectors.items()}, str(path),
-                  metadata={"lowdim": json.dumps(self.info())})
-        return path
+        return save_tensors(path, self.vectors, self.info())
 
     @classmethod
     def load(cls, path: str | Path) -> "SteeringVector":
-        from safetensors import safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                info = json.loads((f.metadata() or {})["lowdim"])
-                vectors = {k: f.get_tensor(k) for k in info["layers"]}
-        except Exception:
-            raise UserError(f"{path.name}: not a LowDim Lab steering vector file (.safetensors saved by steer)") from None
+        vectors, info = load_tensors(path, "steering vector file (.safetensors saved by steer)",
+                                     names=lambda info: info["layers"])
         if (info.get("format") != VECTOR_FORMAT or info.get("kind") not in ("channel", "spatial") or not vectors
                 or any(list(v.shape) != info["shapes"].get(k) for k, v in vectors.items())):
             raise UserError(f"{path.name}: unsupported or corrupt steering vector file")
