@@ -31,7 +31,10 @@ MAX_ALPHAS = editing.MAX_ALPHAS
 MAX_K = 64
 MAX_PASSES = 100_000
 JVP_MODES, DEFAULT_JVP_MODE = jac.JVP_MODES, jac.DEFAULT_JVP_MODE
-DEFAULT_MAX_PASSES = 400   # SD v1.4 on an H100: ~0.05 s per pass (bench/results/gpu.csv) -> ~20 s of search
+# network passes of one direction search. An SD v1.4 U-Net forward at batch 1 took 0.048 s on an H100
+# (bench/results/gpu.csv); a central-difference JVP is 2 forwards and a VJP about 3 per direction, less in
+# batched calls, so 400 passes is at most ~100 s there. The request budget refuses what will not fit.
+DEFAULT_MAX_PASSES = 400
 DEFAULT_TOL = 0.05
 NULL_RANK = 5              # LOCO Edit null-space rank of a masked search
 REFERENCE_N = 256    # digits-gen (1 x 16 x 16): the size the cost estimate is quoted at when n is unknown
