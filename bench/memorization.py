@@ -52,7 +52,8 @@ def _quality(model_id: str, rows: list, quick: bool) -> None:
     cal = mz.default_calibration(model_id, Runtime().assets)
     mem, gen, how = reference_sets(model, n=128 if quick else 384)
     print(f"{model_id}: {len(mem)} memorized / {len(gen)} generalized ({how})")
-    detectors = {f"spikiness std @ {cal.layer}, t=50": lambda x: mz.scores(model, x, cal.layer, 50, "std")}
+    layer = next((d["layer"] for d in cal.detectors if d["metric"] == "std"), cal.layer)   # the std detector's layer
+    detectors = {f"spikiness std @ {layer}, t=50": lambda x: mz.scores(model, x, layer, 50, "std")}
     for t in (50, 200):
         detectors[f"denoising error, t={t}, 4 draws"] = lambda x, t=t: denoising_error(model, x, t, n_noise=4)
     for name, fn in detectors.items():

@@ -14,9 +14,9 @@ def test_score_endpoint(client):
     assert len(table["data"]) == 4 and "memorized if score >" in summary and csv_path.endswith(".csv")
     assert len(nn) == 4
     rows = open(csv_path).read().splitlines()
-    assert rows[0] == "path,score,verdict,implied_fpr" and len(rows) == 5 and rows[1].startswith(EX[0].split("/")[-1] + ",")
+    assert rows[0] == "path,score,spread,verdict,implied_fpr,nearest_train_rms,reason" and len(rows) == 5 and rows[1].startswith(EX[0].split("/")[-1] + ",")
     assert ("python -m lowdim_app score digit_0_test3.png digit_2_test0.png --model digits-dup --t 50 --metric std "
-            "--noise-draws 1 --n-generate 2 --seed 0 --csv scores.csv") in repro
+            "--noise-draws 1 --no-invert --n-generate 2 --seed 0 --csv scores.csv") in repro
 
 
 def test_score_with_an_uploaded_calibration_file(client, tmp_path):

@@ -36,7 +36,7 @@ def test_representation_equals_manual_full_forward_capture(digits_gen):
     x0 = load_digits_split().test_images[:3]
     layer = "up_blocks.1.resnets.0"
     h = mz.representations(digits_gen, x0, layer, t=50, seed=3)
-    noise = digits_gen.randn(3, 3)
+    noise = mz.noise_draw(digits_gen, 3, 0).expand(3, -1, -1, -1)     # draw 0 of seed 3, the same for every image
     with capture(digits_gen.unet, layer) as cap:
         digits_gen.eps(digits_gen.add_noise(x0, 50, noise), 50)
     full = cap.last(layer)
@@ -81,8 +81,8 @@ def test_shipped_calibrations_and_the_hybrid_effect():
     s = load_digits_split()
     dup_idx = np.asarray(model.card["data"]["duplicated_index"])
     others = np.setdiff1d(np.asarray(model.card["train_index"]), dup_idx)[:100]
-    sd = mz.scores(model, s.train_images[dup_idx], dup.layer, dup.t)
-    so = mz.scores(model, s.train_images[others], dup.layer, dup.t)
+    sd = mz.scores(model, s.train_images[dup_idx], dup.layer, dup.t, dup.metric, dup.n_noise)
+    so = mz.scores(model, s.train_images[others], dup.layer, dup.t, dup.metric, dup.n_noise)
     assert dup.is_memorized(sd).all()
     assert dup.is_memorized(so).mean() <= 0.03
 
@@ -95,7 +95,10 @@ def test_text_model_scores_with_empty_prompt(tiny_sd):
     assert how.calibration is None and how.layer == mz.SD_DEFAULT_LAYER and (how.t, how.metric) == (50, "std")
     rows = mz.score_images(tiny_sd, img, ["a", "b"], how)
     assert rows[0].memorized is None and rows[0].verdict == "n/a" and np.isfinite(rows[0].score)
-    assert rows[1].score == pytest.approx(float(spikiness(h, "std")[1]), rel=1e-6)
+    per_draw = mz.representation_draws(tiny_sd, img, mz.SD_DEFAULT_LAYER, 50, how.n_noise)
+    assert torch.allclose(per_draw.mean(1), mz.representations(tiny_sd, img, mz.SD_DEFAULT_LAYER, 50, how.n_noise))
+    expected = np.mean([float(spikiness(per_draw[1, k:k + 1], "std")[0]) for k in range(how.n_noise)])
+    assert rows[1].score == pytest.approx(expected, rel=1e-6)
 
 
 def test_score_and_calibrate_cli(tmp_path, capsys):
@@ -117,8 +120,10 @@ def test_score_and_calibrate_cli(tmp_path, capsys):
     out = capsys.readouterr()
     assert "skipped: broken.png" in out.err
     rows = (tmp_path / "s.csv").read_text().splitlines()
-    assert rows[0] == "path,score,verdict,implied_fpr" and len(rows) == 11
-    assert all(",memorized," in r for r in rows[1:5])
+    assert rows[0] == "path,score,spread,verdict,implied_fpr,nearest_train_rms,reason" and len(rows) == 11
+    verdicts = [r.split(",")[3] for r in rows[1:]]
+    assert set(verdicts[:4]) <= {"memorized", "uncertain"} and verdicts[:4].count("memorized") >= 3
+    assert "memorized" not in verdicts[4:]
     assert main(["calibrate", "--model", "digits-dup", "--memorized", str(tmp_path / "mem"), "--generalized",
                  str(tmp_path / "gen"), "--out", str(tmp_path / "c.json")]) == 0
     cal = json.loads((tmp_path / "c.json").read_text())
@@ -172,14 +177,15 @@ def test_setup_uses_the_shipped_calibration_only_when_the_settings_agree(tmp_pat
     model = load_model("digits-dup")
     shipped = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
     how = mz.setup(model, DEFAULT_ASSETS)
-    assert how.source == "shipped" and (how.layer, how.t, how.metric, how.n_noise) == (shipped.layer, 50, "std", 1)
-    assert mz.setup(model, DEFAULT_ASSETS, shipped.layer, 50, "std", 3).calibration == shipped
+    assert how.source == "shipped" and (how.layer, how.t, how.metric, how.n_noise) == (shipped.layer, 50,
+                                                                                       shipped.metric, shipped.n_noise)
+    assert mz.setup(model, DEFAULT_ASSETS, shipped.layer, 50, shipped.metric, 3).calibration == shipped
     for kw in ({"t": 100}, {"metric": "entropy"}, {"layer": "mid_block"}):
         how = mz.setup(model, DEFAULT_ASSETS, **kw)
         assert how.calibration is None and how.source == ""
         assert how.layer == kw.get("layer", shipped.layer) and how.t == kw.get("t", 50)
     # an assets folder without calibrations: no verdict, the mid block
-    assert mz.setup(model, tmp_path) == mz.ScoreSetup("mid_block", 50, "std", 1, None, "")
+    assert mz.setup(model, tmp_path) == mz.ScoreSetup("mid_block", 50, "std", mz.DEFAULT_NOISE_DRAWS, None, "")
 
 
 def test_a_calibration_file_rules_layer_t_metric_and_noise_draws():
@@ -221,13 +227,15 @@ def test_score_feature_verdicts_implied_fpr_and_nearest_training_images():
     res = FEATURE.run(s, images=x, names=list(s.images))
     cal = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
     assert res.calibration == cal and res.calibration_source == "shipped"
-    expected = mz.scores(model, x, cal.layer, 50, "std", 1, 2)
-    assert np.array_equal([r.score for r in res.rows], expected)
+    expected = mz.scores(model, x, cal.layer, 50, cal.metric, cal.n_noise, 2)
+    assert np.allclose([r.score for r in res.rows], expected, rtol=1e-12)
     gen = np.asarray(cal.generalized_scores)
     for r in res.rows:
-        assert r.verdict == ("memorized" if r.score > cal.threshold else "generalized")
-        assert r.implied_fpr == pytest.approx((gen >= r.score).mean(), abs=0)
-    assert [r.verdict for r in res.rows] == ["memorized", "memorized", "generalized", "generalized"]
+        assert r.verdict == cal.verdict(r.score, r.spread, r.ood_value)[0]
+        assert r.verdict in ("uncertain", "memorized" if cal.is_memorized(r.score) else "generalized")
+        assert r.implied_fpr == pytest.approx((cal.direction * gen >= cal.direction * r.score).mean(), abs=0)
+    assert cal.is_memorized([r.score for r in res.rows]).tolist() == [True, True, False, False]
+    assert [r.verdict for r in res.rows][2:] == ["generalized", "generalized"]
     assert res.nearest_index[:2] == dup_pos and res.nearest_rms[:2] == pytest.approx([0, 0], abs=1e-6)
     manual = torch.cdist(test.flatten(1), train.flatten(1)) / 256 ** 0.5
     assert res.nearest_index[2:] == manual.argmin(1).tolist()
@@ -236,12 +244,13 @@ def test_score_feature_verdicts_implied_fpr_and_nearest_training_images():
     assert len(res.neighbour_pairs()) == 4 and "t0 | nearest training image, RMS" in res.neighbour_pairs()[2][1]
     # the CSV is the table, the JSON carries the neighbours, the summary counts the flags
     lines = res.to_csv().splitlines()
-    assert lines[0] == "path,score,verdict,implied_fpr" and lines[1].startswith("d0,") and len(lines) == 5
-    score, fpr = (float(v) for v in lines[3].split(",")[1::2])
+    assert lines[0] == "path,score,spread,verdict,implied_fpr,nearest_train_rms,reason" and lines[1].startswith("d0,")
+    assert len(lines) == 5
+    score, fpr = (float(lines[3].split(",")[i]) for i in (1, 4))
     assert score == pytest.approx(res.rows[2].score, rel=1e-5) and fpr == pytest.approx(res.rows[2].implied_fpr, abs=5e-5)
     js = json.loads(json.dumps(res.to_json()))
     assert js["rows"][0]["nearest_train_index"] == dup_pos[0] and js["calibration"]["source"] == "shipped"
-    assert "2 of 4 images flagged" in res.summary()
+    assert f"{sum(r.verdict == 'memorized' for r in res.rows)} of 4 images flagged" in res.summary()
 
 
 def test_nearest_training_image_is_searched_in_the_models_own_training_set():
@@ -268,7 +277,7 @@ def test_score_feature_on_a_model_without_calibration_or_training_set(tiny_sd):
                       names=["a.png", "b.png"])
     assert res.calibration is None and res.nearest_images is None and res.neighbour_pairs() == []
     assert [r.verdict for r in res.rows] == ["n/a", "n/a"] and "No calibration matches" in res.summary()
-    assert res.to_csv().splitlines()[1].endswith(",n/a,")
+    assert res.to_csv().splitlines()[1].endswith(",n/a,,,")
 
 
 def test_score_settings_need_images_or_generated_samples_and_print_a_clean_line():
@@ -277,7 +286,7 @@ def test_score_settings_need_images_or_generated_samples_and_print_a_clean_line(
     with pytest.raises(UserError, match="upload at least one image or ask for generated samples"):
         ScoreSettings(model="digits-dup")
     s = ScoreSettings(model="digits-dup", n_generate=2, seed=5)
-    assert s.images == () and s.to_cli() == "python -m lowdim_app score --model digits-dup --n-generate 2 --seed 5"
+    assert s.images == () and s.to_cli() == "python -m lowdim_app score --model digits-dup --no-invert --n-generate 2 --seed 5"
     with pytest.raises(UserError, match="images must be a list of text values"):
         ScoreSettings(images=[1], model="digits-dup")
 
@@ -292,7 +301,8 @@ def test_generated_samples_alone_from_the_cli(tmp_path, capsys):
     assert out.out.strip() == (tmp_path / "g.csv").read_text().strip() and "images flagged" in out.err
     name, score = out.out.splitlines()[1].split(",")[:2]
     model = load_model("digits-dup")
-    expected = mz.scores(model, model.generate(1, seed=5), mz.default_layer(model, DEFAULT_ASSETS), seed=5)[0]
+    cal = mz.default_calibration("digits-dup", DEFAULT_ASSETS)
+    expected = mz.scores(model, model.generate(1, seed=5), cal.layer, cal.t, cal.metric, cal.n_noise, seed=5)[0]
     assert name == "sample seed 5 #0" and float(score) == pytest.approx(expected, rel=1e-5)
 
 
@@ -312,8 +322,8 @@ def test_calibrate_feature_fits_the_scores_of_its_images(tmp_path):
                           layer="up_blocks.0.resnets.1", t=70, metric="l4_l2", target_fpr=0.25, seed=9)
     res = FEATURE.run(s, memorized_images=mem, generalized_images=gen)
     cal = res.calibration
-    sm = mz.scores(model, mem, "up_blocks.0.resnets.1", 70, "l4_l2", 1, 9)
-    sg = mz.scores(model, gen, "up_blocks.0.resnets.1", 70, "l4_l2", 1, 9)
+    sm = mz.scores(model, mem, "up_blocks.0.resnets.1", 70, "l4_l2", 4, 9)
+    sg = mz.scores(model, gen, "up_blocks.0.resnets.1", 70, "l4_l2", 4, 9)
     assert np.array_equal(cal.memorized_scores, sm) and np.array_equal(cal.generalized_scores, sg)
     pairs = [(a > b) + 0.5 * (a == b) for a in sm for b in sg]
     assert cal.auroc == pytest.approx(max(np.mean(pairs), 1 - np.mean(pairs)), abs=1e-12)
@@ -322,7 +332,9 @@ def test_calibrate_feature_fits_the_scores_of_its_images(tmp_path):
     back = SCORE.run(ScoreSettings(images=("m0",), model="digits-dup", calibration=str(path), seed=9), images=mem[:1],
                      names=["m0"])
     assert (back.t, back.metric, back.layer) == (70, "l4_l2", "up_blocks.0.resnets.1")
-    assert back.rows[0].memorized == bool(cal.is_memorized(back.rows[0].score))
+    r = back.rows[0]
+    assert r.verdict == cal.verdict(r.score, r.spread, r.ood_value)[0]
+    assert r.memorized in (None, bool(cal.is_memorized(r.score))) and (r.memorized is None) == (r.verdict == "uncertain")
 
 
 def test_calibrate_builtin_writes_into_the_runtime_assets(tmp_path, monkeypatch, capsys):
@@ -334,7 +346,7 @@ def test_calibrate_builtin_writes_into_the_runtime_assets(tmp_path, monkeypatch,
     (tmp_path / "models").symlink_to(DEFAULT_ASSETS / "models")
     monkeypatch.setenv("LOWDIM_ASSETS", str(tmp_path))
     assert main(["calibrate-builtin", "--n-samples", "16", "--steps", "5", "--quiet"]) == 0
-    assert "digits-dup: layer" in capsys.readouterr().out
+    assert "digits-dup: " in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in (DEFAULT_ASSETS / "calibrations").iterdir()} == shipped
     cals = {m: mz.Calibration.load(tmp_path / "calibrations" / f"{m}.json") for m in ("digits-dup", "digits-mem", "digits-gen")}
     with open(tmp_path / "calibrations" / "layer_auroc.csv") as f:
@@ -342,10 +354,13 @@ def test_calibrate_builtin_writes_into_the_runtime_assets(tmp_path, monkeypatch,
     dup_rows = [r for r in rows if r["model"] == "digits-dup"]
     assert len(dup_rows) == 12 and not [r for r in rows if r["model"] == "digits-gen"]
     best = max(dup_rows, key=lambda r: float(r["auroc_std"]))["layer"]
-    assert cals["digits-dup"].layer == best == cals["digits-gen"].layer
+    assert {d["layer"] for d in cals["digits-dup"].detectors} == {best, ""}
+    assert (cals["digits-gen"].metric, cals["digits-gen"].layer) == (cals["digits-dup"].metric, cals["digits-dup"].layer)
     for m, c in cals.items():
         gen = np.asarray(c.generalized_scores)
-        assert c.fpr == (gen > c.threshold).mean() and c.fpr <= 0.01 + 1 / len(gen)
+        assert c.fpr == c.is_memorized(gen).mean() and c.fpr <= 0.01 + 1 / len(gen)
+        ref = np.asarray(c.ood_reference)
+        assert len(ref) == 180 and (ref > c.ood_threshold).mean() <= 0.01
         assert "samples: 16 DDIM (5 steps, seed 7)" in c.notes
         if c.memorized_scores:
             a = auroc(c.memorized_scores, gen)

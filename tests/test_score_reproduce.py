@@ -46,15 +46,16 @@ def _copy(paths, folder):
 def _csv_rows(path):
     with open(path) as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["path", "score", "verdict", "implied_fpr"]
+    assert rows[0] == ["path", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason"]
     return rows[1:]
 
 
 def _same_table(ui_table, cli_rows):
     assert [r[0] for r in cli_rows] == [r[0] for r in ui_table]
-    assert [r[2] for r in cli_rows] == [r[2] for r in ui_table]
+    assert [r[3] for r in cli_rows] == [r[3] for r in ui_table]
     assert np.allclose([float(r[1]) for r in cli_rows], [r[1] for r in ui_table], rtol=1e-5, atol=0)
-    assert np.allclose([float(r[3]) for r in cli_rows], [r[3] for r in ui_table], atol=1e-9)
+    assert np.allclose([float(r[2]) for r in cli_rows], [r[2] for r in ui_table], rtol=1e-3, atol=1e-9)
+    assert np.allclose([float(r[4]) for r in cli_rows], [r[4] for r in ui_table], atol=1e-9)
 
 
 def test_score_line_with_uploads_and_generated_samples(tab, duplicated_pngs, tmp_path):
@@ -62,7 +63,7 @@ def test_score_line_with_uploads_and_generated_samples(tab, duplicated_pngs, tmp
     table, _, _, summary, _, repro = tab.predict([handle_file(p) for p in uploads], "digits-dup", "", 50, "std", 1, 2, 3,
                                                  api_name="/score")
     assert "--n-generate 2 --seed 3" in repro and "'dup " in repro
-    assert [r[2] for r in table["data"]][:3] == ["memorized", "generalized", "generalized"]
+    assert [r[3] for r in table["data"]][:3] == ["memorized", "generalized", "generalized"]
     _copy(uploads, tmp_path)
     run_reproduce_line(repro, tmp_path)
     _same_table(table["data"], _csv_rows(tmp_path / "scores.csv"))
@@ -78,7 +79,7 @@ def test_score_line_with_an_uploaded_calibration(tab, duplicated_pngs, tmp_path)
                                                  0, 0, handle_file(str(cal)), api_name="/score")
     assert "uploaded calibration file my calibration.json" in summary
     assert "--calibration 'my calibration.json'" in repro and "--t" not in repro and "--metric" not in repro
-    assert [r[2] for r in table["data"]] == ["generalized", "memorized"]
+    assert [r[3] for r in table["data"]] == ["generalized", "memorized"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     _copy(uploads + [str(cal)], run_dir)

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..metrics import SPIKINESS_METRICS as METRICS
 from .base import Cost, Feature, Progress, Result, dumps, runtime_or_default
 from .common import load, model_setting
-from .score import load_images
+from .score import METRICS, load_images
 from .settings import Settings, seed_setting, setting
 
 
@@ -22,8 +21,8 @@ class CalibrateSettings(Settings):
     generalized: tuple[str, ...] = setting((), help="known-generalized image files or folders")
     layer: str = setting("", help="U-Net module (empty: the model's calibrated layer)", max_chars=200)
     t: int = setting(50, lo=0, hi=999, label="timestep t", help="timestep")
-    metric: str = setting("std", choices=METRICS, help="spikiness measure")
-    noise_draws: int = setting(1, lo=1, hi=64, label="noise draws", help="noise draws averaged")
+    metric: str = setting("std", choices=METRICS, help="detector: a spikiness measure or denoising_error")
+    noise_draws: int = setting(4, lo=1, hi=64, label="noise draws", help="noise draws averaged")
     target_fpr: float = setting(0.01, lo=0.0, hi=0.5, label="target FPR",
                                 help="false-positive rate on the generalized images at the threshold")
     seed: int = seed_setting(help="seed of the noise draws")
@@ -55,7 +54,7 @@ class CalibrateResult(Result):
     def summary(self) -> str:
         c = self.calibration
         text = (f"AUROC {c.auroc:.3f}, TPR at 1% FPR {c.tpr_at_1pct_fpr:.3f}; threshold {c.threshold:.4g} "
-                f"({'higher' if c.direction > 0 else 'lower'} spikiness = memorized), FPR {c.fpr:.3f}, TPR {c.tpr:.3f} "
+                f"({'higher' if c.direction > 0 else 'lower'} score = memorized), FPR {c.fpr:.3f}, TPR {c.tpr:.3f} "
                 f"on {len(self.memorized_names)} memorized / {len(self.generalized_names)} generalized images "
                 f"(layer `{c.layer}`, t = {c.t}, metric `{c.metric}`).")
         return text + (" Skipped: " + "; ".join(self.skipped) if self.skipped else "")
@@ -72,7 +71,7 @@ class Calibrate(Feature):
     outputs = ()
 
     def cost(self, s: CalibrateSettings) -> Cost:
-        return Cost(forward=(len(s.memorized) + len(s.generalized)) * s.noise_draws,
+        return Cost(forward=(len(s.memorized) + 2 * len(s.generalized)) * s.noise_draws,
                     note="one (early-stopped) U-Net pass per image and noise draw; a folder counts as one image")
 
     def run(self, s: CalibrateSettings, *, runtime=None, progress=None, should_stop=None, model=None,
@@ -84,7 +83,7 @@ class Calibrate(Feature):
         rt = runtime_or_default(runtime)
         prog = Progress.wrap(progress, should_stop)
         model = load(s.model, rt, model)
-        layer = s.layer or mz.default_layer(model, rt.assets)
+        layer = "" if s.metric == mz.DENOISING_ERROR else (s.layer or mz.default_layer(model, rt.assets))
         sets, skipped = [], []
         for label, paths, given in (("memorized", s.memorized, memorized_images),
                                     ("generalized", s.generalized, generalized_images)):
@@ -101,6 +100,10 @@ class Calibrate(Feature):
         sg = mz.scores(model, gen, layer, s.t, s.metric, s.noise_draws, s.seed)
         cal = mz.calibrate(sm, sg, model.model_id, layer, s.t, s.metric, s.target_fpr, s.noise_draws,
                            notes=f"memorized: {' '.join(s.memorized)}; generalized: {' '.join(s.generalized)}")
+        if len(gen) >= 2:   # out-of-domain reference: the known-generalized (real, in-domain) images
+            prog(0.8, "out-of-domain reference")
+            err = mz.denoising_error_draws(model, gen, mz.OOD_T, s.noise_draws, s.seed).mean(1)
+            mz.fit_ood(cal, err, mz.OOD_T, 0.01, "the known-generalized images")
         return CalibrateResult(settings=s, calibration=cal, memorized_names=mem_names, generalized_names=gen_names,
                                skipped=skipped)
 

@@ -10,14 +10,27 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..metrics import SPIKINESS_METRICS as METRICS
+from ..metrics import SPIKINESS_METRICS
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
 from .settings import Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
-CSV_HEADER = ["path", "score", "verdict", "implied_fpr"]
+METRICS = SPIKINESS_METRICS + ("denoising_error",)
+CSV_HEADER = ["path", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason"]
+COLOUR_THRESHOLD = 0.02   # mean |channel - gray| (in [0, 1]) above which an image counts as colour
+COLUMN_HELP = {
+    "score": "the detector's value, mean over the noise draws (same image, settings and seed: same score)",
+    "spread": "2 standard errors of that mean over the draws",
+    "verdict": "memorized / generalized; uncertain when score +- spread straddles the threshold; out-of-domain when "
+               "the image is unlike the model's real images (colour into a grayscale model, or denoising error above "
+               "the 99th percentile of held-out real images)",
+    "implied_fpr": "share of the calibration's generalized reference scoring at least as 'memorized' (the false-positive "
+                   "rate of a threshold put at this score)",
+    "nearest_train_rms": "built-in models: RMS distance (pixels in [-1, 1]) to the nearest training image; "
+                         "< 0.07 is a near-copy",
+}
 
 
 @dataclass(frozen=True)
@@ -27,9 +40,11 @@ class ScoreSettings(Settings):
     model: str = model_setting()
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS, help="spikiness measure (auto: the calibration's, else std)")
+    metric: str | None = setting(None, choices=METRICS,
+                                 help="detector: a spikiness measure or denoising_error (auto: the calibration's, else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
-                                      help="noise draws averaged (auto: the calibration's, else 1)")
+                                      help="noise draws averaged (auto: the calibration's, else 4)")
+    invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
     calibration: str = setting("", help="calibration JSON from `calibrate` (empty: the model's shipped one)",
                                max_chars=1000)
     n_generate: int = setting(0, lo=0, hi=10_000, label="generated samples",
@@ -58,9 +73,12 @@ class ScoreResult(Result):
     upscale: int = 6
 
     def table(self) -> list[list]:
-        """One row per image: path, score (6 significant digits), verdict, implied FPR (4 decimals)."""
-        return [[r.name, float(f"{r.score:.6g}"), r.verdict,
-                 None if r.implied_fpr is None else round(r.implied_fpr, 4)] for r in self.rows]
+        """One row per image: path, score (6 significant digits), spread, verdict, implied FPR (4 decimals),
+        nearest-training RMS (built-in models), reason (out-of-domain / uncertain)."""
+        return [[r.name, float(f"{r.score:.6g}"), float(f"{r.spread:.3g}"), r.verdict,
+                 None if r.implied_fpr is None else round(r.implied_fpr, 4),
+                 None if self.nearest_rms is None else round(self.nearest_rms[i], 4), r.reason]
+                for i, r in enumerate(self.rows)]
 
     def to_csv(self) -> str:
         return csv_text(CSV_HEADER, [["" if v is None else v for v in row] for row in self.table()])
@@ -69,11 +87,13 @@ class ScoreResult(Result):
         cal = self.calibration
         rows = []
         for i, r in enumerate(self.rows):
-            row = {"name": r.name, "score": r.score, "verdict": r.verdict, "implied_fpr": r.implied_fpr}
+            row = {"name": r.name, "score": r.score, "spread": r.spread, "verdict": r.verdict,
+                   "implied_fpr": r.implied_fpr, "ood_value": r.ood_value, "reason": r.reason}
             if self.nearest_index is not None:
                 row.update(nearest_train_index=self.nearest_index[i], nearest_rms=self.nearest_rms[i])
             rows.append(row)
         return {"layer": self.layer, "t": self.t, "metric": self.metric, "noise_draws": self.noise_draws,
+                "invert": self.settings.invert, "columns": COLUMN_HELP,
                 "calibration": None if cal is None else {"source": self.calibration_source, **cal.headline()},
                 "rows": rows, "skipped": self.skipped}
 
@@ -109,9 +129,11 @@ class ScoreResult(Result):
             return ("No calibration matches these settings: scores only (fit one with Calibrate, "
                     "or keep the calibration's layer, t and metric).")
         area = "n/a" if cal.auroc is None else round(cal.auroc, 3)
-        text = (f"Layer `{cal.layer}`, t = {cal.t}, metric `{cal.metric}`: {cal.rule()} "
+        counts = {v: sum(r.verdict == v for r in self.rows) for v in ("uncertain", "out-of-domain")}
+        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} "
                 f"(calibrated FPR {cal.fpr:.3f}; AUROC {area}). "
-                f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged.")
+                f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged"
+                + "".join(f", {n} {v}" for v, n in counts.items() if n) + ".")
         name = Path(self.settings.calibration).name
         if self.calibration_source == "uploaded":
             text += f" Settings and threshold from the uploaded calibration file {name}."
@@ -123,16 +145,28 @@ class ScoreResult(Result):
         return self.headline() + (" Skipped: " + "; ".join(self.skipped) if self.skipped else "")
 
 
-def load_images(model, sources, names=None) -> tuple[torch.Tensor | None, list[str], list[str]]:
+def _colourfulness(src) -> float:
+    """Mean ``|channel - gray|`` of the image in [0, 1] (0 for a grayscale image)."""
+    from ..data.images import load_image
+
+    x = load_image(src, 32, channels=3)[0]
+    return float((x - x.mean(0, keepdim=True)).abs().mean() / 2)
+
+
+def load_images(model, sources, names=None, invert: bool = False,
+                colour: list | None = None) -> tuple[torch.Tensor | None, list[str], list[str]]:
     """Files, folders (their image files, sorted) or in-memory images -> ``N x C x H x W`` at the
-    model's size, with the names shown for them; unreadable images are skipped with a reason."""
+    model's size, with the names shown for them; unreadable images are skipped with a reason.
+    ``invert`` flips intensities; ``colour`` (a list) receives each loaded image's colourfulness."""
     from ..data.images import ImageError, list_image_files, load_image
 
     if isinstance(sources, torch.Tensor):
         names = list(names) if names is not None else [f"image {i}" for i in range(len(sources))]
         if len(names) != len(sources):
             raise UserError(f"{len(sources)} images but {len(names)} names")
-        return sources.float(), names, []
+        if colour is not None:
+            colour.extend([0.0] * len(sources))
+        return (-sources.float() if invert else sources.float()), names, []
     items = []
     for i, src in enumerate(sources):
         given = None if names is None else names[i]
@@ -150,8 +184,10 @@ def load_images(model, sources, names=None) -> tuple[torch.Tensor | None, list[s
             problems.append(name)
             continue
         try:
-            tensors.append(load_image(src, (h, w), channels=c))
+            tensors.append(load_image(src, (h, w), channels=c, invert=invert))
             used.append(name)
+            if colour is not None:
+                colour.append(_colourfulness(src) if c == 1 else 0.0)
         except ImageError as err:
             problems.append(str(err))
     return (torch.cat(tensors) if tensors else None), used, problems
@@ -165,8 +201,9 @@ class Score(Feature):
 
     def cost(self, s: ScoreSettings) -> Cost:
         n = len(s.images) + s.n_generate
-        return Cost(forward=n * (s.noise_draws or 1) + s.n_generate * GENERATE_STEPS,
-                    note="one (early-stopped) U-Net pass per image and noise draw, plus 50 DDIM steps per generated "
+        return Cost(forward=2 * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
+                    note="one (early-stopped) U-Net pass per image and noise draw, one more for the out-of-domain check, "
+                         "plus 50 DDIM steps per generated "
                          "sample; a folder counts as one image")
 
     def run(self, s: ScoreSettings, *, runtime=None, progress=None, should_stop=None, model=None,
@@ -183,9 +220,10 @@ class Score(Feature):
         uploaded = mz.Calibration.load(cal_path) if cal_path else None
         how = mz.setup(model, rt.assets, s.layer, s.t, s.metric, s.noise_draws, uploaded)
 
-        parts, shown, skipped = [], [], []
+        parts, shown, skipped, colour = [], [], [], []
         if images is not None or s.images:
-            tens, shown, skipped = load_images(model, images if images is not None else s.images, names)
+            tens, shown, skipped = load_images(model, images if images is not None else s.images, names,
+                                               invert=s.invert, colour=colour)
             if tens is None:
                 raise UserError(skipped[0] if skipped else "upload at least one image or ask for generated samples")
             parts.append(tens)
@@ -194,9 +232,15 @@ class Score(Feature):
             parts.append(model.generate(s.n_generate, seed=s.seed, steps=GENERATE_STEPS, progress=prog.bars,
                                         step_callback=lambda i, t: prog.check()).cpu())
             shown += [f"sample seed {s.seed} #{i}" for i in range(s.n_generate)]
+            colour += [0.0] * s.n_generate
         scored = torch.cat(parts)
         prog(0.6, f"scoring {len(scored)} images")
         rows = mz.score_images(model, scored, shown, how, s.seed)
+        for r, col in zip(rows, colour):
+            if col > COLOUR_THRESHOLD and r.verdict != "n/a":
+                r.memorized, r.verdict = None, "out-of-domain"
+                r.reason = (f"a colour image (colourfulness {col:.2f}) into a grayscale model: it has only seen "
+                            "grayscale images")
 
         res = ScoreResult(settings=s, rows=rows, layer=how.layer, t=how.t, metric=how.metric, noise_draws=how.n_noise,
                           calibration=how.calibration, skipped=skipped, scored=scored,

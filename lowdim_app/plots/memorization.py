@@ -25,7 +25,8 @@ def scores_histogram(scores: Sequence[float], *, memorized: Sequence[float] = ()
         ax.axvline(threshold, color="k", ls="--", label="threshold" + ("" if fpr is None else f" (FPR {fpr:.3f})"))
     for i, s in enumerate(list(scores)[:MAX_MARKED]):
         ax.axvline(s, color="C2", lw=1.5, alpha=0.8, label="your images" if i == 0 else None)
-    ax.set_xlabel(f"spikiness ({metric}) of the pooled representation")
+    ax.set_xlabel("denoising error (lower = memorized)" if metric == "denoising_error"
+                  else f"spikiness ({metric}) of the pooled representation")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
     return fig

@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..features.calibrate import FEATURE as CALIBRATE
 from ..features.calibrate import CalibrateSettings
 from ..features.score import FEATURE as SCORE
-from ..features.score import METRICS, ScoreSettings
+from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
 from .common import handle_errors, model_choices, request_folder, run_in_worker, runtime, unchanged
 
@@ -34,7 +34,7 @@ def _reproduce(line: str, files: bool) -> str:
 
 
 @handle_errors
-def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibration_file=None,
+def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibration_file=None, invert=False,
           progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """Score uploaded images (and/or ``n_generate`` fresh samples): table, CSV, histogram, summary, nearest
     training images, reproduce line.
@@ -45,9 +45,9 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
     uploaded = bool(cal_paths)
     settings = ScoreSettings.from_raw(
         images=_names(paths), model=model_id, layer=(layer or "").strip(),
-        t=None if uploaded else t, metric=None if uploaded else metric, noise_draws=None if uploaded else n_noise,
-        calibration=_names(cal_paths)[0] if uploaded else "", n_generate=n_generate, seed=seed)
-    if not uploaded and settings.noise_draws > MAX_NOISE_DRAWS:
+        t=None if uploaded else t, metric=None if uploaded or not metric else metric, noise_draws=None if uploaded else n_noise,
+        calibration=_names(cal_paths)[0] if uploaded else "", n_generate=n_generate, seed=seed, invert=bool(invert))
+    if not uploaded and (settings.noise_draws or 0) > MAX_NOISE_DRAWS:
         raise UserError(f"noise draws must be at most {MAX_NOISE_DRAWS} here (the CLI allows 64)")
     limit = runtime().max_samples
     if settings.n_generate > limit:
@@ -70,7 +70,8 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, prog
     reproduce line, calibration JSON."""
     mem, gen = _paths(mem_files), _paths(gen_files)
     settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
-                                          layer=(layer or "").strip(), t=t, metric=metric, target_fpr=target_fpr)
+                                          layer=(layer or "").strip(), t=t, metric=metric or "std",
+                                          target_fpr=target_fpr)
     for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress,
                                 memorized_images=mem, generalized_images=gen):
         if result is None:
@@ -83,10 +84,11 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, prog
 
 
 def build() -> None:
-    gr.Markdown("Is an image memorized by the model? Score = spikiness (std) of the global-max-pooled activation of a "
-                "U-Net layer at t = 50 (Zhang et al. 2025, §4.1, Alg. 1), compared with the model's calibrated "
-                "threshold. Built-in models ship calibrations measured on their own samples (see "
-                "`assets/calibrations/`).")
+    gr.Markdown("Is an image memorized by the model? The paper's score is the spikiness (std) of the "
+                "global-max-pooled activation of a U-Net layer at t = 50 (Zhang et al. 2025, arXiv:2512.20963, §4.1, "
+                "Alg. 1); the denoising error (Carlini et al. 2023, arXiv:2301.13188) is the other detector. Each "
+                "built-in model's shipped calibration (`assets/calibrations/`) picks the detector that separates its "
+                "near-copies from novel images best; choose `std` under *metric* for the paper's score.")
     with gr.Row():
         with gr.Column(scale=1):
             files = gr.File(label="Images", file_count="multiple", file_types=["image"], elem_id="mem-files")
@@ -98,16 +100,19 @@ def build() -> None:
             with gr.Accordion("Layer, timestep, metric (defaults: the calibration's)", open=False):
                 layer = gr.Textbox(label="layer (empty: calibrated default)", elem_id="mem-layer")
                 t = gr.Number(value=50, precision=0, label="t", elem_id="mem-t")
-                metric = gr.Dropdown(list(METRICS), value="std", label="metric", elem_id="mem-metric")
-                n_noise = gr.Slider(1, MAX_NOISE_DRAWS, value=1, step=1, label="noise draws averaged",
+                metric = gr.Dropdown([("auto (the calibration's)", "")] + list(METRICS), value="", label="metric",
+                                     elem_id="mem-metric")
+                n_noise = gr.Slider(1, MAX_NOISE_DRAWS, value=4, step=1, label="noise draws averaged",
                                     elem_id="mem-noise")
                 cal_upload = gr.File(label="calibration file (JSON from Calibrate / the CLI; empty: the shipped one)",
                                      file_types=[".json"], elem_id="mem-cal-upload")
+            invert = gr.Checkbox(False, label="invert intensities (dark-on-light drawings)", elem_id="mem-invert")
             go = gr.Button("Score", variant="primary", elem_id="mem-score-btn")
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="mem-summary")
-            table = gr.Dataframe(headers=["image", "score", "verdict", "implied_fpr"], elem_id="mem-table",
-                                 interactive=False)
+            table = gr.Dataframe(headers=["image", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms",
+                                          "reason"], elem_id="mem-table", interactive=False)
+            gr.Markdown("\n".join(f"* **{k}**: {v}" for k, v in COLUMN_HELP.items()), elem_id="mem-columns")
             repro = gr.Markdown(elem_id="mem-reproduce")
             csv_file = gr.File(label="CSV", elem_id="mem-csv")
             hist = gr.Image(label="Scores against the model's reference distributions", elem_id="mem-hist", height=300)
@@ -124,13 +129,13 @@ def build() -> None:
                 cal_text = gr.Markdown(elem_id="cal-text")
                 cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
     examples = sorted(str(p) for p in runtime().examples.glob("digit_*.png"))
-    gr.Examples([[None, "digits-mem", "", 50, "std", 1, 16, 0], [None, "digits-gen", "", 50, "std", 1, 16, 0]]
-                + ([[examples, "digits-dup", "", 50, "std", 1, 0, 0]] if examples else []),
+    gr.Examples([[None, "digits-mem", "", 50, "", 4, 16, 0], [None, "digits-gen", "", 50, "", 4, 16, 0]]
+                + ([[examples, "digits-dup", "", 50, "", 4, 0, 0]] if examples else []),
                 [files, model, layer, t, metric, n_noise, n_gen, seed],
                 [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
                 label="Examples: 16 samples of the memorizing model, 16 of the generalizing one, held-out digits",
                 elem_id="mem-examples")
-    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload],
+    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert],
              [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=2, concurrency_id="light")
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
                  api_name="calibrate", concurrency_limit=2, concurrency_id="light")
