@@ -18,7 +18,8 @@ Parts (all on the CPU, random weights; ``--parts`` picks some):
   profile -- leaf-module output bytes and attention-map bytes of one float32 forward, from a meta-device
   trace) by least squares over every measured (architecture, size); prints measured / predicted.
 * ``central``: ``(f(x + h v) - f(x - h v)) / 2h`` against ``torch.func.jvp`` on the tiny SD and a
-  reduced-width SD v1.4 U-Net (``width=8``; latent 32 and 64) at t = 100, 500, 900 over a grid of
+  reduced-width SD v1.4 U-Net (``width=4``: channels / 4, the real module names; ``width=8`` does not
+  build, its text encoder's width 64 is not the U-Net's cross-attention width 96; latent 32 and 64) at t = 100, 500, 900 over a grid of
   relative steps ``h``; and the top-5 Krylov SVD of the tiny SD with either JVP.
 * ``projection``: the CUDA peak of ``edit`` on SD v1.4 at 512 px (64x64 latents) with k = 5 under the
   default budget rule of a 24 GB card.
@@ -59,6 +60,8 @@ CONFIGS = [
     ("sd-v1-4", 1, 64, ("jvp_forward", "vjp_math"), (1,)),
     ("sd-vae", 1, 512, ("vae_decode", "vae_encode"), (1, 2)),
 ]
+CHILD_TIMEOUT = 1800
+CENTRAL_WIDTH = 4
 QUICK = [c for c in CONFIGS if c[0] == "cifar10" or (c[0] == "sd-v1-4" and c[2] == 16)]
 
 
@@ -147,7 +150,7 @@ def run_child(arch, width, size, kind, b, threads) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO),
                HF_HUB_OFFLINE="1")
     cmd = [sys.executable, __file__, "--child", json.dumps([arch, width, size, kind, b, threads])]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     if r.returncode != 0:
         raise RuntimeError(f"{arch} {size} {kind} b={b} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -155,11 +158,23 @@ def run_child(arch, width, size, kind, b, threads) -> dict:
 
 # ------------------------------------------------------------------------------ parts
 def part_memory(configs, threads, rows: list) -> None:
+    done = {(r["arch"], int(r["width"]), int(r["size"]), r["kind"]) for r in rows if r["part"] == "per_direction"}
+    done |= {(r["arch"], int(r["width"]), int(r["size"]), r["kind"], int(r["b"])) for r in rows if r["part"] == "memory"}
     for arch, width, size, kinds, bs in configs:
         for kind in kinds:
+            if (arch, width, size, kind) in done or all((arch, width, size, kind, b) in done for b in bs):
+                print(f"memory {arch} w{width} {size} {kind}: kept from the CSV", flush=True)
+                continue
             deltas = {}
             for b in bs:
-                r = run_child(arch, width, size, kind, b, threads)
+                try:
+                    r = run_child(arch, width, size, kind, b, threads)
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    msg = str(err).strip().splitlines()[-1][:300]
+                    rows.append(dict(part="memory", arch=arch, width=width, size=size, kind=kind, b=b, value="",
+                                     unit="failed", note=msg))
+                    print(f"memory {arch} w{width} {size} {kind} b={b}: FAILED {msg}", flush=True)
+                    break
                 delta = max(0.0, r["peak"] - r["before"])
                 deltas[b] = delta
                 rows.append(dict(part="memory", arch=arch, width=width, size=size, n=r["n"], kind=kind, b=b,
@@ -189,8 +204,17 @@ def _per_direction(rows):
 
 
 def part_fit(rows: list) -> dict:
-    """Least squares (relative error) of per-direction GiB on (A, Q) per kind."""
+    """Per kind: least squares (relative error) of per-direction GiB on (A, Q), and the upper envelope.
+
+    The envelope is the law ``a * A + q * Q`` with the least total relative over-prediction that is at
+    or above every measured point (a linear programme; ``a = max(m / A)`` for the kinds without an
+    attention term). Reverse mode (``vjp*``) stores the activations, so its bytes are a sum and follow
+    ``A`` closely; a no-grad or forward-mode call only holds a peak of live tensors, which depends on
+    how the architecture spreads its activations, so for those kinds the least-squares line is a poor
+    predictor across architectures and the plan uses the envelope (never below a measurement).
+    """
     import numpy as np
+    from scipy.optimize import linprog
 
     data = _per_direction(rows)
     fits = {}
@@ -198,19 +222,28 @@ def part_fit(rows: list) -> dict:
         pts = [(m, a, q) for r, m, a, q in data if r["kind"] == kind]
         M = np.array([[a, q] for _, a, q in pts]) / np.array([[m] for m, _, _ in pts])
         y = np.ones(len(pts))
-        if kind in ("jvp_central", "vjp", "vjp_ckpt", "forward"):   # fused attention: no attention-map term
+        two = kind in ("jvp_forward", "vjp_math")          # classic attention materialises the maps
+        if not two:   # fused attention: no attention-map term
             coef = np.array([float(np.linalg.lstsq(M[:, :1], y, rcond=None)[0][0]), 0.0])
+            env = np.array([float(max(m / a for m, a, _ in pts)), 0.0])
         else:
-            coef = np.linalg.lstsq(M, y, rcond=None)[0]
-            coef = np.clip(coef, 0, None)
+            coef = np.clip(np.linalg.lstsq(M, y, rcond=None)[0], 0, None)
+            lp = linprog(c=M.sum(axis=0), A_ub=-M, b_ub=-y, bounds=[(0, None), (0, None)])
+            env = lp.x if lp.success else coef * max(m / (coef[0] * a + coef[1] * q) for m, a, q in pts)
         ratios = [m / (coef[0] * a + coef[1] * q) for m, a, q in pts]
+        env_ratios = [m / (env[0] * a + env[1] * q) for m, a, q in pts]
         fits[kind] = {"a": float(coef[0]), "q": float(coef[1]), "max_ratio": float(max(ratios)),
-                      "min_ratio": float(min(ratios))}
+                      "min_ratio": float(min(ratios)), "envelope_a": float(env[0]), "envelope_q": float(env[1]),
+                      "envelope_min_ratio": float(min(env_ratios)), "envelope_max_ratio": float(max(env_ratios))}
         rows.append(dict(part="fit", kind=kind, value=json.dumps({k: round(v, 4) for k, v in fits[kind].items()}),
-                         unit="bytes/direction = a*A + q*Q; measured/predicted range",
+                         unit="bytes/direction = a*A + q*Q; least squares and upper envelope; measured/predicted range",
                          note=f"{len(pts)} points"))
-        print(f"fit {kind:12s} a = {coef[0]:.4f}, q = {coef[1]:.4f}; measured/predicted "
-              f"{min(ratios):.2f} .. {max(ratios):.2f} over {len(pts)} points", flush=True)
+        print(f"fit {kind:12s} least squares a = {coef[0]:.4f}, q = {coef[1]:.4f}: measured/predicted "
+              f"{min(ratios):.2f} .. {max(ratios):.2f}; envelope a = {env[0]:.4f}, q = {env[1]:.4f}: "
+              f"{min(env_ratios):.2f} .. {max(env_ratios):.2f} over {len(pts)} points", flush=True)
+        for (r, m, a, q), ratio, er in zip([d for d in data if d[0]["kind"] == kind], ratios, env_ratios):
+            print(f"    {r['arch']:9s} {int(r['size']):4d}: measured {m:.4f} GiB, least squares {m / ratio:.4f}, "
+                  f"envelope {m / er:.4f}", flush=True)
     return fits
 
 
@@ -232,10 +265,11 @@ def part_central(rows: list, threads: int, quick: bool) -> None:
     for size, ts in ((32, (100, 500, 900)), (64, (500,))):
         if quick and size == 64:
             continue
-        m = load_model(str(A.build("sd-v1-4", tmp / f"w8-{size}", width=8, sample_size=size)), "cpu")
+        m = load_model(str(A.build("sd-v1-4", tmp / f"w{CENTRAL_WIDTH}-{size}", width=CENTRAL_WIDTH, sample_size=size)),
+                       "cpu")
         g = torch.Generator().manual_seed(0)
         cond = Conditioning(torch.randn(1, 77, m.unet.config.cross_attention_dim, generator=g))
-        cases.append(("sd-v1-4", 8, size, m, cond, ts))
+        cases.append(("sd-v1-4", CENTRAL_WIDTH, size, m, cond, ts))
     for arch, width, size, m, cond, ts in cases:
         for t in ts:
             g = torch.Generator().manual_seed(t)
@@ -321,6 +355,22 @@ def part_projection(rows: list) -> None:
     rows.append(dict(part="projection", arch="sd-v1-4", size=64, n=model.n, kind="old_path", b=b,
                      value=round(old / GIB, 3), unit="GiB projected CUDA peak of the old path (forward AD + math VJP)"))
     print(f"projection old path (b = 6 forward-AD JVPs / math-attention VJPs in one call): {old / GIB:.1f} GiB", flush=True)
+    # the VAE phase of the edit (decoding the strip): VAE_PIXELS_PER_CALL pixels per call, per-image
+    # bytes measured above (sd-vae per_direction rows); the float32 U-Net copy is not held then
+    from lowdim_app.diffusion.model import VAE_PIXELS_PER_CALL
+
+    for kind in ("vae_decode", "vae_encode"):
+        per = [float(r["value"]) for r in rows if r["part"] == "per_direction" and r["kind"] == kind]
+        if not per:
+            continue
+        images = max(1, VAE_PIXELS_PER_CALL // (512 * 512))
+        peak = context + weights_fp16 + images * per[-1] * GIB / 2   # measured in float32, run in float16
+        rows.append(dict(part="projection", arch="sd-vae", size=512, kind=kind, b=images, value=round(peak / GIB, 3),
+                         unit="GiB projected CUDA peak of the VAE phase (24 GB card)",
+                         note=json.dumps({"per_image_fp32_gib": per[-1], "images_per_call": images,
+                                          "assumed": "float16 halves the float32 CPU measurement"})))
+        print(f"projection SD VAE {kind} at 512 px: {images} images per call x {per[-1]:.2f} GiB (fp32; /2 for fp16) "
+              f"-> peak {peak / GIB:.2f} GiB of 24", flush=True)
 
 
 # ------------------------------------------------------------------------------ main
@@ -346,6 +396,8 @@ def main() -> None:
     ap.add_argument("--parts", default="memory,fit,central,projection")
     ap.add_argument("--quick", action="store_true", help="CIFAR-10 and SD at latent 16 only; no 64 central case")
     ap.add_argument("--only", default="", help="memory: only these architectures (comma-separated)")
+    ap.add_argument("--select", default="", help="memory: only these ARCH:SIZE[:KIND] (comma-separated)")
+    ap.add_argument("--remeasure", action="store_true", help="memory: measure again what the CSV already has")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
@@ -354,18 +406,34 @@ def main() -> None:
         return
     parts = set(a.parts.split(","))
     out = Path(a.out)
-    rows = [r for r in _load(out) if r["part"] in ("memory", "per_direction") and "memory" not in parts
-            or (r["part"] in ("memory", "per_direction") and a.only and r["arch"] not in a.only.split(","))]
+    # memory rows of earlier runs are kept; part_memory measures only what is missing (--remeasure: all)
+    regenerated = {"fit": {"fit"}, "central": {"central", "central_krylov"}, "projection": {"projection"}}
+    drop = set().union(*(regenerated[x] for x in parts if x in regenerated))
+    rows = [r for r in _load(out) if r["part"] not in drop]
+    if a.remeasure:
+        rows = [r for r in rows if r["part"] not in ("memory", "per_direction")
+                or (a.only and r["arch"] not in a.only.split(","))]
     for r in rows:
         for k in ("value",):
             try:
                 r[k] = float(r[k])
             except (TypeError, ValueError):
                 pass
+        for k in ("width", "size", "b"):
+            try:
+                r[k] = int(r[k])
+            except (TypeError, ValueError):
+                pass
     if "memory" in parts:
         configs = QUICK if a.quick else CONFIGS
         if a.only:
             configs = [c for c in configs if c[0] in a.only.split(",")]
+        if a.select:   # arch:size[:kind] entries
+            sel = [x.split(":") for x in a.select.split(",") if x]
+            configs = [(arch, w, size, tuple(k for k in kinds if any(len(e) < 3 or e[2] == k for e in sel
+                                                                   if e[0] == arch and int(e[1]) == size)), bs)
+                       for arch, w, size, kinds, bs in configs]
+            configs = [c for c in configs if c[3]]
         part_memory(configs, a.threads, rows)
         _write(out, rows)
     if "fit" in parts:

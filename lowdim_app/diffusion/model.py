@@ -44,7 +44,9 @@ class Conditioning:
 
 
 StepCallback = Callable[[int, int], None]
-VAE_PIXELS_PER_CALL = 8 * 512 * 512   # VAE encode/decode slice: 8 images at 512 px (bench/jacobian_memory.py)
+# VAE encode/decode slice: 8 images at 512 px. SD's VAE adds 0.56 (decode) / 0.63 (encode) GiB per 512 px
+# image (float32 CPU peak RSS, bench/jacobian_memory.py), so a slice is about 5 GiB.
+VAE_PIXELS_PER_CALL = 8 * 512 * 512
 
 
 def _trace_profile(unet, sample_shape, is_text: bool, cross_dim) -> dict[str, float]:
