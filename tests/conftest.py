@@ -193,3 +193,17 @@ def final_output(outputs):
         if not all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out):
             last = out
     return last
+
+
+def cancel_in_browser(page, log: Path, lab: str, start: str, cancel: str, wait_ms: int = 3000) -> int:
+    """Click ``start``, then ``cancel`` after ``wait_ms``; returns how many new "<lab>: run stopped by
+    Cancel" lines the server logged within 60 s (the computation itself stopped)."""
+    line = f"{lab}: run stopped by Cancel"
+    before = log.read_text().count(line)
+    page.locator(start).click()
+    page.wait_for_timeout(wait_ms)
+    page.locator(cancel).click()
+    deadline = time.time() + 60
+    while time.time() < deadline and log.read_text().count(line) == before:
+        time.sleep(0.5)
+    return log.read_text().count(line) - before

@@ -26,19 +26,11 @@ def test_theory_labs_in_browser(page, artifacts):
 
 def test_cancel_in_browser_stops_the_server_run(page, artifacts):
     """Cancel during the GL lab's first training (12000 steps): the server's loop stops and logs it."""
-    import time
+    from tests.conftest import cancel_in_browser
 
-    log = artifacts / "server.log"
-    before = log.read_text().count("gl_score: run stopped by Cancel")
     page.get_by_role("tab", name="Theory labs").click()
     page.get_by_role("tab", name="Generalization score").click()
-    page.locator("#molrg-gl-run").click()
-    page.wait_for_timeout(3000)
-    page.locator("#molrg-gl-cancel").click()
-    deadline = time.time() + 60
-    while time.time() < deadline and log.read_text().count("gl_score: run stopped by Cancel") == before:
-        time.sleep(0.5)
-    assert log.read_text().count("gl_score: run stopped by Cancel") == before + 1
+    assert cancel_in_browser(page, artifacts / "server.log", "gl_score", "#molrg-gl-run", "#molrg-gl-cancel") == 1
     assert "done" not in page.locator("#molrg-gl-status").inner_text()
     page.screenshot(path=str(artifacts / "gl_cancelled.png"), full_page=True)
 

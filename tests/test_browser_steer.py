@@ -1,6 +1,5 @@
 """Real browser: a Steer example fills the inputs and shows its strip and reproduce line; Cancel on the Edit
 tab stops a running search (the server logs it) and leaves no result."""
-import time
 
 
 def test_a_steer_example_shows_its_strip(page, artifacts):
@@ -17,15 +16,9 @@ def test_a_steer_example_shows_its_strip(page, artifacts):
 
 def test_cancel_stops_a_direction_search(page, artifacts):
     """A long exact search (1000 DDIM steps of inversion first): Cancel stops it within seconds."""
-    log = artifacts / "server.log"
-    before = log.read_text().count("edit: run stopped by Cancel")
+    from tests.conftest import cancel_in_browser
+
     page.get_by_role("tab", name="Edit").click()
     page.locator("#edit-steps input[type=number]").fill("1000")
-    page.locator("#edit-find-btn").click()
-    page.wait_for_timeout(2000)
-    page.locator("#edit-cancel").click()
-    deadline = time.time() + 60
-    while time.time() < deadline and log.read_text().count("edit: run stopped by Cancel") == before:
-        time.sleep(0.5)
-    assert log.read_text().count("edit: run stopped by Cancel") == before + 1
+    assert cancel_in_browser(page, artifacts / "server.log", "edit", "#edit-find-btn", "#edit-cancel", 2000) == 1
     assert "numerical rank" not in page.locator("#edit-info").inner_text()
