@@ -18,7 +18,8 @@ LAYERS = {
     "metrics": {"errors"},
     "config": set(),
     "errors": set(),
-    "__init__": set(),
+    "__init__": {"api", "errors"},   # the public API, imported lazily on first attribute access
+    "api": {"features", "diffusion", "methods", "data", "errors", "config"},
 }
 
 

@@ -87,7 +87,8 @@ def _trace_profile(unet, sample_shape, is_text: bool, cross_dim) -> dict[str, fl
 
 
 class DiffusionModel:
-    """A loaded model. Build with :func:`lowdim_app.diffusion.registry.load_model`."""
+    """A loaded model. Build with :func:`lowdim_app.diffusion.registry.load_model` (an id or a folder),
+    :meth:`from_pipeline` (a diffusers pipeline object) or :meth:`from_unet` (its parts)."""
 
     def __init__(self, model_id: str, unet, scheduler_config: dict, *, vae=None, text_encoder=None,
                  tokenizer=None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -122,6 +123,110 @@ class DiffusionModel:
         else:
             self.image_shape = self.sample_shape
             self.latent_scale = 1.0
+
+    # ------------------------------------------------------- from objects
+    @classmethod
+    def from_pipeline(cls, pipe, model_id: str | None = None) -> "DiffusionModel":
+        """Wrap a diffusers pipeline object you already hold (nothing is loaded, nothing is copied).
+
+        Works for pixel pipelines (``DDPMPipeline``, ``DDIMPipeline``: ``pipe.unet`` a ``UNet2DModel``) and
+        latent text-to-image pipelines (``StableDiffusionPipeline``: ``unet``, ``vae``, ``text_encoder``,
+        ``tokenizer``), with any scheduler that has DDPM alphas (``DDPMScheduler``, ``DDIMScheduler``,
+        ``PNDMScheduler``, ``EulerDiscreteScheduler``, ...): only its config (betas, prediction type) is
+        read -- the scheduler is never stepped, sampling here is DDIM on the model's own grid.
+
+        The model keeps the pipeline's modules, device and dtype: a half-precision U-Net on a GPU samples
+        in half precision, and only Jacobian work (edit, rank) makes a float32 copy of the U-Net, for the
+        duration of the request (:meth:`float32_unet`). The modules are switched to ``eval()`` and their
+        parameters to ``requires_grad_(False)`` (in place, as :meth:`__init__` does for loaded models).
+
+        Args:
+            pipe: a diffusers pipeline with ``unet`` and ``scheduler`` (and ``vae``, ``text_encoder``,
+                ``tokenizer`` for latent text models).
+            model_id: the name results, saved directions and steering vectors carry (a saved direction
+                only applies to a model of the same id). Default: the folder or hub id the pipeline was
+                loaded from (``pipe.name_or_path``), else the pipeline class and the object's address.
+
+        Returns:
+            A :class:`DiffusionModel` sharing the pipeline's weights.
+
+        Example:
+            >>> from diffusers import DDPMPipeline
+            >>> pipe = DDPMPipeline.from_pretrained("google/ddpm-cifar10-32")   # doctest: +SKIP
+            >>> model = DiffusionModel.from_pipeline(pipe)                     # doctest: +SKIP
+            >>> lowdim_app.sample(model, n=4, steps=20).samples.shape          # doctest: +SKIP
+            torch.Size([4, 3, 32, 32])
+        """
+        for need in ("unet", "scheduler"):
+            if getattr(pipe, need, None) is None:
+                raise UserError(f"{type(pipe).__name__} has no {need}: need a DDPM/DDIM or Stable Diffusion "
+                                "pipeline (or use DiffusionModel.from_unet)")
+        if model_id is None:
+            name = getattr(pipe, "name_or_path", None) or getattr(getattr(pipe, "config", {}), "_name_or_path", None)
+            model_id = str(name) if name else f"{type(pipe).__name__}@{id(pipe.unet):x}"
+        return cls.from_unet(pipe.unet, pipe.scheduler, vae=getattr(pipe, "vae", None),
+                             text_encoder=getattr(pipe, "text_encoder", None),
+                             tokenizer=getattr(pipe, "tokenizer", None), model_id=model_id,
+                             source=f"a {type(pipe).__name__} object")
+
+    @classmethod
+    def from_unet(cls, unet, scheduler, vae=None, text_encoder=None, tokenizer=None, *,
+                  model_id: str | None = None, source: str = "") -> "DiffusionModel":
+        """Wrap a U-Net and a scheduler (and, for latent text models, the VAE, text encoder and tokenizer).
+
+        Nothing is copied: the model runs ``unet`` on its own device and in its own dtype; Jacobian work
+        makes a float32 copy only while it runs when the U-Net is in half precision (:meth:`float32_unet`).
+        The modules are put in ``eval()`` mode with ``requires_grad_(False)`` (in place).
+
+        Args:
+            unet: a diffusers ``UNet2DModel`` (pixel) or ``UNet2DConditionModel`` (text-conditioned latent).
+            scheduler: a scheduler object with DDPM alphas (``alphas_cumprod``), or its config dict.
+            vae: ``AutoencoderKL`` of a latent model (``None``: the U-Net works on pixels).
+            text_encoder: CLIP text encoder of a text-conditioned U-Net.
+            tokenizer: its tokenizer.
+            model_id: the name results carry (default: the U-Net class and the object's address).
+            source: where the model came from, for messages.
+
+        Returns:
+            A :class:`DiffusionModel` sharing the given modules.
+
+        Example:
+            >>> from diffusers import DDPMScheduler, UNet2DModel
+            >>> unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+            ...                    down_block_types=("DownBlock2D", "DownBlock2D"),
+            ...                    up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+            >>> model = DiffusionModel.from_unet(unet, DDPMScheduler(num_train_timesteps=1000))
+            >>> model.sample_shape
+            (1, 16, 16)
+        """
+        cfg = getattr(unet, "config", None)
+        if cfg is None or not hasattr(cfg, "in_channels") or not hasattr(cfg, "sample_size"):
+            raise UserError(f"{type(unet).__name__} is not a diffusers U-Net (no config with in_channels/sample_size)")
+        conditional = getattr(cfg, "cross_attention_dim", None) is not None and \
+            type(unet).__name__ != "UNet2DModel"
+        if conditional and (text_encoder is None or tokenizer is None):
+            raise UserError(f"{type(unet).__name__} is text-conditioned: give its text_encoder and tokenizer too")
+        if (text_encoder is None) != (tokenizer is None):
+            raise UserError("give the text encoder and the tokenizer together")
+        config = dict(scheduler) if isinstance(scheduler, dict) else dict(getattr(scheduler, "config", {}) or {})
+        if not config:
+            raise UserError(f"{type(scheduler).__name__} has no config: need a diffusers scheduler")
+        ours = cls._alphas_cumprod(config)
+        theirs = getattr(scheduler, "alphas_cumprod", None)
+        if not isinstance(scheduler, dict):
+            if theirs is None or tuple(torch.as_tensor(theirs).shape) != tuple(ours.shape) or not torch.allclose(
+                    torch.as_tensor(theirs, dtype=torch.float64).cpu(), ours.to(torch.float64), rtol=1e-4, atol=1e-6):
+                raise UserError(f"{type(scheduler).__name__} has no DDPM alphas (alphas_cumprod from its betas); "
+                                "LowDim Lab needs a DDPM-family scheduler (DDPM, DDIM, PNDM, Euler, DPM-Solver, ...)")
+        device = next(unet.parameters()).device
+        dtype = next(unet.parameters()).dtype
+        for name, mod in (("vae", vae), ("text_encoder", text_encoder)):
+            if mod is not None and next(mod.parameters()).device != device:
+                raise UserError(f"the {name} is on {next(mod.parameters()).device} but the U-Net on {device}: "
+                                "move the pipeline to one device first (pipe.to(device))")
+        mid = model_id or f"{type(unet).__name__}@{id(unet):x}"
+        return cls(mid, unet, config, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, device=device,
+                   dtype=dtype, source=source or f"a {type(unet).__name__} object")
 
     # ------------------------------------------------------------------ basics
     @staticmethod

@@ -12,12 +12,32 @@ def model_setting(default: str = "digits-gen"):
     return setting(default, help=MODEL_HELP, max_chars=500)
 
 
+def as_model(model, runtime: Runtime | None = None):
+    """A :class:`~lowdim_app.diffusion.model.DiffusionModel` from what a caller holds: the model itself,
+    a diffusers pipeline object (wrapped by ``DiffusionModel.from_pipeline``, no weights copied), or an
+    id / folder path (loaded through the registry)."""
+    from ..diffusion.model import DiffusionModel
+    from ..diffusion.registry import load_model
+
+    if isinstance(model, DiffusionModel):
+        return model
+    if isinstance(model, str):
+        if not model.strip():
+            raise UserError("choose a model")
+        return load_model(model.strip(), runtime=runtime)
+    if getattr(model, "unet", None) is not None and getattr(model, "scheduler", None) is not None:
+        return DiffusionModel.from_pipeline(model)
+    raise UserError(f"model must be an id, a folder, a DiffusionModel or a diffusers pipeline, "
+                    f"got {type(model).__name__}")
+
+
 def load(model_id: str, runtime: Runtime | None, model=None):
-    """The model named by ``model_id`` (or ``model`` itself when the caller already has one)."""
+    """The model named by ``model_id``, or ``model`` when the caller already holds one (a
+    ``DiffusionModel``, a diffusers pipeline object, or an id; see :func:`as_model`)."""
     from ..diffusion.registry import load_model
 
     if model is not None:
-        return model
+        return as_model(model, runtime)
     if not model_id.strip():
         raise UserError("choose a model")
     return load_model(model_id.strip(), runtime=runtime)
