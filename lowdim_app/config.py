@@ -10,7 +10,7 @@ environment themselves. Library users get the built-in defaults unless they pass
 | ``LOWDIM_EXTRA_MODELS`` | comma-separated hub ids added to the allow-list | empty |
 | ``LOWDIM_MAX_SAMPLES`` | largest batch a UI/API request may ask for | 64 |
 | ``LOWDIM_MODEL_CACHE`` | how many loaded models to keep in memory | 3 |
-| ``LOWDIM_ASSETS`` | folder with built-in models/calibrations | ``<repo>/assets`` |
+| ``LOWDIM_ASSETS`` | folder with built-in models/calibrations | ``<repo>/assets`` (installed: ``lowdim_app/assets``) |
 | ``LOWDIM_CLIP`` | CLIP model (hub id in the local cache, or a folder) for the concept-strength curve of text models; ``off`` disables | ``openai/clip-vit-large-patch14`` |
 | ``LOWDIM_REQUEST_BUDGET_S`` | most seconds (estimated from the request's cost) one request may take; larger ones are refused with the CLI command to run them elsewhere; ``none`` for no limit | 120 in public mode, else none |
 | ``LOWDIM_PUBLIC`` | public mode: only built-in and allow-listed models, no server paths from callers | on when ``SPACE_ID`` is set (a Hugging Face Space), else off |
@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ASSETS = REPO_ROOT / "assets"
+# built-in models, calibrations, examples: <repo>/assets in a checkout; lowdim_app/assets in an installed wheel
+_PACKAGED_ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_ASSETS = _PACKAGED_ASSETS if (_PACKAGED_ASSETS / "models").is_dir() else REPO_ROOT / "assets"
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
