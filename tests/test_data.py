@@ -109,6 +109,10 @@ def test_bad_images_give_one_line_errors(tmp_path):
         load_image(b"definitely not a png", 16, 1)
     with pytest.raises(ImageError, match="no such file"):
         load_image(tmp_path / "missing.png", 16, 1)
+    whole = _png(Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)))
+    load_image(whole, 16, 1)
+    with pytest.raises(ImageError, match="truncated or corrupt"):   # every pixel there, end chunk cut off
+        load_image(whole[:-12], 16, 1)
     bomb = Image.new("L", (9000, 9000))  # 81 MP > 40 MP limit; compresses to a small file
     with pytest.raises(ImageError, match="too large"):
         load_image(_png(bomb), 16, 1)

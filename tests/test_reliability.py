@@ -32,7 +32,7 @@ def _verdict(msg: str) -> str:
 
 
 def classify_raw(url: str, endpoint: str, args: list) -> tuple[str, str]:
-    """Raw HTTP (what gradio_client refuses to send, e.g. JSON NaN): POST the call, read its events."""
+    """Raw HTTP (what gradio_client refuses to send: JSON NaN and Infinity): POST the call, read its events."""
     body = json.dumps({"data": args}, allow_nan=True).encode()
     req = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=body, headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
@@ -51,7 +51,7 @@ def classify_raw(url: str, endpoint: str, args: list) -> tuple[str, str]:
 
 
 def classify(client, endpoint: str, args: list) -> tuple[str, str]:
-    if any(isinstance(a, float) and math.isnan(a) for a in args):
+    if any(isinstance(a, float) and not math.isfinite(a) for a in args):   # gradio_client cannot send these
         return classify_raw(client.src if client.src.endswith("/") else client.src + "/", endpoint, args)
     job = client.submit(*args, api_name=endpoint)
     t0 = time.perf_counter()
@@ -199,3 +199,8 @@ def test_wrong_argument_counts_and_raw_nan(app_server):
                       ("molr_mog", '{"data": ["synthetic", 3, 16, 2, 4, NaN, 0]}')):
         out = call(api, body)
         assert "event: error" in out and '"error": null' not in out and "finite number" in out, out
+    for api, body in (("phase", '{"data": [48, 2, 2, 8, 2, 15, 20, 0.0, "%s", "hardmax", 0]}' % ("x" * 100_000)),
+                      ("phase", '{"data": [48, 2, 2, 8, 2, 15, 20, 0.0, "cluster", "hardmax", Infinity]}')):
+        out = call(api, body)
+        error = [line for line in out.splitlines() if line.startswith("data: ")][-1]
+        assert "event: error" in out and len(error) < 400 and ("choices" in error or "finite number" in error), error[:500]

@@ -1,9 +1,9 @@
 """Image loading and validation: user files -> tensors in [-1, 1], tensors -> PIL.
 
 Every entry point raises :class:`ImageError` with a one-line reason on bad input (unreadable,
-too many pixels -- checked from the header before anything is decoded --, too small, NaN or
-infinite pixel values, fully transparent, no content at all (every pixel the same), empty folder)
-so the UI and CLI can show it.
+too many pixels -- checked from the header before anything is decoded --, a PNG cut off before
+its end chunk or with a corrupt chunk, too small, NaN or infinite pixel values, fully transparent,
+no content at all (every pixel the same), empty folder) so the UI and CLI can show it.
 """
 from __future__ import annotations
 
@@ -53,15 +53,25 @@ def _open(source) -> Image.Image:
         if img.width * img.height > MAX_PIXELS:   # from the header, before any pixel is decoded
             raise ImageError(f"{name}: image too large ({img.width}x{img.height}, over {MAX_PIXELS // 10**6} megapixels)")
         img.load()
+        if img.format == "PNG":   # chunk CRCs and the closing IEND: a cut-off upload decodes without them
+            if hasattr(data, "seek"):
+                data.seek(0)
+            Image.open(data).verify()
     except ImageError:
         raise
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (over {MAX_PIXELS // 10**6} megapixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{name}: not a readable image ({type(err).__name__})") from None
+        why = "unknown format" if isinstance(err, UnidentifiedImageError) else "truncated or corrupt"
+        raise ImageError(f"{name}: not a readable image ({why})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return img
+
+
+def check_readable(source) -> None:
+    """Raise :class:`ImageError` unless ``source`` (path or bytes) is a complete image of allowed size."""
+    _open(source)
 
 
 def to_rgb_or_gray(img: Image.Image, channels: int) -> Image.Image:

@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import Runtime, from_environment
-from ..data.images import ImageError
+from ..data.images import ImageError, check_readable
 from ..errors import UserError
 from ..features.base import Cancelled, Progress
 
@@ -71,6 +71,9 @@ def _input_error(block_fn, inputs, err: Exception) -> str:
     return f"an input value could not be read ({type(err).__name__}: {first})"
 
 
+MAX_ERROR_CHARS = 300
+
+
 class Blocks(gr.Blocks):
     """``gr.Blocks`` whose input handling never answers with gradio's generic "upstream" error: a
     value gradio cannot even preprocess (a string for a slider, a missing argument, a malformed
@@ -79,8 +82,12 @@ class Blocks(gr.Blocks):
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
-        except gr.Error:
-            raise
+        except gr.Error as err:   # gradio's own input errors echo the value: keep them one short line
+            message = " ".join(str(getattr(err, "message", err)).split())
+            if len(message) <= MAX_ERROR_CHARS:
+                raise
+            half = MAX_ERROR_CHARS // 2 - 2
+            raise gr.Error(f"{message[:half]} ... {message[-half:]}", print_exception=False) from None
         except Exception as err:
             message = _input_error(block_fn, inputs, err)
             log.info("user error (input): %s", message)
@@ -370,6 +377,41 @@ def cancel_button(stop: gr.Button, events: list, lab: str) -> None:
         STOP_FLAGS.cancel(request, lab)
 
     stop.click(cancel, None, None, cancels=events, api_name=False, queue=False)
+
+
+def _check_uploads(*files) -> None:
+    """Our image checks on the uploaded bytes themselves: gradio decodes uploads leniently (a PNG cut
+    off before its end chunk decodes) and hands the handler a re-encoded copy."""
+    for f in files:
+        source = getattr(f, "path", None) or (f if isinstance(f, (bytes, bytearray)) else None)
+        if source is None:
+            continue
+        try:
+            check_readable(source)
+        except ImageError as err:
+            name = getattr(f, "orig_name", None)
+            message = str(err) if not name else f"{name}: {str(err).split(': ', 1)[-1]}"
+            raise gr.Error(message, print_exception=False) from None
+
+
+class Image(gr.Image):
+    """``gr.Image`` that refuses an unreadable, cut-off or oversized upload with one line."""
+
+    def preprocess(self, payload):
+        if payload is not None:
+            _check_uploads(payload)
+        return super().preprocess(payload)
+
+
+class ImageEditor(gr.ImageEditor):
+    """``gr.ImageEditor`` that refuses an unreadable, cut-off or oversized background with one line."""
+
+    def preprocess(self, payload):
+        if payload is not None:
+            data = self.blob_storage.get(payload.id) if payload.id is not None else payload
+            if data is not None:
+                _check_uploads(data.background, data.composite)
+        return super().preprocess(payload)
 
 
 class Plot(gr.Plot):

@@ -22,7 +22,7 @@ from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, J
 from ..features.edit import FEATURE as EDIT
 from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
 from ..plots.common import to_pil as fig_to_pil
-from .common import cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
+from .common import ImageEditor, cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 MAX_K = 16
@@ -194,7 +194,7 @@ def build() -> None:
     state = gr.State()
     with gr.Row():
         with gr.Column(scale=1):
-            editor = gr.ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
+            editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
                                     height=320, value=EXAMPLES[0] if EXAMPLES else None)
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")

@@ -20,7 +20,7 @@ from ..features.steer import (
     concept_file_names,
 )
 from ..plots.common import to_pil as fig_to_pil
-from .common import cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
+from .common import Image, cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
@@ -144,7 +144,7 @@ def build() -> None:
                 source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
                 a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax")
                 count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
-            source_image = gr.Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source", height=160)
+            source_image = Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source", height=160)
             with gr.Accordion("Vector", open=False):
                 kind = gr.Radio(list(KINDS), value="recipe", label="kind", elem_id="steer-kind")
                 layers = gr.Textbox(label="layers (comma-separated; empty: recipe)", elem_id="steer-layers")
