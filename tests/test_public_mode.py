@@ -53,3 +53,9 @@ def test_oversized_requests_are_refused_with_the_cli_command(public):
     client, _ = public
     msg = _message(lambda: client.predict("digits-gen", 64, 0, 1000, "", 7.5, api_name="/sample"))
     assert "over this server's limit of 120 s per request" in msg and "python -m lowdim_app sample" in msg
+
+
+def test_no_server_folder_audit_in_public_mode(public):
+    client, _ = public
+    names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/score" in names and "/audit" not in names

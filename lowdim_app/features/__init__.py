@@ -11,8 +11,8 @@ from .settings import Settings
 
 FEATURE_MODULES = [
     "sample", "train", "card",
-    "edit", "rank",
-    "score", "calibrate", "calibrate_builtin",
+    "edit", "rank", "directions",
+    "score", "calibrate", "calibrate_builtin", "audit",
     "steer",
     "phase", "molrg_rank", "gl_score",
     "relu_dae", "mog_ddpm", "molr_mog",

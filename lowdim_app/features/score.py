@@ -193,6 +193,29 @@ def load_images(model, sources, names=None, invert: bool = False,
     return (torch.cat(tensors) if tensors else None), used, problems
 
 
+def score_tensors(model, images: torch.Tensor, names: list[str], colour: list[float], how, seed: int) -> list:
+    """Scores and verdicts of loaded images (``methods.memorization.score_images``), with a colour image
+    into a grayscale model answered out-of-domain. Each row depends on its image alone."""
+    from ..methods import memorization as mz
+
+    rows = mz.score_images(model, images, names, how, seed)
+    for r, col in zip(rows, colour):
+        if col > COLOUR_THRESHOLD and r.verdict != "n/a":
+            r.memorized, r.verdict = None, "out-of-domain"
+            r.reason = (f"a colour image (colourfulness {col:.2f}) into a grayscale model: it has only seen "
+                        "grayscale images")
+    return rows
+
+
+def nearest_of(model, images: torch.Tensor) -> tuple[torch.Tensor, list[int], list[float]]:
+    """Built-in models: the nearest training image of each image, its index and RMS distance."""
+    from ..methods.memorization_builtin import nearest_training
+
+    nn, train = nearest_training(model, images)
+    idx = nn.index[:, 0]
+    return train[idx], idx.tolist(), [float(d) for d in nn.nearest]
+
+
 class Score(Feature):
     name = "score"
     help = "memorization check: representation spikiness of images (CSV to stdout)"
@@ -211,7 +234,7 @@ class Score(Feature):
         """``images``/``names``: what the UI holds (uploaded files or tensors) in place of ``s.images``;
         ``calibration_file``: the real path of the file ``s.calibration`` names (an upload)."""
         from ..methods import memorization as mz
-        from ..methods.memorization_builtin import BUILTIN_MODELS, nearest_training
+        from ..methods.memorization_builtin import BUILTIN_MODELS
 
         rt = runtime_or_default(runtime)
         prog = Progress.wrap(progress, should_stop)
@@ -235,12 +258,7 @@ class Score(Feature):
             colour += [0.0] * s.n_generate
         scored = torch.cat(parts)
         prog(0.6, f"scoring {len(scored)} images")
-        rows = mz.score_images(model, scored, shown, how, s.seed)
-        for r, col in zip(rows, colour):
-            if col > COLOUR_THRESHOLD and r.verdict != "n/a":
-                r.memorized, r.verdict = None, "out-of-domain"
-                r.reason = (f"a colour image (colourfulness {col:.2f}) into a grayscale model: it has only seen "
-                            "grayscale images")
+        rows = score_tensors(model, scored, shown, colour, how, s.seed)
 
         res = ScoreResult(settings=s, rows=rows, layer=how.layer, t=how.t, metric=how.metric, noise_draws=how.n_noise,
                           calibration=how.calibration, skipped=skipped, scored=scored,
@@ -248,10 +266,7 @@ class Score(Feature):
                                               "shipped": "shipped"}.get(how.source, ""))
         if model.model_id in BUILTIN_MODELS:
             prog(0.9, "nearest training images")
-            nn, train = nearest_training(model, scored)
-            idx = nn.index[:, 0]
-            res.nearest_images, res.nearest_index = train[idx], idx.tolist()
-            res.nearest_rms = [float(d) for d in nn.nearest]
+            res.nearest_images, res.nearest_index, res.nearest_rms = nearest_of(model, scored)
         return res
 
     # CLI: the table on stdout (as CSV), notes on stderr

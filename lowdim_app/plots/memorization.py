@@ -44,3 +44,26 @@ def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auroc: float | None, 
     ax.set_ylabel("true-positive rate")
     ax.legend(fontsize=8)
     return fig
+
+
+@locked
+def audit_histogram(scores: Sequence[float], *, memorized: Sequence[float] = (), generalized: Sequence[float] = (),
+                    threshold: float | None = None, fpr: float | None = None, metric: str = "std"):
+    """A whole audit's scores as a density histogram over the calibration's reference densities and threshold."""
+    fig, ax = new_figure(6.4, 3.4)
+    scores = np.asarray([s for s in scores if np.isfinite(s)], dtype=float)
+    bins = np.histogram_bin_edges(np.r_[list(memorized), list(generalized), scores], bins=40)
+    if len(generalized):
+        ax.hist(generalized, bins=bins, density=True, alpha=0.45, label="reference: generalized", color="C0")
+    if len(memorized):
+        ax.hist(memorized, bins=bins, density=True, alpha=0.45, label="reference: memorized", color="C3")
+    if len(scores):
+        ax.hist(scores, bins=bins, density=True, histtype="step", lw=2, color="C2",
+                label=f"audited images (n = {len(scores)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", label="threshold" + ("" if fpr is None else f" (FPR {fpr:.3f})"))
+    ax.set_xlabel("denoising error (lower = memorized)" if metric == "denoising_error"
+                  else f"spikiness ({metric}) of the pooled representation")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -10,10 +11,12 @@ import gradio as gr
 from ..errors import UserError
 from ..features.calibrate import FEATURE as CALIBRATE
 from ..features.calibrate import CalibrateSettings
+from ..features.audit import FEATURE as AUDIT
+from ..features.audit import REPORT, TABLE, AuditSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, model_choices, request_folder, run_in_worker, runtime, unchanged
+from .common import handle_errors, model_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
 
 MAX_NOISE_DRAWS = 16
 
@@ -83,6 +86,52 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, prog
         yield to_pil(result.figure()), text, str(path)
 
 
+@handle_errors
+def audit(folder, model_id, out, batch_size, invert, seed, progress=gr.Progress(track_tqdm=True),
+          request: gr.Request = None):
+    """Audit a folder on the server (only offered when public mode is off): counts, CSV, report."""
+    if runtime().public:
+        raise UserError("auditing server folders is off in public mode")
+    out = (out or "").strip() or str(request_folder("audit"))
+    settings = AuditSettings.from_raw(source=(folder or "").strip(), model=model_id, out=out, batch_size=batch_size,
+                                      invert=bool(invert), seed=seed)
+    for result in run_in_worker(AUDIT, settings, request=request, lab="audit", progress=progress):
+        if result is None:
+            yield unchanged(4)
+            continue
+        counts = [[v, n] for v, n in sorted(result.counts.items())]
+        downloads = request_folder("audit-files")       # gradio serves files from its own folders only
+        files = [shutil.copy(Path(out) / name, downloads / name) for name in (TABLE, REPORT)]
+        yield (f"{result.summary()}\n\nReproduce (`torchrun --nproc_per_node N -m lowdim_app ...` in place of "
+               f"`python -m lowdim_app ...` shards it): `{result.reproduce()}`", counts, *map(str, files))
+
+
+def build_audit() -> None:
+    """A folder on this machine, scored like *Score* and written as ``scores.csv`` + ``report.html``."""
+    with gr.Accordion("Audit a folder on the server (scores.csv + report.html; resumable)", open=False,
+                      elem_id="audit-panel"):
+        with gr.Row():
+            folder = gr.Textbox(label="folder, list file or glob on the server", elem_id="audit-folder")
+            out = gr.Textbox(label="output folder (empty: a fresh temporary one; an earlier one resumes)",
+                             elem_id="audit-out")
+        with gr.Row():
+            model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
+                                elem_id="audit-model")
+            batch = gr.Slider(1, 256, value=32, step=1, label="batch size", elem_id="audit-batch")
+            seed = gr.Number(value=0, precision=0, label="seed", elem_id="audit-seed")
+            invert = gr.Checkbox(False, label="invert intensities", elem_id="audit-invert")
+        with gr.Row():
+            go = gr.Button("Audit", variant="primary", elem_id="audit-btn")
+            stop = gr.Button("Cancel", elem_id="audit-cancel")
+        summary = gr.Markdown(elem_id="audit-summary")
+        with gr.Row():
+            counts = gr.Dataframe(headers=["verdict", "images"], interactive=False, elem_id="audit-counts")
+            table = gr.File(label="scores.csv", elem_id="audit-csv")
+            report = gr.File(label="report.html (self-contained)", elem_id="audit-report")
+    wire_cancellable((go, stop), audit, [folder, model, out, batch, invert, seed], [summary, counts, table, report],
+                     api_name="audit", concurrency_limit=1, concurrency_id="heavy")
+
+
 def build() -> None:
     gr.Markdown("Is an image memorized by the model? The paper's score is the spikiness (std) of the "
                 "global-max-pooled activation of a U-Net layer at t = 50 (Zhang et al. 2025, arXiv:2512.20963, §4.1, "
@@ -135,6 +184,8 @@ def build() -> None:
                 [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
                 label="Examples: 16 samples of the memorizing model, 16 of the generalizing one, held-out digits",
                 elem_id="mem-examples")
+    if not runtime().public:
+        build_audit()
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert],
              [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=2, concurrency_id="light")
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
