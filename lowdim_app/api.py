@@ -14,7 +14,7 @@ feature (the CLI's ``--help`` of the command lists them with their bounds). Resu
 
 Bad input raises :class:`lowdim_app.errors.UserError` with one line that says what to do.
 
-Example:
+Examples:
     >>> import lowdim_app as ld
     >>> res = ld.sample("digits-gen", n=4, steps=10)
     >>> tuple(res.samples.shape)
@@ -72,7 +72,7 @@ def load_model(model_id: str = "digits-gen", device: str | None = None) -> "Diff
     Returns:
         The loaded :class:`~lowdim_app.diffusion.model.DiffusionModel` (shared, read-only).
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> ld.load_model("digits-gen", "cpu").sample_shape
         (1, 16, 16)
@@ -88,7 +88,7 @@ def list_models() -> list:
     Returns:
         A list of entries with ``model_id``, ``description``, ``kind`` (builtin / hub) and ``available``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> [m.model_id for m in ld.list_models()][:3]
         ['digits-gen', 'digits-mem', 'digits-dup']
@@ -108,7 +108,7 @@ def as_model(model: ModelLike) -> "DiffusionModel":
     Returns:
         The model. Wrap a pipeline once and reuse the result to keep its per-model caches.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> ld.as_model("digits-gen").model_id
         'digits-gen'
@@ -178,7 +178,7 @@ def _image_path(image: ImageLike, name: str = "image") -> str:
 
 # ----------------------------------------------------------------------------- capabilities
 def sample(model: ModelLike = "digits-gen", n: int = 16, *, seed: int = 0, steps: int = 50, prompt: str = "",
-           guidance: float = 7.5, **settings) -> "SampleResult":
+           guidance: float = 7.5, **settings: Any) -> "SampleResult":
     """Draw ``n`` images from pure noise with deterministic DDIM (eta = 0), seeded per batch.
 
     Args:
@@ -193,7 +193,7 @@ def sample(model: ModelLike = "digits-gen", n: int = 16, *, seed: int = 0, steps
     Returns:
         A ``SampleResult``: ``.samples`` (``n x C x H x W`` in [-1, 1]), ``.images()["grid"]``, ``.write(path)``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> ld.sample("digits-gen", n=4, steps=10).samples.shape
         torch.Size([4, 1, 16, 16])
@@ -202,7 +202,7 @@ def sample(model: ModelLike = "digits-gen", n: int = 16, *, seed: int = 0, steps
 
 
 def find_directions(image: ImageLike, model: ModelLike = "digits-gen", *, t: float = 0.7, k: int = 5,
-                    steps: int = 50, mask: ImageLike | None = None, prompt: str = "", **settings) -> "EditSearch":
+                    steps: int = 50, mask: ImageLike | None = None, prompt: str = "", **settings: Any) -> "EditSearch":
     """Top-``k`` singular vectors of the denoiser's Jacobian ``J_t`` at the image's DDIM inversion.
 
     Wang et al. 2024, "Diffusion Models Learn Low-Dimensional Distributions via Subspace Clustering"
@@ -224,7 +224,7 @@ def find_directions(image: ImageLike, model: ModelLike = "digits-gen", *, t: flo
         An ``EditSearch``: ``.search.singular_values``, ``.search.numerical_rank``, ``.search.V`` (the
         directions), ``.figure()`` (the spectrum); pass it to :func:`edit`.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> found = ld.find_directions("assets/examples/digit_2_test0.png", "digits-gen", k=3, steps=10)  # doctest: +SKIP
         >>> len(found.search.singular_values)                                                              # doctest: +SKIP
@@ -242,7 +242,7 @@ def find_directions(image: ImageLike, model: ModelLike = "digits-gen", *, t: flo
 
 
 def edit(image: "ImageLike | EditSearch", model: ModelLike | None = None, *, direction: int = 1,
-         alpha: Sequence[float] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0), **settings) -> "EditResult":
+         alpha: Sequence[float] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0), **settings: Any) -> "EditResult":
     """Edit an image along a singular vector ``v_i`` of ``J_t``, beside the same edit along a random
     direction (the control of Wang et al. 2024, arXiv:2409.02426, Fig. 6).
 
@@ -260,7 +260,7 @@ def edit(image: "ImageLike | EditSearch", model: ModelLike | None = None, *, dir
         An ``EditResult``: ``.along`` / ``.control`` (``len(alpha) x C x H x W``), ``.ratio`` (mean change
         along the direction / along random), ``.images()["strip"]``, ``.chosen.save(path)``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> found = ld.find_directions("assets/examples/digit_2_test0.png", k=2, steps=10)  # doctest: +SKIP
         >>> ld.edit(found, direction=1, alpha=[-4, 0, 4]).ratio > 1                       # doctest: +SKIP
@@ -284,7 +284,7 @@ def edit(image: "ImageLike | EditSearch", model: ModelLike | None = None, *, dir
 
 
 def jacobian_rank(model: ModelLike = "digits-gen", *, steps: int = 50, points: int = 12, eta: float = 0.99,
-                  seed: int = 0, **settings) -> "RankResult":
+                  seed: int = 0, **settings: Any) -> "RankResult":
     """Numerical rank of the Jacobian ``J_t`` along a sampling trajectory, against the SNR (Wang et al. 2024,
     arXiv:2409.02426, Fig. 3a; rank by eq. 46).
 
@@ -299,7 +299,7 @@ def jacobian_rank(model: ModelLike = "digits-gen", *, steps: int = 50, points: i
     Returns:
         A ``RankResult``: ``.points`` (t, sigma, SNR, rank, rank / n), ``.to_csv()``, ``.figure()``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.jacobian_rank("digits-gen", steps=8, points=2)   # doctest: +SKIP
         >>> len(res.points)                                           # doctest: +SKIP
@@ -309,7 +309,7 @@ def jacobian_rank(model: ModelLike = "digits-gen", *, steps: int = 50, points: i
 
 
 def score(images: "ImageLike | Sequence[ImageLike] | torch.Tensor | None" = None,
-          model: ModelLike = "digits-dup", *, n_generate: int = 0, seed: int = 0, **settings) -> "ScoreResult":
+          model: ModelLike = "digits-dup", *, n_generate: int = 0, seed: int = 0, **settings: Any) -> "ScoreResult":
     """Memorization check: the representation-spikiness (or denoising-error) score of each image and a
     verdict memorized / generalized / uncertain / out-of-domain (Zhang et al. 2025, "Generalization of
     Diffusion Models Arises with a Balanced Representation Space", arXiv:2512.20963, §3.1, Alg. 1).
@@ -327,7 +327,7 @@ def score(images: "ImageLike | Sequence[ImageLike] | torch.Tensor | None" = None
         A ``ScoreResult``: ``.rows`` (one per image: score, spread, verdict, reason), ``.to_csv()``,
         ``.figure()`` (histogram against the model's references).
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.score("assets/examples", "digits-dup", noise_draws=1)   # doctest: +SKIP
         >>> [r.verdict for r in res.rows][:1]                                # doctest: +SKIP
@@ -357,7 +357,7 @@ def score(images: "ImageLike | Sequence[ImageLike] | torch.Tensor | None" = None
 
 def calibrate(memorized: "ImageLike | Sequence[ImageLike] | torch.Tensor",
               generalized: "ImageLike | Sequence[ImageLike] | torch.Tensor", model: ModelLike = "digits-dup", *,
-              metric: str = "std", t: int = 50, seed: int = 0, **settings) -> "CalibrateResult":
+              metric: str = "std", t: int = 50, seed: int = 0, **settings: Any) -> "CalibrateResult":
     """Fit a memorization detector's threshold and sign from known-memorized and known-generalized images
     (ROC, AUROC, TPR at 1% FPR: the metrics of Zhang et al. 2025, arXiv:2512.20963, Table 1).
 
@@ -375,7 +375,7 @@ def calibrate(memorized: "ImageLike | Sequence[ImageLike] | torch.Tensor",
         A ``CalibrateResult``: ``.calibration`` (threshold, direction, AUROC, ...; ``.save(path)`` writes
         the JSON ``score(..., calibration=path)`` uses), ``.figure()`` (the ROC).
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.calibrate("mem/", "gen/", "digits-dup")   # doctest: +SKIP
         >>> res.calibration.auroc > 0.5                        # doctest: +SKIP
@@ -431,7 +431,7 @@ def _steer_inputs(concept, source, vector, raw: dict) -> dict:
 def steer(model: ModelLike = "digits-dup", concept: "str | Sequence[ImageLike] | None" = None, *,
           source: "int | ImageLike" = 0, strengths: Sequence[float] = (0.0, 2.0, 4.0, 6.0, 8.0),
           vector: "SteeringVector | str | None" = None, prompt: str = "", seed: int = 0,
-          **settings) -> "SteerResult":
+          **settings: Any) -> "SteerResult":
     """Representation steering: add ``a * v`` to U-Net activations while sampling, for each strength ``a``
     (Zhang et al. 2025, arXiv:2512.20963, §4.2 eq. 11, App. B.3).
 
@@ -452,7 +452,7 @@ def steer(model: ModelLike = "digits-dup", concept: "str | Sequence[ImageLike] |
         A ``SteerResult``: ``.samples`` (one per strength), ``.vector``, ``.curves`` (concept strength
         against ``a``), ``.images()["strip"]``, ``.save_vector(path)``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.steer("digits-dup", "digit:4", strengths=[0, 2], concept_n=16, steps=10)  # doctest: +SKIP
         >>> len(res.samples)                                                                 # doctest: +SKIP
@@ -464,7 +464,7 @@ def steer(model: ModelLike = "digits-dup", concept: "str | Sequence[ImageLike] |
 
 
 def steering_vector(model: ModelLike = "digits-dup", concept: "str | Sequence[ImageLike]" = "digit:4", *,
-                    seed: int = 0, **settings) -> "SteeringVector":
+                    seed: int = 0, **settings: Any) -> "SteeringVector":
     """The steering vector ``v`` of a concept (Zhang et al. 2025, arXiv:2512.20963, eq. 11: the mean of the
     concept images' features at ``t~``), to save or apply later with :func:`steer` (``vector=``).
 
@@ -480,7 +480,7 @@ def steering_vector(model: ModelLike = "digits-dup", concept: "str | Sequence[Im
     Returns:
         A :class:`~lowdim_app.methods.steering.SteeringVector` (``.vectors`` per layer, ``.save(path)``).
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> v = ld.steering_vector("digits-dup", "digit:4", concept_n=16, steps=10)   # doctest: +SKIP
         >>> sorted(v.vectors)                                                        # doctest: +SKIP
@@ -491,7 +491,7 @@ def steering_vector(model: ModelLike = "digits-dup", concept: "str | Sequence[Im
 
 def phase_transition(*, K: int = 2, n: int = 48, d: Sequence[int] = tuple(range(2, 9)),
                      N: Sequence[int] = tuple(range(2, 16)), trials: int = 20, method: str = "cluster",
-                     seed: int = 0, **settings) -> "PhaseResult":
+                     seed: int = 0, **settings: Any) -> "PhaseResult":
     """The phase transition of learning a mixture of low-rank Gaussians: success rate over a grid of
     subspace dimensions ``d`` and samples per component ``N`` (Wang et al. 2024, arXiv:2409.02426, §4.1,
     Fig. 4; theory: success once ``N_k >= d``, Thm. 2 / 4).
@@ -510,7 +510,7 @@ def phase_transition(*, K: int = 2, n: int = 48, d: Sequence[int] = tuple(range(
     Returns:
         A ``PhaseResult``: ``.grid.success`` (rows d, columns N), ``.table()``, ``.to_csv()``, ``.figure()``.
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.phase_transition(K=1, n=16, d=[2], N=[1, 4], trials=4, method="svd")
         >>> res.grid.success[0]
@@ -519,7 +519,7 @@ def phase_transition(*, K: int = 2, n: int = 48, d: Sequence[int] = tuple(range(
     return _run("phase", None, K=K, n=n, d=tuple(d), N=tuple(N), trials=trials, method=method, seed=seed, **settings)
 
 
-def run(command: str, model: ModelLike | None = None, **settings):
+def run(command: str, model: ModelLike | None = None, **settings: Any) -> Any:
     """Any action by its CLI command name (``sample``, ``edit``, ``rank``, ``score``, ``calibrate``,
     ``steer``, ``phase``, ``molrg-rank``, ``gl-score``, ``relu-dae``, ``mog-ddpm``, ``molr-mog``, ...),
     with its settings as keyword arguments (the names of the CLI flags with ``_`` for ``-``).
@@ -532,7 +532,7 @@ def run(command: str, model: ModelLike | None = None, **settings):
     Returns:
         The action's result object (``.numbers()``, ``.figure()``, ``.summary()``, ...).
 
-    Example:
+    Examples:
         >>> import lowdim_app as ld
         >>> res = ld.run("relu-dae", seed=0, steps=50)   # doctest: +SKIP
     """

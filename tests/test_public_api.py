@@ -37,7 +37,7 @@ def test_public_names_are_pinned():
             fn = getattr(api, name)
             doc = fn.__doc__ or ""
             assert "Args:" in doc or not inspect.signature(fn).parameters, name
-            assert "Returns:" in doc and "Example:" in doc, name
+            assert "Returns:" in doc and "Examples:" in doc, name
     with pytest.raises(AttributeError):
         lowdim_app.no_such_name  # noqa: B018
 

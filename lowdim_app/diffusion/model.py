@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ class DiffusionModel:
 
     # ------------------------------------------------------- from objects
     @classmethod
-    def from_pipeline(cls, pipe, model_id: str | None = None) -> "DiffusionModel":
+    def from_pipeline(cls, pipe: Any, model_id: str | None = None) -> "DiffusionModel":
         """Wrap a diffusers pipeline object you already hold (nothing is loaded, nothing is copied).
 
         Works for pixel pipelines (``DDPMPipeline``, ``DDIMPipeline``: ``pipe.unet`` a ``UNet2DModel``) and
@@ -150,7 +150,7 @@ class DiffusionModel:
         Returns:
             A :class:`DiffusionModel` sharing the pipeline's weights.
 
-        Example:
+        Examples:
             >>> from diffusers import DDPMPipeline
             >>> pipe = DDPMPipeline.from_pretrained("google/ddpm-cifar10-32")   # doctest: +SKIP
             >>> model = DiffusionModel.from_pipeline(pipe)                     # doctest: +SKIP
@@ -170,7 +170,7 @@ class DiffusionModel:
                              source=f"a {type(pipe).__name__} object")
 
     @classmethod
-    def from_unet(cls, unet, scheduler, vae=None, text_encoder=None, tokenizer=None, *,
+    def from_unet(cls, unet: Any, scheduler: Any, vae: Any = None, text_encoder: Any = None, tokenizer: Any = None, *,
                   model_id: str | None = None, source: str = "") -> "DiffusionModel":
         """Wrap a U-Net and a scheduler (and, for latent text models, the VAE, text encoder and tokenizer).
 
@@ -190,7 +190,7 @@ class DiffusionModel:
         Returns:
             A :class:`DiffusionModel` sharing the given modules.
 
-        Example:
+        Examples:
             >>> from diffusers import DDPMScheduler, UNet2DModel
             >>> unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
             ...                    down_block_types=("DownBlock2D", "DownBlock2D"),
