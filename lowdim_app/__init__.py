@@ -17,13 +17,12 @@ __all__ = [
     "__version__",
     "DiffusionModel", "load_model", "list_models", "as_model",
     "sample", "find_directions", "edit", "jacobian_rank",
-    "score", "calibrate",
+    "score", "calibrate", "audit",
     "steering_vector", "steer",
     "phase_transition",
     "run",
     "UserError",
 ]
-# `audit` joins this list (and lowdim_app/api.py) when lowdim_app/features/audit.py exists.
 
 _API = {name for name in __all__ if name not in ("__version__", "UserError")}
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:   # the heavy types, for annotations only (importing this modu
     import torch
 
     from .diffusion.model import DiffusionModel
+    from .features.audit import AuditResult
     from .features.calibrate import CalibrateResult
     from .features.edit import EditResult, EditSearch
     from .features.phase import PhaseResult
@@ -46,10 +47,7 @@ ModelLike = Union[str, "DiffusionModel", Any]       # an id / folder, a Diffusio
 ImageLike = Union[str, os.PathLike, Any]            # a path, a PIL image, an array, or a C x H x W tensor in [-1, 1]
 
 __all__ = ["DiffusionModel", "load_model", "list_models", "as_model", "sample", "find_directions", "edit",
-           "jacobian_rank", "score", "calibrate", "steering_vector", "steer", "phase_transition", "run"]
-# audit: a feature being added (lowdim_app/features/audit.py); when it exists, add
-# `def audit(folder, model=..., **settings)` here calling lowdim_app.features.audit.FEATURE.run
-# and list it in __all__ here and in lowdim_app/__init__.py (tests/test_public_api.py pins the names).
+           "jacobian_rank", "score", "calibrate", "audit", "steering_vector", "steer", "phase_transition", "run"]
 
 
 def __getattr__(name: str):
@@ -396,6 +394,34 @@ def calibrate(memorized: "ImageLike | Sequence[ImageLike] | torch.Tensor",
         raw[label] = tuple(f"{label} {i}" for i in range(len(items)))
         inputs[f"{label}_images"] = items
     return _run("calibrate", model, inputs=inputs, **raw)
+
+
+def audit(source: "str | os.PathLike", out: "str | os.PathLike", model: ModelLike = "digits-dup", *,
+          seed: int = 0, **settings: Any) -> "AuditResult":
+    """The memorization check over a whole folder, list or glob of images, resumable, with a table and a
+    self-contained HTML report (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1). Launched under
+    ``torchrun`` / ``accelerate launch`` the CLI command ``audit`` shards the same work over processes.
+
+    Args:
+        source: a folder (recursive), a text file with one image path per line, or a glob pattern.
+        out: the output folder (``scores.csv``, ``report.html``, ``parts/``); run again with the same
+            folder to resume.
+        model: an id, a folder, a ``DiffusionModel`` or a diffusers pipeline.
+        seed: seed of the noise draws (per image: a row does not depend on the batch or the process).
+        **settings: further settings of ``python -m lowdim_app audit`` (``calibration``, ``layer``, ``t``,
+            ``metric``, ``noise_draws``, ``batch_size``, ``labels``, ``top``, ``invert``).
+
+    Returns:
+        An ``AuditResult``: ``.rows`` (one dict per image: path, sha256, score, spread, verdict, ...),
+        ``.counts`` (images per verdict), ``.out`` (the folder with ``scores.csv`` and ``report.html``).
+
+    Examples:
+        >>> import lowdim_app as ld
+        >>> res = ld.audit("assets/examples", "audit_out", "digits-dup", noise_draws=1)   # doctest: +SKIP
+        >>> res.counts                                                                    # doctest: +SKIP
+        {'generalized': 5}
+    """
+    return _run("audit", model, source=os.fspath(source), out=os.fspath(out), seed=seed, **settings)
 
 
 def _steer_inputs(concept, source, vector, raw: dict) -> dict:

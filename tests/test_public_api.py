@@ -21,7 +21,7 @@ EX = str(REPO / "assets" / "examples" / "digit_2_test0.png")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PUBLIC = ["__version__", "DiffusionModel", "load_model", "list_models", "as_model", "sample", "find_directions",
-          "edit", "jacobian_rank", "score", "calibrate", "steering_vector", "steer", "phase_transition", "run",
+          "edit", "jacobian_rank", "score", "calibrate", "audit", "steering_vector", "steer", "phase_transition", "run",
           "UserError"]
 
 
@@ -165,6 +165,8 @@ def test_every_model_action_takes_an_object(digits_pipe, sd_pipe, tmp_path):
     v = ld.steering_vector(digits_pipe, imgs[:2], steps=6, window=3, layers="mid_block")
     again = ld.steer(digits_pipe, vector=v, strengths=[0, 1], steps=6, window=3)
     assert torch.allclose(again.samples, st.samples, atol=1e-5)
+    au = ld.audit(REPO / "assets" / "examples", tmp_path / "audit", digits_pipe, noise_draws=1)
+    assert len(au.rows) == 5 and (tmp_path / "audit" / "scores.csv").is_file()
     # the generic entry point
     assert ld.run("sample", digits_pipe, n=1, steps=2).samples.shape == (1, 1, 16, 16)
     with pytest.raises(UserError, match="unknown command"):
