@@ -44,7 +44,7 @@ if TYPE_CHECKING:   # the heavy types, for annotations only (importing this modu
     from .methods.steering import SteeringVector
 
 ModelLike = Union[str, "DiffusionModel", Any]       # an id / folder, a DiffusionModel, or a diffusers pipeline
-ImageLike = Union[str, os.PathLike, Any]            # a path, a PIL image, an array, or a C x H x W tensor in [-1, 1]
+ImageLike = Union[str, os.PathLike, Any]   # a path, a PIL image, a uint8 H x W (x C) array, or a C x H x W tensor in [-1, 1]
 
 __all__ = ["DiffusionModel", "load_model", "list_models", "as_model", "sample", "find_directions", "edit",
            "jacobian_rank", "score", "calibrate", "audit", "steering_vector", "steer", "phase_transition", "run"]
@@ -157,15 +157,15 @@ def _image_path(image: ImageLike, name: str = "image") -> str:
     import numpy as np
     from PIL import Image
 
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        image = Image.fromarray(image.squeeze())
     if not isinstance(image, Image.Image):
         import torch
 
         from .data.images import to_pil
 
         t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).detach().float().cpu()
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim == 3:
+        while t.ndim < 4:
             t = t[None]
         image = to_pil(t)[0]
     fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".png", dir=_tmpdir())
@@ -209,7 +209,8 @@ def find_directions(image: ImageLike, model: ModelLike = "digits-gen", *, t: flo
     arXiv:2409.02374).
 
     Args:
-        image: the image (path, PIL image, array or ``C x H x W`` tensor in [-1, 1]).
+        image: the image: a path, a PIL image, a ``uint8`` array (``H x W`` or ``H x W x C``) or a
+            ``C x H x W`` tensor in [-1, 1] (in-memory images pass through an 8-bit PNG).
         model: an id, a folder, a ``DiffusionModel`` or a diffusers pipeline.
         t: edit time as a fraction of ``T`` (the paper: 0.7).
         k: number of singular vectors.
@@ -313,8 +314,8 @@ def score(images: "ImageLike | Sequence[ImageLike] | torch.Tensor | None" = None
     Diffusion Models Arises with a Balanced Representation Space", arXiv:2512.20963, §3.1, Alg. 1).
 
     Args:
-        images: image files or folders (a path or a list), PIL images, or an ``N x C x H x W`` tensor in
-            [-1, 1]; ``None`` with ``n_generate`` to score fresh samples.
+        images: image files or folders (a path or a list), PIL images, ``C x H x W`` tensors or an
+            ``N x C x H x W`` tensor in [-1, 1]; ``None`` with ``n_generate`` to score fresh samples.
         model: an id, a folder, a ``DiffusionModel`` or a diffusers pipeline.
         n_generate: also score this many seeded samples of the model.
         seed: seed of the noise draws and of the generated samples.
@@ -347,6 +348,10 @@ def score(images: "ImageLike | Sequence[ImageLike] | torch.Tensor | None" = None
         items = list(images)
         if all(isinstance(x, (str, os.PathLike)) for x in items):
             raw["images"] = tuple(os.fspath(x) for x in items)
+        elif items and all(isinstance(x, torch.Tensor) for x in items):
+            batch = torch.stack([x if x.ndim == 3 else x[0] for x in items])
+            names = [f"image {i}" for i in range(len(batch))]
+            raw["images"], inputs = tuple(names), {"images": batch, "names": names}
         else:
             names = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else f"image {i}" for i, x in enumerate(items)]
             raw["images"], inputs = tuple(names), {"images": items, "names": names}
