@@ -181,3 +181,15 @@ def test_feature_layer_accepts_objects_directly(digits_pipe):
     a = FEATURE.run(s).samples
     assert torch.equal(FEATURE.run(s, model=digits_pipe).samples, a)
     assert torch.equal(FEATURE.run(s, model="digits-gen").samples, a)
+
+
+def test_every_model_feature_takes_a_model_object():
+    """Each action with a `model` setting also takes `model=` (an object) in run(); `card` rewrites a
+    built-in model's folder, so it needs the folder itself."""
+    import dataclasses
+
+    from lowdim_app.features import all_features
+
+    for feature in all_features():
+        if "model" in {f.name for f in dataclasses.fields(feature.Settings)} and feature.name != "card":
+            assert "model" in inspect.signature(feature.run).parameters, feature.name
