@@ -24,7 +24,7 @@ FIGURES = {
     "edit_spectrum": (None, "spectrum.png"),          # written by the edit command above
     "rank": (["rank", "--model", "digits-gen", "--steps", "10", "--points", "4", "--out", "{out}/rank"], "rank.png"),
     "steer_strip": (["steer", "--model", "digits-dup", "--concept", "digit:4", "--source", "seed:1",
-                     "--strengths", "0:1.5:4", "--concept-n", "32", "--steps", "20", "--window", "10",
+                     "--strengths", "0:1.5:4", "--concept-n", "16", "--steps", "12", "--window", "6",
                      "--out", "{out}"], "strip.png"),
     "steer_curve": (None, "curve.png"),
     "phase": (["phase", "--K", "1", "--n", "16", "--d", "2:5", "--N", "1:7", "--trials", "4", "--method", "svd",
