@@ -21,7 +21,7 @@ def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: flo
     ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), "o-", ms=3, lw=1)
     if numerical_rank is not None:
         ax.axvline(numerical_rank, color="C3", ls="--", label=f"numerical rank r = {numerical_rank} (eta = {eta})")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value of J_t")
     ax.set_title(title or "Spectrum of d x0_hat / d x_t", fontsize=10)
@@ -57,3 +57,97 @@ def rank_snr_figure(points, title: str = ""):
     ax.legend(fontsize=8)
     ax.set_title(title or "Low-rank Jacobian along a sampling trajectory (Wang et al. 2024, Fig. 3a)", fontsize=10)
     return fig
+
+
+# ----------------------------------------------------------------------------- labelled strips (display only)
+def _font(size: int):
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except Exception:   # pragma: no cover - matplotlib always ships DejaVu Sans
+        return ImageFont.load_default()
+
+
+def strip_geometry(width: int, height: int, ncols: int, nrows: int, padding: int = 2) -> tuple[int, int, int] | None:
+    """``(upscale, tile_w, tile_h)`` of a ``make_grid`` strip of ``nrows x ncols`` tiles, or ``None``."""
+    for up in range(max(1, width // (ncols * 4)), 0, -1):
+        if width % up or height % up:
+            continue
+        w, h = width // up - padding, height // up - padding
+        if w % ncols or h % nrows:
+            continue
+        tw, th = w // ncols - padding, h // nrows - padding
+        if tw >= 8 and th >= 8:
+            return up, tw, th
+    return None
+
+
+def label_strip(strip, values, *, symbol: str = "α", rows=(), highlight: float | None = 0.0, mask=None,
+                padding: int = 2):
+    """A copy of a ``make_grid`` strip (one column per value) for display: ``symbol = value`` under each
+    column, the ``highlight`` column (the unedited reconstruction, alpha = 0) framed and bold, a label
+    left of each row, and with ``mask`` (a boolean ``H x W`` array) its outline drawn on every tile.
+    The strip the API returns and the CLI writes stays unlabelled."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    img = strip.convert("RGB") if hasattr(strip, "convert") else Image.fromarray(np.asarray(strip)).convert("RGB")
+    values = [float(v) for v in values]
+    n, r = len(values), max(1, len(rows))
+    geo = strip_geometry(img.width, img.height, n, r, padding)
+    if geo is None:   # not a strip of this shape: equal columns, no mask
+        up, tw, th = 1, img.width // max(n, 1) - padding, img.height // r - padding
+        mask = None
+    else:
+        up, tw, th = geo
+    pitch_x, pitch_y, pad = (tw + padding) * up, (th + padding) * up, padding * up
+    cell_w, cell_h = tw * up, th * up
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.any():
+            m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((cell_w, cell_h), Image.Resampling.NEAREST)) > 0
+            inner = m.copy()
+            inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+            edge = m & ~inner
+            thick = max(1, up // 4)
+            for _ in range(thick - 1):   # a visible line at a large upscale
+                grown = edge.copy()
+                grown[1:] |= edge[:-1]
+                grown[:, 1:] |= edge[:, :-1]
+                edge = grown & m
+            arr = np.asarray(img).copy()
+            for i in range(n):
+                for j in range(r):
+                    y, x = pad + j * pitch_y, pad + i * pitch_x
+                    tile = arr[y:y + cell_h, x:x + cell_w]
+                    tile[edge[:tile.shape[0], :tile.shape[1]]] = (255, 60, 60)
+            img = Image.fromarray(arr)
+    size = int(min(max(12, min(pitch_x, 200) // 5), 22))
+    font, bold = _font(size), _font(size + 1)
+    # labels below the tiles, a margin above them: the app draws its label badge and toolbar over the top
+    head, top = size * 2, size
+    left = (max(int(bold.getlength(str(t))) for t in rows) + 12) if rows else 0
+    out = Image.new("RGB", (img.width + left, img.height + head + top), "white")
+    out.paste(img, (left, top))
+    draw = ImageDraw.Draw(out)
+    zero = None
+    if highlight is not None and values:
+        zero = int(np.argmin([abs(v - highlight) for v in values]))
+        if abs(values[zero] - highlight) > 1e-9:
+            zero = None
+    for i, v in enumerate(values):
+        cx = left + pad + i * pitch_x + cell_w // 2
+        text = f"{symbol} = {v:+.3g}" if v else f"{symbol} = 0"
+        if pitch_x < draw.textlength(text, font=font) + 4:
+            text = f"{v:+.3g}" if v else "0"
+        f = bold if i == zero else font
+        draw.text((cx, top + img.height + head // 2), text, fill=(200, 30, 30) if i == zero else (20, 20, 20), font=f, anchor="mm")
+        if i == zero:
+            x0 = left + pad + i * pitch_x - max(1, pad // 2)
+            draw.rectangle([x0, top - 3, x0 + cell_w + pad, out.height - 1], outline=(220, 40, 40), width=3)
+    for j, t in enumerate(rows):
+        cy = top + pad + j * pitch_y + cell_h // 2
+        draw.text((left - 6, cy), str(t), fill=(20, 20, 20), font=bold, anchor="rm")
+    return out

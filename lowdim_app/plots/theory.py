@@ -44,7 +44,7 @@ def relu_dae_figure(res):
                 _img(ax, W[:, c], shape)
             else:
                 ax.bar(range(min(32, W.shape[0])), W[:32, c].numpy())
-            ax.set_title(f"W1 col {c} |w|={float(W[:, c].norm()):.2f}", fontsize=8)
+            ax.set_title(f"W1 col {c} |w|={float(W[:, c].norm()):.2f}", fontsize=11)
     # row 1: eq. 9 match + representation bars
     ax = fig.add_subplot(gs[1, 0:2])
     eq9 = numbers.get("memorize", {}).get("eq9")
@@ -54,13 +54,13 @@ def relu_dae_figure(res):
         ax.bar(i + 0.2, eq9["eq9_norm"], 0.4, label="eq. 9: r_i ||x_i||")
         ax.plot(i, eq9["best_cos"], "k.-", label="cos(best column, x_i)")
         ax.set_xlabel("training sample")
-        ax.set_title("memorization vs eq. 9", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title("memorization vs eq. 9", fontsize=12)
+        ax.legend(fontsize=10)
     for j, r in enumerate(regimes[:2]):
         ax = fig.add_subplot(gs[1, 2 + 2 * j:4 + 2 * j])
         h = res.arrays[r]["h_example"].numpy()
         ax.bar(range(len(h)), h)
-        ax.set_title(f"{r}: representation of one training sample (std {h.std():.2f})", fontsize=9)
+        ax.set_title(f"{r}: representation of one training sample (std {h.std():.2f})", fontsize=12)
     # row 2: std histograms
     for j, r in enumerate(regimes):
         ax = fig.add_subplot(gs[2, 2 * j:2 * j + 2])
@@ -70,8 +70,8 @@ def relu_dae_figure(res):
         ax.hist(a["std_test"].numpy(), bins, alpha=0.6, density=True, label="test")
         if "std_dup" in a:
             ax.hist(a["std_dup"].numpy(), bins, alpha=0.6, density=True, label="duplicated")
-        ax.set_title(f"{r}: representation std", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{r}: representation std", fontsize=12)
+        ax.legend(fontsize=10)
     # row 3: denoising / samples
     for j, r in enumerate(regimes):
         a = res.arrays[r]
@@ -88,12 +88,12 @@ def relu_dae_figure(res):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{r}: train noisy/denoised, test noisy/denoised" + (", DDIM samples" if "samples" in a else ""),
-                         fontsize=8)
+                         fontsize=11)
         else:
             n = numbers[r]
             ax.bar(["train", "test", "noisy"], [n["denoise_mse_train"], n["denoise_mse_test"], n["noisy_input_mse"]])
-            ax.set_title(f"{r}: one-step denoising MSE", fontsize=9)
-    fig.suptitle("Two-layer ReLU DAE: memorization vs generalization (Zhang et al. 2025, §3)", fontsize=11)
+            ax.set_title(f"{r}: one-step denoising MSE", fontsize=12)
+    fig.suptitle("Two-layer ReLU DAE: memorization vs generalization (Zhang et al. 2025, §3)", fontsize=14)
     return fig
 
 
@@ -111,8 +111,8 @@ def mog_ddpm_figure(res):
         ax.set_xlabel("iteration")
         ax.set_ylabel("mean matched ||mu_k - mu_k*||")
         ax.legend()
-        ax.set_title(f"K = {res.settings.K} components (soft-max student)")
-        fig.tight_layout()
+        ax.set_title(f"K = {res.settings.K} components (soft-max student)", fontsize=12)
+        fig.tight_layout(rect=(0, 0, 0.95, 0.92))
         return fig
     panels = [("large", "angle", "large noise: angle to mu_t* (deg)"),
               ("small", "dist", "small noise: distance to mu_t*"),
@@ -128,11 +128,11 @@ def mog_ddpm_figure(res):
         if key == "dist":
             ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=12)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("DDPM objective on 1/2 N(mu*, I) + 1/2 N(-mu*, I) (Shah et al. 2023)", fontsize=10)
-    fig.tight_layout()
+        ax.legend(fontsize=10)
+    fig.suptitle("DDPM objective on 1/2 N(mu*, I) + 1/2 N(-mu*, I) (Shah et al. 2023)", fontsize=13, x=0.45)
+    fig.tight_layout(rect=(0, 0, 0.97, 0.9))   # headroom: the app's image toolbar sits over the top right
     return fig
 
 
@@ -149,8 +149,8 @@ def molr_mog_figure(res):
         ax.axhline(res.values["oracle_loss"], color="k", ls=":", label="true score")
     ax.set_xlabel("step")
     ax.set_ylabel("DSM loss")
-    ax.set_title("loss curves (Fig. 3 analogue)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("loss curves (Fig. 3 analogue)", fontsize=12)
+    ax.legend(fontsize=10)
     A = res.data.A
     for j, name in enumerate(names):
         ax = fig.add_subplot(1, len(names) + 1, j + 2)
@@ -175,10 +175,10 @@ def molr_mog_figure(res):
                 m = truth.mu[k0]
                 ax.scatter(m[:, 0].numpy(), m[:, 1].numpy() if m.shape[1] > 1 else np.zeros(len(m)),
                            marker="x", color="r", s=60, label="true modes")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=10)
             ax.set_aspect("equal")
-        ax.set_title(f"{name} samples", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(f"{name} samples", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 0.97, 0.88))   # headroom: the app's image toolbar sits over the top right
     return fig
 
 

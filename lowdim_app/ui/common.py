@@ -143,6 +143,42 @@ def model_choices() -> list[str]:
     return list(BUILTIN_MODELS) + hub_allow_list(runtime())
 
 
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def model_dropdown_choices() -> list[tuple[str, str]]:
+    """``(label, id)`` pairs for a model dropdown: a model that cannot be loaded here says so in its
+    label (the value stays the plain id, so the API and the reproduce lines are unchanged)."""
+    from ..diffusion.registry import list_models
+
+    out = []
+    for e in list_models(runtime()):
+        label = e.model_id
+        if not e.available:
+            label += " (not available here)" if e.kind != "hub" or _offline() else " (not cached: downloads on first use)"
+        out.append((label, e.model_id))
+    return out
+
+
+def unavailable_note(model_id) -> str:
+    """A Markdown note for a listed model that cannot be loaded here ('' when it can, or is not listed)."""
+    from ..diffusion.registry import list_models
+
+    for e in list_models(runtime()):
+        if e.model_id == (model_id or "").strip() and not e.available:
+            if e.kind == "hub":
+                how = (f"its weights are not in the local Hugging Face cache{' and this server is offline' if _offline() else ''}."
+                       f" On a machine with internet run `huggingface-cli download {e.model_id}` (same HF_HOME), "
+                       "or pick a built-in model (they run offline on a CPU)")
+            else:
+                how = e.detail or "it is missing from this installation"
+            return f"**{e.model_id} is not available here**: {how}."
+    return ""
+
+
 def load_model_checked(model_id):
     """Load a model named in a request: built-in, allow-listed hub id, or a local diffusers folder."""
     from ..diffusion.registry import load_model
@@ -359,24 +395,39 @@ STOP_FLAGS = StopFlags()
 
 
 def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, api_name: str, lab: str | None = None,
-                     **click_kwargs):
+                     status=None, **click_kwargs):
     """Run ``fn`` on Run (as API ``api_name``); Cancel stops it and is not an API endpoint.
 
     ``fn`` should take a trailing ``request: gr.Request`` and run inside
     ``STOP_FLAGS.running(request, lab)`` (``lab`` defaults to ``api_name``) so that Cancel also
-    stops its computation."""
+    stops its computation. With ``status`` (one of ``outputs``, a Markdown) a cancelled run says so there."""
     run, stop = buttons
     ev = run.click(fn, inputs, outputs, api_name=api_name, **click_kwargs)
-    cancel_button(stop, [ev], lab or api_name)
+    cancel_button(stop, [ev], lab or api_name, status=status, outputs=outputs)
     return ev
 
 
-def cancel_button(stop: gr.Button, events: list, lab: str) -> None:
-    """``stop`` cancels ``events`` and stops the caller's runs of ``lab`` (not an API endpoint)."""
-    def cancel(request: gr.Request):
-        STOP_FLAGS.cancel(request, lab)
+CANCELLED = "**Cancelled**: the run was stopped and the machine is free. Press the button again to rerun."
 
-    stop.click(cancel, None, None, cancels=events, api_name=False, queue=False)
+
+def cancel_button(stop: gr.Button, events: list, lab: str, status=None, outputs=()) -> None:
+    """``stop`` cancels ``events`` and stops the caller's runs of ``lab`` (not an API endpoint).
+
+    With ``status`` (a Markdown), a stopped run says so there; ``outputs`` (the cancelled events' outputs)
+    are then touched (left as they are) so that they show no error badge from the cancelled event."""
+    def cancel(request: gr.Request):
+        stopped = STOP_FLAGS.cancel(request, lab)
+        return CANCELLED if stopped else gr.skip()
+
+    ev = stop.click(cancel, None, status, cancels=events, api_name=False, queue=False, show_progress="hidden")
+    if status is not None:
+        touched = [status, *[o for o in outputs if o is not status]]
+
+        def settle(note):
+            time.sleep(0.3)   # after gradio has marked the cancelled event's outputs
+            return (note, *[gr.update() for _ in touched[1:]])
+
+        ev.then(settle, status, touched, api_name=False, queue=False, show_progress="hidden")
 
 
 def _check_uploads(*files) -> None:

@@ -22,7 +22,17 @@ from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, J
 from ..features.edit import FEATURE as EDIT
 from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
 from ..plots.common import to_pil as fig_to_pil
-from .common import ImageEditor, cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
+from ..plots.editing import label_strip
+from .common import (
+    ImageEditor,
+    cancel_button,
+    handle_errors,
+    model_dropdown_choices,
+    request_folder,
+    run_in_worker,
+    unchanged,
+    unavailable_note,
+)
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 MAX_K = 16
@@ -128,7 +138,26 @@ def find_directions(editor, model_id, t_frac, k, steps, prompt, local, max_passe
         # a slider needs minimum < maximum: with k = 1 it stays at 1, not interactive
         index = gr.update(minimum=1, maximum=max(settings.k, 2), value=1, interactive=settings.k > 1)
         state = {"settings": settings, "search": search}
-        yield (fig_to_pil(search.figure()), search.gallery("v"), search.gallery("u"), search.summary(), state, index)
+        yield (fig_to_pil(search.figure()), _captions(search.gallery("v")), search.gallery("u"), _search_text(search),
+               state, index)
+
+
+def _captions(items: list) -> list:
+    """Short gallery captions: ``v1  sigma=12.3`` -> ``v1 · σ 12.3``."""
+    return [(im, " ".join(str(c).replace("sigma=", "σ ").split()).replace(" σ", " · σ")) for im, c in items]
+
+
+def _search_text(search) -> str:
+    """The search summary, with the rank note saying what the plot shows."""
+    text = search.summary()
+    if search.local:
+        note = "numerical rank: not defined for a local edit (the plot is the spectrum of the masked part of J_t)"
+    elif search.search.spectrum is None:
+        note = (f"numerical rank: not computed (the plot shows only the top {len(search.search.singular_values)} "
+                "singular values; the rank needs the full spectrum, found by the exact path for n <= 1024)")
+    else:
+        note = "numerical rank: not computed"
+    return text.replace("numerical rank: needs the full spectrum (exact path, n <= 1024)", note)
 
 
 def _state(state) -> dict:
@@ -172,6 +201,57 @@ def save_direction(state, index):
     return str(state["search"].save_direction(settings.direction, request_folder("direction")))
 
 
+STALE_IMAGE = ("*The image changed, so the earlier directions and edits were cleared: press **Find directions** "
+               "for this image.*")
+STALE_MASK = "*The painted mask changed, so the earlier local directions and edits were cleared: press **Find directions**.*"
+STALE_STRIP = "*The image or mask changed since this strip was made: press **Edit** for a new one.*"
+
+
+def inputs_changed(editor, state, raw=None):
+    """A new image (or mask) in the editor: results that no longer match it are cleared, with a note.
+
+    Outputs: spectrum, v gallery, u gallery, info, state, raw strip, strip, effect, edit info, files."""
+    keep = gr.skip()
+    clear_strip = (None, None, None, STALE_STRIP, None) if raw is not None else (keep,) * 5
+    if not state or "search" not in state:
+        return (keep,) * 5 + clear_strip
+    try:
+        _same_inputs(editor, state["settings"])
+    except (UserError, OSError, ValueError) as err:
+        note = STALE_MASK if "mask" in str(err) else STALE_IMAGE
+        return (None, None, None, note, None) + clear_strip
+    return (keep,) * 5 + clear_strip
+
+
+def labelled_strip(raw, state, amax, count, transfer: bool = False):
+    """The strip for display: alpha above each column (alpha = 0 framed), the rows named, the painted
+    mask outlined on every tile of a local edit."""
+    if raw is None:
+        return None
+    try:
+        alphas = AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas
+    except Exception:
+        return raw
+    mask, top = None, "saved direction"
+    if not transfer and state and "settings" in state:
+        settings = state["settings"]
+        top = "along v_i"
+        if settings.mask:
+            mask = np.asarray(Image.open(settings.mask)) > 0
+    try:
+        return label_strip(Image.fromarray(np.asarray(raw)), alphas, rows=(top, "random"), mask=mask)
+    except Exception:   # display only: never fail the run for a label
+        return raw
+
+
+def _labelled_edit(raw, state, amax, count, index):
+    return labelled_strip(raw, state, amax, count)
+
+
+def _labelled_transfer(raw, amax, count):
+    return labelled_strip(raw, None, amax, count, transfer=True)
+
+
 @handle_errors
 def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, progress=gr.Progress(track_tqdm=True),
                     request: gr.Request = None):
@@ -195,11 +275,13 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
-                                    height=320, value=EXAMPLES[0] if EXAMPLES else None)
+                                 height=320, value=EXAMPLES[0] if EXAMPLES else None,
+                                 brush=gr.Brush(default_size=2, colors=["#ff3030"], color_mode="fixed"))
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
-            model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
+            model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="edit-model")
+            model_note = gr.Markdown(elem_id="edit-model-note")
             with gr.Row():
                 t_frac = gr.Slider(0.05, 0.95, value=0.7, step=0.05, label="edit time t / T", elem_id="edit-t")
                 k = gr.Slider(1, MAX_K, value=5, step=1, label="k (directions)", elem_id="edit-k")
@@ -223,10 +305,11 @@ def build() -> None:
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="edit-info")
             spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",
-                                elem_id="edit-spectrum", height=300)
-            with gr.Row():
-                vgal = gr.Gallery(label="v_i (edit directions)", columns=5, height=180, elem_id="edit-v")
-                ugal = gr.Gallery(label="u_i = J v_i / sigma_i", columns=5, height=180, elem_id="edit-u")
+                                elem_id="edit-spectrum", height=300, show_label=False)   # the figure has its title
+            vgal = gr.Gallery(label="v_i (edit directions; σ_i = singular value)", columns=8, height=170,
+                              fit_columns=False, object_fit="contain", elem_id="edit-v")
+            ugal = gr.Gallery(label="u_i = J v_i / σ_i (what each direction changes in x0_hat)", columns=8,
+                              height=170, fit_columns=False, object_fit="contain", elem_id="edit-u")
     with gr.Row():
         with gr.Column(scale=1):
             index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index")
@@ -236,12 +319,13 @@ def build() -> None:
             seed = gr.Number(value=0, precision=0, label="seed of the random control", elem_id="edit-seed")
             go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn")
             save = gr.Button("Save direction", elem_id="edit-save-btn")
-            saved = gr.File(label="Saved direction", elem_id="edit-saved")
+            saved = gr.File(label="Saved direction", elem_id="edit-saved", visible=False, height=80)
             load = gr.File(label="Apply a saved direction (transfer)", file_types=[".safetensors"], elem_id="edit-load")
             apply = gr.Button("Apply saved direction to this image", elem_id="edit-apply-btn")
         with gr.Column(scale=2):
-            strip = gr.Image(label="Edits along v_i (top) and along a random direction (bottom)", elem_id="edit-strip",
-                             format="png")
+            strip_raw = gr.Image(visible="hidden", format="png", elem_id="edit-strip-raw")   # the API's strip
+            strip = gr.Image(label="Edits along v_i (top) and along a random direction (bottom); α = 0 framed",
+                             elem_id="edit-strip", format="png", interactive=False)
             effect = gr.Image(label="Change vs alpha", elem_id="edit-effect", height=260)
             edit_info = gr.Markdown(elem_id="edit-edit-info")
             files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
@@ -249,9 +333,19 @@ def build() -> None:
     heavy = dict(concurrency_limit=1, concurrency_id="heavy")
     events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
                          [spectrum, vgal, ugal, info, state, index], api_name="find_directions", **heavy),
-              go.click(edit, [editor, state, index, amax, count, seed], [strip, effect, edit_info, files],
+              go.click(edit, [editor, state, index, amax, count, seed], [strip_raw, effect, edit_info, files],
                        api_name="edit", **heavy),
               apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
-                          [strip, effect, edit_info, files], api_name="apply_direction", **heavy)]
-    cancel_button(stop, events, "edit")
-    save.click(save_direction, [state, index], saved, api_name="save_direction")
+                          [strip_raw, effect, edit_info, files], api_name="apply_direction", **heavy)]
+    events[1].then(_labelled_edit, [strip_raw, state, amax, count, index], strip, api_name=False, queue=False)
+    events[2].then(_labelled_transfer, [strip_raw, amax, count], strip, api_name=False, queue=False)
+    cancel_button(stop, events, "edit", status=info,
+                  outputs=[spectrum, vgal, ugal, state, index, strip_raw, effect, edit_info, files])
+    # a stroke, an upload or an example (gradio 6's ImageEditor reports these as input/upload, not change)
+    for event in (editor.input, editor.upload, editor.clear):
+        event(inputs_changed, [editor, state, strip_raw],
+              [spectrum, vgal, ugal, info, state, strip_raw, strip, effect, edit_info, files],
+              api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden")
+    model.change(unavailable_note, model, model_note, api_name=False, queue=False, show_progress="hidden")
+    save.click(save_direction, [state, index], saved, api_name="save_direction").success(
+        lambda: gr.update(visible=True), None, saved, api_name=False, queue=False)   # no empty box before a save

@@ -16,7 +16,7 @@ from ..features.audit import REPORT, TABLE, AuditSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, model_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .common import handle_errors, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
 
 MAX_NOISE_DRAWS = 16
 
@@ -62,8 +62,13 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
             yield unchanged(6)
             continue
         csv_path = result.write_csv(request_folder("score") / "scores.csv")
-        yield (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), result.neighbour_pairs(),
+        yield (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), _pairs(result.neighbour_pairs()),
                _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
+
+
+def _pairs(pairs: list) -> list:
+    """Short captions for the (image | nearest training image) pairs."""
+    return [(im, str(c).replace(" | nearest training image, RMS ", " | nearest: RMS ")) for im, c in pairs]
 
 
 @handle_errors
@@ -115,7 +120,7 @@ def build_audit() -> None:
             out = gr.Textbox(label="output folder (empty: a fresh temporary one; an earlier one resumes)",
                              elem_id="audit-out")
         with gr.Row():
-            model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
+            model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="audit-model")
             batch = gr.Slider(1, 256, value=32, step=1, label="batch size", elem_id="audit-batch")
             seed = gr.Number(value=0, precision=0, label="seed", elem_id="audit-seed")
@@ -140,8 +145,10 @@ def build() -> None:
                 "near-copies from novel images best; choose `std` under *metric* for the paper's score.")
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Images", file_count="multiple", file_types=["image"], elem_id="mem-files")
-            model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
+            # no file_types filter: a file that is not an image reaches the feature, which names it as skipped
+            files = gr.File(label="Images (PNG, JPEG, ...; a file that is not an image is named as skipped)",
+                            file_count="multiple", elem_id="mem-files")
+            model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="mem-model")
             with gr.Row():
                 n_gen = gr.Slider(0, 64, value=0, step=1, label="also generate samples", elem_id="mem-ngen")
@@ -165,7 +172,8 @@ def build() -> None:
             repro = gr.Markdown(elem_id="mem-reproduce")
             csv_file = gr.File(label="CSV", elem_id="mem-csv")
             hist = gr.Image(label="Scores against the model's reference distributions", elem_id="mem-hist", height=300)
-            nn = gr.Gallery(label="Nearest training images (built-in models)", columns=4, height=220, elem_id="mem-nn")
+            nn = gr.Gallery(label="Your image (left) | its nearest training image (right), built-in models",
+                            columns=3, height="auto", object_fit="contain", elem_id="mem-nn")
     with gr.Accordion("Calibrate a threshold from known images", open=False):
         with gr.Row():
             mem_files = gr.File(label="Known memorized", file_count="multiple", file_types=["image"], elem_id="cal-mem")

@@ -9,7 +9,8 @@ from ..diffusion.registry import DEFAULT_MODEL, list_models, resolve
 from ..errors import UserError
 from ..features.sample import FEATURE as SAMPLE
 from ..features.sample import SampleSettings
-from .common import handle_errors, model_choices, run_in_worker, runtime, unchanged, wire_cancellable
+from .common import (handle_errors, model_dropdown_choices, run_in_worker, runtime, unavailable_note, unchanged,
+                     wire_cancellable)
 
 MAX_STEPS = 1000
 
@@ -21,7 +22,11 @@ def models_table() -> list[list[str]]:
 
 @handle_errors
 def model_card(model_id: str) -> str:
-    """Markdown model card: the built-in card (data, steps, loss, wall time, evidence) or a summary."""
+    """Markdown model card: the built-in card (data, steps, loss, wall time, evidence) or a summary; for a
+    listed model that cannot be loaded here, a note that says so and how to get it (not an error)."""
+    note = unavailable_note(model_id)
+    if note:
+        return f"### {model_id.strip()}\n\n{note}"
     kind, folder = resolve(model_id, runtime())
     readme = folder / "README.md"
     if readme.is_file() and not readme.is_symlink():   # never follow a link out of the model folder
@@ -62,7 +67,7 @@ def build() -> None:
                 "Built-in models run offline on a CPU; hub models need their weights in the local cache.")
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
+            model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="models-model", info="built-in id, allow-listed hub id, or a local diffusers folder")
             n = gr.Slider(1, runtime().max_samples, value=16, step=1, label="Number of images", elem_id="models-n")
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="models-seed")
@@ -74,7 +79,8 @@ def build() -> None:
                 go = gr.Button("Sample", variant="primary", elem_id="models-sample-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="models-cancel", scale=1)
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520)
+            grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520,
+                            interactive=False)
             repro = gr.Markdown(elem_id="models-reproduce")
     gr.Examples([[m, 16, 0, 50, "", 7.5] for m in ("digits-gen", "digits-mem", "digits-dup")],
                 [model, n, seed, steps, prompt, guidance], [grid, repro], fn=sample, cache_examples=True,
@@ -87,5 +93,14 @@ def build() -> None:
                              interactive=False, elem_id="models-table")
 
     wire_cancellable((go, stop), sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
-                     lab="sample", concurrency_limit=1, concurrency_id="heavy")
-    model.change(model_card, model, card, api_name="model_card")
+                     lab="sample", status=repro, concurrency_limit=1, concurrency_id="heavy")
+    model.change(model_card, model, card, api_name="model_card", show_progress="hidden")
+    model.change(_samples_stale, [model, grid], [grid, repro], api_name=False, queue=False, show_progress="hidden")
+
+
+def _samples_stale(model_id, grid):
+    """The grid shown was sampled from another model: cleared, with a note saying what to do."""
+    note = unavailable_note(model_id)
+    if grid is None:
+        return gr.skip(), note
+    return None, note or f"*Model changed to `{(model_id or '').strip()}`: press **Sample** for its grid.*"

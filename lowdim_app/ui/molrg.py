@@ -178,7 +178,7 @@ def build() -> None:
             method = gr.Dropdown(list(spec_of(_field(P, "method")).choices), value="cluster", label="method",
                                  elem_id="molrg-phase-method")
             variant = gr.Dropdown(["hardmax", "softmax"], value="hardmax", label="DAE variant (eq. 16 / eq. 9)",
-                                  elem_id="molrg-phase-variant")
+                                  elem_id="molrg-phase-variant", visible=False)   # shown for method = dae
         with gr.Row():
             buttons = run_cancel_buttons("molrg-phase")
         status = gr.Markdown(elem_id="molrg-phase-status")
@@ -191,7 +191,10 @@ def build() -> None:
             js = gr.File(label="JSON", elem_id="molrg-phase-json")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
-                         [plot, status, table, csv, png, js, cli], api_name="phase", concurrency_id="labs", concurrency_limit=2)
+                         [plot, status, table, csv, png, js, cli], api_name="phase", status=status,
+                         concurrency_id="labs", concurrency_limit=2)
+        method.change(lambda m: gr.update(visible=m == "dae"), method, variant, api_name=False, queue=False,
+                      show_progress="hidden")
 
     with gr.Tab("Low-rank denoiser", elem_id="molrg-rank-tab"):
         gr.Markdown("Numerical rank / n (Wang et al. 2024, eq. 46) of the denoiser Jacobian vs SNR along EDM "
@@ -246,4 +249,5 @@ def build() -> None:
             gjs = gr.File(label="JSON", elem_id="molrg-gl-json")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
-                         [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score", concurrency_id="labs", concurrency_limit=2)
+                         [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score",
+                         status=gstatus, concurrency_id="labs", concurrency_limit=2)

@@ -20,7 +20,9 @@ from ..features.steer import (
     concept_file_names,
 )
 from ..plots.common import to_pil as fig_to_pil
-from .common import Image, cancel_button, handle_errors, model_choices, request_folder, run_in_worker, unchanged
+from ..plots.editing import label_strip
+from .common import (Image, cancel_button, handle_errors, model_dropdown_choices, request_folder, run_in_worker,
+                     unavailable_note, unchanged)
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
@@ -124,6 +126,27 @@ def steer_example(model_id, concept_mode, digit, source_seed, contrast, progress
                      None, progress=progress, request=request)
 
 
+def labelled(raw, a_max, count, rows=()):
+    """A strip for display: ``a = ...`` above each column, a = 0 (the unsteered sample) framed."""
+    if raw is None:
+        return None
+    try:
+        tab = TabInputs.from_raw(a_max=a_max, count=count)
+        return label_strip(raw, np.linspace(0.0, tab.a_max, tab.count), symbol="a", rows=rows)
+    except Exception:   # display only
+        return raw
+
+
+def _labelled_outputs(strip, contrast, a_max, count):
+    return labelled(strip, a_max, count), labelled(contrast, a_max, count, rows=("memorized", "generalized"))
+
+
+def mode_changed(mode):
+    """Show only the inputs of the chosen concept mode."""
+    return (gr.update(visible=mode == "digit class"), gr.update(visible=mode == "prompt"),
+            gr.update(visible=mode == "uploaded images"), gr.update(visible=mode == "digit class"))
+
+
 def build() -> None:
     gr.Markdown("Add `a * v` to U-Net activations while sampling (Zhang et al. 2025, §4.2, eq. 11): `v` is the mean "
                 "representation of a concept set. Built-in digit models: spatial concept-minus-all-digits vector at "
@@ -134,12 +157,14 @@ def build() -> None:
                 "neighbouring strengths (largest one-step RMS change, median 0.26 vs 0.14 and 0.23 vs 0.17).")
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(model_choices(), value="digits-dup", label="Model", allow_custom_value=True,
+            model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="steer-model")
+            model_note = gr.Markdown(elem_id="steer-model-note")
             mode = gr.Radio(list(MODES), value="digit class", label="Concept", elem_id="steer-mode")
             digit = gr.Number(value=4, precision=0, label="digit class", elem_id="steer-digit")
-            prompt = gr.Textbox(label="concept prompt (text models)", elem_id="steer-prompt")
-            files = gr.File(label="concept images", file_count="multiple", file_types=["image"], elem_id="steer-files")
+            prompt = gr.Textbox(label="concept prompt (text models)", elem_id="steer-prompt", visible=False)
+            files = gr.File(label="concept images", file_count="multiple", file_types=["image"], elem_id="steer-files",
+                            visible=False)
             with gr.Row():
                 source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
                 a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax")
@@ -159,20 +184,30 @@ def build() -> None:
                 stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="steer-info")
-            strip = gr.Image(label="a = 0 .. a_max", elem_id="steer-strip", format="png")
+            strip_raw = gr.Image(visible="hidden", format="png", elem_id="steer-strip-raw")   # the API's strips
+            contrast_raw = gr.Image(visible="hidden", format="png", elem_id="steer-contrast-raw")
+            strip = gr.Image(label="steered samples, a = 0 .. a_max (a = 0 framed: no steering)", elem_id="steer-strip",
+                             format="png", interactive=False)
             curve = gr.Image(label="concept strength vs a", elem_id="steer-curve", height=280, format="png")
             contrast_img = gr.Image(label="memorized (top) vs generalized (bottom) source", elem_id="steer-contrast-img",
-                                    format="png")
+                                    format="png", interactive=False)
             used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
                            interactive=False, elem_id="steer-files-out")
             vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
                                  interactive=False, elem_id="steer-vector-out")
     gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
-                [model, mode, digit, source_seed, contrast], [strip, curve, contrast_img, info, used, vector_out],
+                [model, mode, digit, source_seed, contrast], [strip_raw, curve, contrast_raw, info, used, vector_out],
                 fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
                 label="Examples: steer the hybrid model towards a digit class, with its memorized/generalized contrast pair")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
                           contrast, seed, vector_in],
-                  [strip, curve, contrast_img, info, used, vector_out], api_name="steer", concurrency_limit=1,
+                  [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", concurrency_limit=1,
                   concurrency_id="heavy")
-    cancel_button(stop, [ev], "steer")
+    cancel_button(stop, [ev], "steer", status=info, outputs=[strip_raw, curve, contrast_raw, used, vector_out])
+    # an example fills the raw strips without a click: label whatever they hold when it changes
+    for raw in (strip_raw, contrast_raw):
+        raw.change(_labelled_outputs, [strip_raw, contrast_raw, a_max, count], [strip, contrast_img], api_name=False,
+                   queue=False, show_progress="hidden")
+    mode.change(mode_changed, mode, [digit, prompt, files, contrast], api_name=False, queue=False,
+                show_progress="hidden")
+    model.change(unavailable_note, model, model_note, api_name=False, queue=False, show_progress="hidden")

@@ -123,7 +123,8 @@ def build() -> None:
                        _input(RELU, "seed", "theory-relu-seed", "seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
-        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", concurrency_id="labs", concurrency_limit=2)
+        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2], concurrency_id="labs",
+                         concurrency_limit=2)
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective (eq. 5) with the tanh student `tanh(mu_t^T x) mu_t - x` "
@@ -145,7 +146,8 @@ def build() -> None:
                        _input(MOG, "seed", "theory-mog-seed", "seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
-        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", concurrency_id="labs", concurrency_limit=2)
+        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2], concurrency_id="labs",
+                         concurrency_limit=2)
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching "
@@ -163,4 +165,5 @@ def build() -> None:
                        _input(MOLR, "seed", "theory-molr-seed", "seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", concurrency_id="labs", concurrency_limit=2)
+        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2], concurrency_id="labs",
+                         concurrency_limit=2)

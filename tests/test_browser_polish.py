@@ -1,0 +1,139 @@
+"""Real browser: the app as a visitor meets it. Results that no longer match the inputs are cleared with a
+note (Edit: a new image, a painted mask; Models: another model), hub models that are not available here
+say so in the dropdown and on the card without an error toast, strips are labelled with their alpha /
+strength, the nearest-training-image pairs are shown whole, a non-image upload is named as skipped, and
+inputs of another mode are hidden."""
+from __future__ import annotations
+
+
+
+TOASTS = "[data-testid='toast-body'], .toast-body"
+
+
+def _errors_shown(page) -> list[str]:
+    return [t for t in page.locator(TOASTS).all_inner_texts() if "rror" in t]
+
+
+def _natural(page, selector: str) -> tuple[int, int]:
+    return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def test_edit_results_clear_when_the_image_or_mask_changes(page, artifacts):
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-steps input[type=number]").fill("20")
+    page.locator("#edit-find-btn").click()
+    page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('numerical rank')",
+                           timeout=180_000)
+    # gallery captions are short and every one of the k = 5 directions is shown
+    assert page.locator("#edit-v img").count() == 5
+    assert "σ" in page.locator("#edit-v").inner_text()
+    page.locator("#edit-go-btn").click()
+    page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('Mean change')",
+                           timeout=180_000)
+    page.locator("#edit-strip img").wait_for(state="visible")
+    # the shown strip is the API's strip plus a header (alpha per column) and row labels
+    page.wait_for_function("(document.querySelector('#edit-strip img')?.naturalHeight || 0) > 0")
+    raw, shown = _natural(page, "#edit-strip-raw img"), _natural(page, "#edit-strip img")
+    assert shown[0] > raw[0] and shown[1] > raw[1], (raw, shown)
+    page.screenshot(path=str(artifacts / "polish_edit_labelled.png"), full_page=True)
+
+    # paint a stroke on the image: the strip no longer matches, so it is cleared with a note
+    page.locator("#edit-image button[aria-label='Brush']").click()
+    canvas = page.locator("#edit-image canvas").first
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 20, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 20, cy, steps=8)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('press Edit')",
+                           timeout=30_000)
+    assert page.locator("#edit-strip img").count() == 0
+    assert "numerical rank" in page.locator("#edit-info").inner_text()   # a global search still applies
+
+    # a new image: the directions of the old one are cleared too
+    page.locator("#tab-edit .gallery-item, #tab-edit button.gallery-item").nth(1).click()
+    page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('image changed')",
+                           timeout=30_000)
+    assert page.locator("#edit-spectrum img").count() == 0 and page.locator("#edit-v img").count() == 0
+    assert not _errors_shown(page)
+    page.screenshot(path=str(artifacts / "polish_edit_stale_cleared.png"), full_page=True)
+
+
+def test_an_unavailable_hub_model_is_marked_and_explained(page, artifacts):
+    dropdown = page.locator("#models-model input")
+    page.locator("#models-steps input[type=number]").fill("5")
+    page.locator("#models-n input[type=number]").fill("4")
+    page.locator("#models-sample-btn").click()
+    page.wait_for_function("document.querySelector('#models-reproduce')?.innerText.includes('--steps 5')",
+                           timeout=120_000)
+    dropdown.click()
+    option = page.get_by_role("option", name="google/ddpm-cifar10-32 (not available here)")
+    option.wait_for(state="visible")
+    option.click()
+    page.wait_for_function("document.querySelector('#models-card')?.innerText.includes('not available here')",
+                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#models-reproduce')?.innerText.includes('not available here')")
+    page.wait_for_timeout(1000)
+    assert not _errors_shown(page), _errors_shown(page)
+    # the old grid and reproduce line no longer match the chosen model: gone
+    assert page.locator("#models-grid img").count() == 0
+    assert "--steps 5" not in page.locator("#models-reproduce").inner_text()
+    assert "huggingface-cli download google/ddpm-cifar10-32" in page.locator("#models-card").inner_text()
+    page.screenshot(path=str(artifacts / "polish_models_unavailable.png"), full_page=False)
+
+
+def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp_path):
+    from tests.conftest import REPO
+
+    page.get_by_role("tab", name="Memorization").click()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    digits = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[:2]
+    page.locator("#mem-files input[type=file]").set_input_files([str(p) for p in digits] + [str(notes)])
+    page.wait_for_function("document.querySelector('#mem-files')?.innerText.includes('notes.txt')", timeout=30_000)
+    page.locator("#mem-score-btn").click()
+    page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
+    assert "notes.txt" in page.locator("#mem-summary").inner_text()
+    pairs = page.locator("#mem-nn img")
+    pairs.first.wait_for(state="visible")
+    assert pairs.count() == 2
+    # each pair (image | nearest training image, 2:1) is shown whole: contained, not centre-cropped
+    fit = pairs.first.evaluate("i => getComputedStyle(i).objectFit")
+    assert fit == "contain", fit
+    w, h = _natural(page, "#mem-nn img")
+    assert w > 1.8 * h
+    page.locator("#mem-nn").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
+
+
+def test_inputs_of_another_mode_are_hidden(page):
+    page.get_by_role("tab", name="Steer").click()
+    assert page.locator("#steer-prompt").is_hidden() and page.locator("#steer-files").is_hidden()
+    page.locator("#steer-mode").get_by_text("prompt", exact=True).click()
+    page.locator("#steer-prompt").wait_for(state="visible")
+    assert page.locator("#steer-digit").is_hidden()
+    page.get_by_role("tab", name="Theory labs").click()
+    assert page.locator("#molrg-phase-variant").is_hidden()
+    page.locator("#molrg-phase-method input").click()
+    page.get_by_role("option", name="dae").click()
+    page.locator("#molrg-phase-variant").wait_for(state="visible")
+
+
+
+
+def test_cancel_shows_a_cancelled_state_not_errors(page, artifacts):
+    """A long search cancelled: the info line says so, and no output carries a red Error badge."""
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-steps input[type=number]").fill("1000")
+    page.locator("#edit-find-btn").click()
+    page.wait_for_timeout(2000)
+    page.locator("#edit-cancel").click()
+    page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('Cancelled')", timeout=30_000)
+    page.wait_for_timeout(1500)
+    badges = [t for t in page.locator("#tab-edit [data-testid='status-tracker']").all_inner_texts() if "Error" in t]
+    assert not badges, badges
+    assert not _errors_shown(page)
+    assert "machine is free" in page.locator("#edit-info").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(artifacts / "polish_edit_cancelled.png"), full_page=False)
