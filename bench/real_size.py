@@ -72,7 +72,8 @@ def run_cli(argv: list[str], cwd: Path, timeout: int) -> dict:
     out = json.loads(stats.read_text()) if stats.is_file() else {"rc": r.returncode}
     out["ok"] = out.get("rc") == 0
     if not out["ok"]:
-        out["error"] = (r.stderr.strip().splitlines() or ["?"])[-1][:300]
+        last = (r.stderr.strip().splitlines() or [""])[-1][:300]
+        out["error"] = last or (f"killed by signal {-r.returncode}" if r.returncode < 0 else f"exit {r.returncode}")
     return out
 
 
@@ -196,8 +197,9 @@ def main() -> None:
                 row = {"action": name, "model": A.HUB_IDS[arch], "layout": layout, "width_divisor": args.width,
                        "sample_size": unet_size, "image_px": image_size,
                        "params_m": round(sum(params.values()) / 1e6, 1), "ok": "ok" if res["ok"] else "fail",
-                       "wall_s": round(res.get("wall_s", float("nan")), 1), "cpu_s": round(res.get("cpu_s", float("nan")), 1),
-                       "peak_rss_mb": round(res.get("peak_rss_mb", float("nan"))),
+                       "wall_s": round(res["wall_s"], 1) if "wall_s" in res else "",
+                       "cpu_s": round(res["cpu_s"], 1) if "cpu_s" in res else "",
+                       "peak_rss_mb": round(res["peak_rss_mb"]) if "peak_rss_mb" in res else "",
                        "rss_over_load_mb": round(res["peak_rss_mb"] - base) if base and "peak_rss_mb" in res else "",
                        "cuda_max_allocated_mb": round(res["cuda_max_allocated_mb"]) if "cuda_max_allocated_mb" in res else "",
                        "passes": passes_of(name, work), "error": res.get("error", "")}

@@ -37,6 +37,23 @@ def cli(*args, procs: int = 1, timeout: int = 600, check: bool = True) -> subpro
     return r
 
 
+def audit(source, out, **kw):
+    """One in-process audit (the command's code path without a launcher), on one thread like the
+    ``OMP_NUM_THREADS=1`` processes it is compared with (CPU kernels split sums by thread count)."""
+    import torch
+
+    from lowdim_app.config import from_environment
+    from lowdim_app.features.audit import FEATURE, AuditSettings
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return FEATURE.run(AuditSettings.from_raw(source=str(source), out=str(out), **{"model": "digits-dup", **kw}),
+                           runtime=from_environment())
+    finally:
+        torch.set_num_threads(threads)
+
+
 def rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -45,9 +62,13 @@ def rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """61 generated digits, one held-out real digit, a text file posing as a PNG and a nested folder."""
+    from lowdim_app.data.images import to_pil
+    from lowdim_app.diffusion import load_model
+
     root = tmp_path_factory.mktemp("audit-images")
-    cli("sample", "--model", "digits-dup", "--n", str(N_IMAGES - 3), "--seed", "5", "--steps", "20",
-        "--out", str(root / "gen") + "/")
+    (root / "gen").mkdir()
+    for i, img in enumerate(to_pil(load_model("digits-dup").generate(N_IMAGES - 3, seed=5, steps=20))):
+        img.save(root / "gen" / f"sample_{i:04d}.png")
     (root / "nested").mkdir()
     shutil.copy(REPO / "assets" / "examples" / "digit_2_test0.png", root / "nested" / "real.png")
     (root / "nested" / "notes.png").write_text("not an image\n")
@@ -58,7 +79,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single(images, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit-single")
-    cli("audit", str(images), "--model", "digits-dup", "--out", str(out), "--batch-size", "8")
+    audit(images, out, batch_size=8)
     return out
 
 
@@ -105,15 +126,18 @@ def test_a_killed_run_resumes_on_another_process_count_without_loss_or_duplicate
     assert rows(tmp_path / "scores.csv") == rows(single / "scores.csv")
     written = [(x["path"], x["sha256"]) for p in (tmp_path / "parts").glob("*.csv") for x in rows(p)]
     assert len(written) == len(set(written)) == N_IMAGES     # nothing computed twice
-    again = cli("audit", str(images), "--model", "digits-dup", "--out", str(tmp_path))
-    assert f"0 scored now on 1 process(es)" in again.stdout and f"{N_IMAGES} already done" in again.stdout
+    again = audit(images, tmp_path)
+    assert again.scored_now == 0 and again.skipped_done == N_IMAGES
 
 
 def test_an_output_folder_refuses_other_settings(images, single):
-    for extra in (["--model", "digits-gen"], ["--t", "80"], ["--seed", "1"], ["--noise-draws", "2"]):
-        r = cli("audit", str(images), "--model", "digits-dup", "--out", str(single), *extra, check=False)
-        assert r.returncode == 2, r.stderr
-        assert r.stderr.startswith("error: ") and "other settings" in r.stderr and len(r.stderr.splitlines()) == 1
+    for extra in ({"model": "digits-gen"}, {"t": 80}, {"seed": 1}, {"noise_draws": 2}, {"invert": True}):
+        with pytest.raises(UserError, match="other settings") as err:
+            audit(images, single, **extra)
+        assert "\n" not in str(err.value) and str(next(iter(extra))) in str(err.value)
+    r = cli("audit", str(images), "--model", "digits-dup", "--out", str(single), "--t", "80", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "other settings" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
 
 
 def test_changed_file_is_rescored_and_the_merge_keeps_its_newest_row(images, tmp_path):
@@ -122,10 +146,10 @@ def test_changed_file_is_rescored_and_the_merge_keeps_its_newest_row(images, tmp
     for name in ("sample_0001.png", "sample_0002.png"):
         shutil.copy(images / "gen" / name, src / name)
     out = tmp_path / "out"
-    cli("audit", str(src), "--model", "digits-dup", "--out", str(out))
+    audit(src, out)
     before = {Path(r["path"]).name: r for r in rows(out / "scores.csv")}
     shutil.copy(images / "gen" / "sample_0003.png", src / "sample_0002.png")    # new content, same path
-    cli("audit", str(src), "--model", "digits-dup", "--out", str(out))
+    assert audit(src, out).scored_now == 1
     after = {Path(r["path"]).name: r for r in rows(out / "scores.csv")}
     assert len(after) == 2 and after["sample_0001.png"] == before["sample_0001.png"]
     assert after["sample_0002.png"]["sha256"] != before["sample_0002.png"]["sha256"]
@@ -146,16 +170,23 @@ def test_sources_folder_list_and_glob(images, tmp_path):
 
 
 def test_directions_sharded_equal_single_and_files_apply(images, tmp_path):
+    from lowdim_app.config import from_environment
+    from lowdim_app.features.directions import FEATURE, DirectionsSettings
+    from lowdim_app.features.edit import FEATURE as EDIT, EditSettings
+
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("sample_0004.png", "sample_0005.png", "sample_0006.png"):
+    for name in ("sample_0004.png", "sample_0005.png"):
         shutil.copy(images / "gen" / name, src / name)
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    args = ["directions", str(src), "--model", "digits-gen", "--k", "2", "--max-passes", "40", "--t", "0.5"]
-    cli(*args, "--out", str(tmp_path / "one"))
-    cli(*args, "--out", str(tmp_path / "two"), procs=2)
+    settings = dict(model="digits-gen", k=2, max_passes=12, t=0.5, steps=20)
+    res = FEATURE.run(DirectionsSettings.from_raw(source=str(src), out=str(tmp_path / "one"), **settings),
+                      runtime=from_environment())
+    assert res.done_now == 3 and res.numbers()["skipped"] == 1
+    cli("directions", str(src), *[f"--{k.replace('_', '-')}={v}" for k, v in settings.items()],
+        "--out", str(tmp_path / "two"), procs=2)
     one, two = rows(tmp_path / "one" / "index.csv"), rows(tmp_path / "two" / "index.csv")
-    assert len(one) == 4 and [r["path"] for r in one] == [r["path"] for r in two]
+    assert len(one) == 3 and [r["path"] for r in one] == [r["path"] for r in two]
     for a, b in zip(one, two):
         assert a["error"] == b["error"] and a["passes"] == b["passes"]
         for col in ("sigma_1", "sigma_2"):
@@ -164,9 +195,10 @@ def test_directions_sharded_equal_single_and_files_apply(images, tmp_path):
     first = next(r for r in one if not r["error"])
     files = first["files"].split(";")
     assert len(files) == 2 and all((tmp_path / "one" / f).is_file() for f in files)
-    r = cli("edit", first["path"], "--model", "digits-gen", "--load-direction", str(tmp_path / "one" / files[0]),
-            "--alpha", "-2:2:3", "--steps", "20", "--out", str(tmp_path / "applied"))
-    assert (tmp_path / "applied").is_dir()
+    applied = EDIT.run(EditSettings.from_raw(image=first["path"], model="digits-gen", steps=20, alpha=[-2.0, 2.0],
+                                             load_direction=str(tmp_path / "one" / files[0])),
+                       runtime=from_environment())
+    assert applied.settings.load_direction.endswith("_v1.safetensors")
 
 
 def test_report_in_the_browser(single, browser, artifacts):
