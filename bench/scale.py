@@ -1,13 +1,13 @@
 """Scale-out throughput of ``audit``: images/s with 1 vs N ``torchrun`` processes, in one run.
 
-CPU (default): the same folder audited by one process with all cores and by N processes with
-cores/N threads each (gloo); the throughput is all processes' images over the main process's
+CPU (default): the same folder audited by 1 process x 1 thread, 2 processes x 1 thread (gloo) and
+1 process x 2 threads; the throughput is all processes' images over the main process's
 scoring loop (model loading, merge and report excluded); the whole run's wall time is printed too.
 On a CUDA machine ``--device cuda --model PATH_TO_SD_FOLDER`` measures seconds per image per GPU
 (Stable Diffusion v1.4 at 512 px: Zhang et al. 2025, Table 1, report 0.067 s per image).
 
     python bench/scale.py                                   # digits-dup, 1 vs 2 processes
-    python bench/scale.py --images 512 --procs 1,2 --batch-size 32
+    python bench/scale.py --images 512 --configs 1x1,2x1,1x2 --batch-size 32
 """
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="digits-dup")
     p.add_argument("--images", type=int, default=512)
-    p.add_argument("--procs", default="1,2")
+    p.add_argument("--configs", default="1x1,2x1,1x2",
+                   help="PROCESSESxTHREADS per process, comma-separated; the first is the baseline")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lowdim-scale-"))
     folder = work / "images"
@@ -53,31 +53,34 @@ def main() -> None:
                     "--seed", "11", "--steps", "20", "--out", str(folder) + "/", "--quiet"], cwd=REPO, check=True,
                    env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True)
     rows, tables = [], {}
-    for procs in [int(x) for x in args.procs.split(",")]:
-        threads = max(1, args.cores // procs)
-        out = work / f"out-{procs}"
-        res = audit(folder, out, args.model, procs, threads, args.batch_size, args.device, 29500 + procs)
+    for config in args.configs.split(","):
+        procs, threads = (int(x) for x in config.split("x"))
+        out = work / f"out-{config}"
+        load_before = os.getloadavg()[0]
+        res = audit(folder, out, args.model, procs, threads, args.batch_size, args.device, 29500 + len(rows))
         scoring = float(res["line"].split("(")[-1].split(" images/s")[0])
-        tables[procs] = (out / "scores.csv").read_text()
-        rows.append({"model": args.model, "device": args.device, "images": args.images, "processes": procs,
+        tables[config] = (out / "scores.csv").read_text()
+        rows.append({"config": config, "model": args.model, "device": args.device, "images": args.images,
+                     "processes": procs,
                      "threads_per_process": threads, "batch_size": args.batch_size,
                      "scoring_images_per_s": round(scoring, 2), "wall_s": round(res["wall_s"], 2),
-                     "wall_images_per_s": round(args.images / res["wall_s"], 2)})
+                     "wall_images_per_s": round(args.images / res["wall_s"], 2),
+                     "load_avg_before": round(load_before, 2), "cpu_count": os.cpu_count()})
         print(rows[-1], flush=True)
     base = rows[0]
     for r in rows:
         r["scoring_speedup"] = round(r["scoring_images_per_s"] / base["scoring_images_per_s"], 3)
         r["wall_speedup"] = round(base["wall_s"] / r["wall_s"], 3)
-        r["same_rows_as_1_process"] = tables[r["processes"]] == tables[rows[0]["processes"]]
+        r["same_rows_as_baseline"] = tables[r["config"]] == tables[base["config"]]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     for r in rows:
-        print(f"{r['processes']} process(es) x {r['threads_per_process']} threads: {r['scoring_images_per_s']} img/s "
-              f"scoring ({r['scoring_speedup']}x), {r['wall_s']} s wall ({r['wall_speedup']}x), "
-              f"rows identical to 1 process: {r['same_rows_as_1_process']}")
+        print(f"{r['processes']} process(es) x {r['threads_per_process']} thread(s): {r['scoring_images_per_s']} img/s "
+              f"scoring ({r['scoring_speedup']}x), {r['wall_s']} s wall ({r['wall_speedup']}x), rows byte-identical "
+              f"to {base['config']}: {r['same_rows_as_baseline']} (load average before: {r['load_avg_before']})")
     print(f"wrote {RESULTS}")
 
 
