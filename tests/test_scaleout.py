@@ -214,3 +214,22 @@ def test_report_in_the_browser(single, browser, artifacts):
     assert page.locator("#counts").inner_text().count("\n") >= 2
     page.screenshot(path=str(artifacts / "audit_report.png"), full_page=True)
     page.close()
+
+
+def test_labels_add_a_roc_and_a_list_file_is_a_source(single, tmp_path):
+    table = [r for r in rows(single / "scores.csv") if r["verdict"] in ("memorized", "generalized")]
+    picked = [r for r in table if r["verdict"] == "memorized"][:3] + [r for r in table if r["verdict"] == "generalized"][:3]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(r["path"] for r in picked) + "\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{r['path']},{1 if r['verdict'] == 'memorized' else 0}\n"
+                                               for r in picked))
+    res = audit(listing, tmp_path / "out", labels=str(labels), top=3)
+    assert len(res.rows) == 6
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="roc"' in html and "3 labelled memorized, 3 labelled generalized" in html
+    assert html.count('<img class="thumb"') == 2 * 3          # 3 flagged images and their nearest training images
+    bad = tmp_path / "bad_labels.csv"
+    bad.write_text(f"{picked[0]['path']},maybe\n")
+    with pytest.raises(UserError, match="not 1/0"):
+        audit(listing, tmp_path / "out2", labels=str(bad))
