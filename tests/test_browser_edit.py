@@ -8,8 +8,12 @@ def test_edit_tab_in_browser(page, artifacts):
     page.locator("#edit-spectrum img").wait_for(state="visible", timeout=180_000)
     page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('numerical rank')")
     page.locator("#edit-go-btn").click()
-    page.locator("#edit-strip img").wait_for(state="visible", timeout=180_000)
-    page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('random')")
+    page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('random')",
+                           timeout=180_000)
+    # the labelled strip (alpha per column) is drawn from the API's strip right after the run
+    page.wait_for_function("(document.querySelector('#edit-strip img')?.naturalWidth || 0) > 0", timeout=60_000)
+    page.locator("#edit-strip").scroll_into_view_if_needed()
+    page.locator("#edit-strip img").wait_for(state="visible", timeout=60_000)
     text = page.locator("#edit-edit-info").inner_text()
     assert "Mean change along the direction" in text and "python -m lowdim_app edit image.png" in text
     # the file the reproduce line names is offered for download

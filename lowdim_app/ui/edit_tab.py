@@ -207,12 +207,29 @@ STALE_MASK = "*The painted mask changed, so the earlier local directions and edi
 STALE_STRIP = "*The image or mask changed since this strip was made: press **Edit** for a new one.*"
 
 
-def inputs_changed(editor, state, raw=None):
+def fingerprint(editor) -> str | None:
+    """A hash of the editor's image and painted mask (what a strip was made from)."""
+    import hashlib
+
+    try:
+        bg, mask = _editor_image_and_mask(editor)
+    except (UserError, ValueError):
+        return None
+    h = hashlib.sha1(str(bg.shape).encode() + _uint8(bg).tobytes())
+    if mask is not None:
+        h.update(np.packbits(mask).tobytes())
+    return h.hexdigest()
+
+
+def inputs_changed(editor, state, raw=None, made_from=None):
     """A new image (or mask) in the editor: results that no longer match it are cleared, with a note.
 
-    Outputs: spectrum, v gallery, u gallery, info, state, raw strip, strip, effect, edit info, files."""
+    Outputs: spectrum, v gallery, u gallery, info, state, raw strip, strip, effect, edit info, files. The
+    editor also reports events that change nothing (loading its image): ``made_from``, the fingerprint of
+    the editor when the strip was made, keeps the strip then."""
     keep = gr.skip()
-    clear_strip = (None, None, None, STALE_STRIP, None) if raw is not None else (keep,) * 5
+    stale = raw is not None and (made_from is None or made_from != fingerprint(editor))
+    clear_strip = (None, None, None, STALE_STRIP, None) if stale else (keep,) * 5
     if not state or "search" not in state:
         return (keep,) * 5 + clear_strip
     try:
@@ -244,12 +261,12 @@ def labelled_strip(raw, state, amax, count, transfer: bool = False):
         return raw
 
 
-def _labelled_edit(raw, state, amax, count, index):
-    return labelled_strip(raw, state, amax, count)
+def _labelled_edit(raw, state, amax, count, index, editor=None):
+    return labelled_strip(raw, state, amax, count), fingerprint(editor)
 
 
-def _labelled_transfer(raw, amax, count):
-    return labelled_strip(raw, None, amax, count, transfer=True)
+def _labelled_transfer(raw, amax, count, editor=None):
+    return labelled_strip(raw, None, amax, count, transfer=True), fingerprint(editor)
 
 
 @handle_errors
@@ -337,13 +354,16 @@ def build() -> None:
                        api_name="edit", **heavy),
               apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
                           [strip_raw, effect, edit_info, files], api_name="apply_direction", **heavy)]
-    events[1].then(_labelled_edit, [strip_raw, state, amax, count, index], strip, api_name=False, queue=False)
-    events[2].then(_labelled_transfer, [strip_raw, amax, count], strip, api_name=False, queue=False)
+    made_from = gr.State()   # the editor's fingerprint when the strip was made
+    events[1].then(_labelled_edit, [strip_raw, state, amax, count, index, editor], [strip, made_from], api_name=False,
+                   queue=False)
+    events[2].then(_labelled_transfer, [strip_raw, amax, count, editor], [strip, made_from], api_name=False,
+                   queue=False)
     cancel_button(stop, events, "edit", status=info,
                   outputs=[spectrum, vgal, ugal, state, index, strip_raw, effect, edit_info, files])
     # a stroke, an upload or an example (gradio 6's ImageEditor reports these as input/upload, not change)
     for event in (editor.input, editor.upload, editor.clear):
-        event(inputs_changed, [editor, state, strip_raw],
+        event(inputs_changed, [editor, state, strip_raw, made_from],
               [spectrum, vgal, ugal, info, state, strip_raw, strip, effect, edit_info, files],
               api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden")
     model.change(unavailable_note, model, model_note, api_name=False, queue=False, show_progress="hidden")
