@@ -120,3 +120,16 @@ def test_rank_note_says_what_the_plot_shows(local):
     text = edit_tab._search_text(Search())
     assert "needs the full spectrum (exact path" not in text
     assert ("masked part" in text) if local else ("top 5" in text)
+
+
+def test_the_readme_tour_shows_its_screenshots():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    tour = readme.split("## Tour", 1)[1].split("\n## ", 1)[0]
+    images = re.findall(r"!\[[^\]]+\]\((docs/images/[^)]+\.png)\)", tour)
+    assert len(images) == 3
+    for rel in images:
+        assert (root / rel).stat().st_size > 10_000, rel

@@ -323,10 +323,10 @@ def build() -> None:
             info = gr.Markdown(elem_id="edit-info")
             spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",
                                 elem_id="edit-spectrum", height=300, show_label=False)   # the figure has its title
-            vgal = gr.Gallery(label="v_i (edit directions; σ_i = singular value)", columns=8, height=170,
+            vgal = gr.Gallery(label="v_i (edit directions; σ_i = singular value)", columns=8, height=130,
                               fit_columns=False, object_fit="contain", elem_id="edit-v")
             ugal = gr.Gallery(label="u_i = J v_i / σ_i (what each direction changes in x0_hat)", columns=8,
-                              height=170, fit_columns=False, object_fit="contain", elem_id="edit-u")
+                              height=130, fit_columns=False, object_fit="contain", elem_id="edit-u")
     with gr.Row():
         with gr.Column(scale=1):
             index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index")
