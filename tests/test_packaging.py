@@ -37,6 +37,17 @@ def test_requirements_txt_matches_pyproject():
         assert any(d.startswith(tool) for d in dev), tool
 
 
+def local_build_backend() -> bool:
+    """Whether this Python can build the wheel without fetching a build backend: setuptools >= 70.1
+    (bdist_wheel built in) or an older one with the `wheel` package."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    import setuptools
+
+    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
 def build_wheel(out: Path) -> Path:
     """The wheel of a clean copy of the sources (the build never writes into the repository)."""
     src = out / "src"
@@ -47,8 +58,7 @@ def build_wheel(out: Path) -> Path:
         else:
             src.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, src / name)
-    isolation = [] if importlib.util.find_spec("setuptools") else ["--use-pep517"]
-    flags = ["--no-build-isolation"] if not isolation else isolation
+    flags = ["--no-build-isolation"] if local_build_backend() else []   # else pip fetches setuptools itself
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *flags, "-w", str(out / "dist"), str(src)],
                    check=True, capture_output=True, text=True, timeout=600)
     (wheel,) = (out / "dist").glob("lowdim_lab-*.whl")
