@@ -34,6 +34,17 @@ def _stage_printer(command: str):
     return show
 
 
+def _process_group(device: str):
+    """accelerate's process state when launched by ``torchrun`` / ``accelerate launch`` (gloo on CPU,
+    NCCL with one GPU per process); ``None`` for a plain one-process run."""
+    if "LOCAL_RANK" not in os.environ and "RANK" not in os.environ:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+
+
 def _run_feature(feature, args) -> int:
     from .config import from_environment
     from .features.base import Progress
@@ -45,7 +56,10 @@ def _run_feature(feature, args) -> int:
     settings = from_args(feature.Settings, args)
     quiet = getattr(args, "quiet", False)
     progress = Progress(None if quiet else _stage_printer(feature.name), bars=not quiet)
-    result = feature.run(settings, runtime=runtime, progress=progress, **feature.cli_inputs(args))
+    inputs = feature.cli_inputs(args)
+    if feature.distributed:
+        inputs["state"] = _process_group(runtime.device)
+    result = feature.run(settings, runtime=runtime, progress=progress, **inputs)
     for line in feature.write_outputs(result, args):
         print(line)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lowdim_app import sharding
+from lowdim_app.features import sharding
 from lowdim_app.errors import UserError
 from tests.conftest import REPO
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import sharding
+from . import sharding
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting
@@ -242,6 +242,7 @@ class Audit(Feature):
     help = "memorization audit of a whole folder/list/glob: scores.csv + report.html, sharded (torchrun) and resumable"
     Settings = AuditSettings
     outputs = ()
+    distributed = True
 
     def cost(self, s: AuditSettings, unet_config: dict | None = None) -> Cost:
         return Cost(forward=2 * (s.noise_draws or 4),
@@ -258,7 +259,7 @@ class Audit(Feature):
         if state is not None and state.device.type != "cpu":
             rt = dataclasses.replace(rt, device=str(state.device))   # one GPU per process
         prog = Progress.wrap(progress, should_stop)
-        paths = sharding.list_sources(s.source)
+        paths = sharding.list_sources(s.source, check=prog.check)
         model = load(s.model, rt, model)
         how = mz.setup(model, rt.assets, s.layer, s.t, s.metric, s.noise_draws,
                        mz.Calibration.load(s.calibration) if s.calibration else None)
@@ -310,18 +311,6 @@ class Audit(Feature):
         run.barrier()
         res.seconds = time.perf_counter() - t0
         return res
-
-    def cli_inputs(self, args) -> dict:
-        """Under torchrun / accelerate launch: the process group (gloo on CPU, NCCL on GPUs)."""
-        import os
-
-        if "LOCAL_RANK" not in os.environ and "RANK" not in os.environ:
-            return {}
-        import torch as _torch
-
-        device = getattr(args, "device", None) or os.environ.get("LOWDIM_DEVICE", "auto")
-        cpu = device == "cpu" or not _torch.cuda.is_available()
-        return {"state": sharding.process_state(cpu)}
 
     def write_outputs(self, result: AuditResult, args) -> list[str]:
         return [result.summary()] if result.main else []

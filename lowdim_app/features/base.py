@@ -212,6 +212,7 @@ class Feature:
     help: ClassVar[str] = ""
     Settings: ClassVar[type[Settings]] = Settings
     uses_model: ClassVar[bool | None] = None   # adds --device on the CLI; None: when the settings have `model`
+    distributed: ClassVar[bool] = False        # run() takes ``state`` (a process group under torchrun / accelerate)
 
     def cost(self, settings, unet_config: dict | None = None) -> Cost:
         """Work of one run; ``unet_config`` (the model's U-Net config, when known) lets a feature size

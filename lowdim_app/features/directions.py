@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import sharding
+from . import sharding
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting
@@ -94,6 +94,7 @@ class Directions(Feature):
     help = "top-k Jacobian directions for every image of a folder/list/glob, sharded (torchrun) and resumable"
     Settings = DirectionsSettings
     outputs = ()
+    distributed = True
 
     def cost(self, s: DirectionsSettings, unet_config: dict | None = None) -> Cost:
         c = EDIT.cost(s.edit_settings("x"), unet_config)
@@ -108,7 +109,7 @@ class Directions(Feature):
         if state is not None and state.device.type != "cpu":
             rt = dataclasses.replace(rt, device=str(state.device))
         prog = Progress.wrap(progress, should_stop)
-        paths = sharding.list_sources(s.source)
+        paths = sharding.list_sources(s.source, check=prog.check)
         model = load(s.model, rt, model)
         run = sharding.ShardedRun(Path(s.out), s.header(), _identity(s, model), state)
         run.open()
@@ -159,11 +160,6 @@ class Directions(Feature):
         summary = found.search.summary
         return [path, digest, *sv, "" if found.search.numerical_rank is None else found.search.numerical_rank,
                 summary.get("passes", ""), found.status, ";".join(files), ""]
-
-    def cli_inputs(self, args) -> dict:
-        from .audit import FEATURE as AUDIT
-
-        return AUDIT.cli_inputs(args)
 
     def write_outputs(self, result: DirectionsResult, args) -> list[str]:
         return [result.summary()] if result.main else []

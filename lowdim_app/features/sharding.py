@@ -21,23 +21,35 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data.images import IMAGE_SUFFIXES
-from .errors import UserError
+from ..data.images import IMAGE_SUFFIXES
+from ..errors import UserError
 
 HASH_CHARS = 16          # hex digits of sha256 kept per image (64 bits: collisions need ~4e9 images)
 RUN_FILE = "run.json"
 PARTS = "parts"
 
 
-def list_sources(source: str) -> list[str]:
+def _walk(folder: Path, check) -> list[Path]:
+    """Image files under ``folder`` (symlinked folders not followed, unreadable folders skipped)."""
+    out = []
+    for i, (root, dirs, files) in enumerate(os.walk(folder, onerror=lambda err: None)):
+        if check is not None and i % 200 == 0:
+            check()
+        dirs.sort()
+        out += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def list_sources(source: str, check=None) -> list[str]:
     """The image paths a SOURCE names: a folder (recursive), a text file of paths (one per line, relative
     to the file's folder; ``#`` comments), or a glob pattern. Sorted, no duplicates; files of any suffix
-    from a list or a glob are kept (an unreadable one becomes a row with its reason)."""
+    from a list or a glob are kept (an unreadable one becomes a row with its reason). ``check()`` is
+    called while a large folder is walked (it raises to stop)."""
     if not source:
         raise UserError("name a folder, a text file of paths or a glob pattern")
     p = Path(source)
     if p.is_dir():
-        paths = [q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+        paths = _walk(p, check)
         if not paths:
             raise UserError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     elif p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
@@ -52,7 +64,10 @@ def list_sources(source: str) -> list[str]:
     elif p.is_file():
         paths = [p]
     else:
-        paths = [Path(q) for q in glob.glob(source, recursive=True) if Path(q).is_file()]
+        try:
+            paths = [Path(q) for q in glob.glob(source, recursive=True) if Path(q).is_file()]
+        except OSError as err:
+            raise UserError(f"{source}: cannot list it ({err.strerror or type(err).__name__})") from None
         if not paths:
             raise UserError(f"{source}: no such folder or file, and no file matches it as a pattern")
     return sorted({str(q) for q in paths})
@@ -77,13 +92,6 @@ def _atomic_write(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def process_state(cpu: bool):
-    """accelerate's process state: one process, or the ``torchrun``/``accelerate launch`` group."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=cpu)
 
 
 @dataclass
