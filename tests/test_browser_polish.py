@@ -108,6 +108,8 @@ def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp
 
 
 def test_inputs_of_another_mode_are_hidden(page):
+    page.get_by_role("tab", name="Edit").click()
+    assert page.locator("#edit-prompt").is_hidden()          # the built-in digit models take no prompt
     page.get_by_role("tab", name="Steer").click()
     assert page.locator("#steer-prompt").is_hidden() and page.locator("#steer-files").is_hidden()
     page.locator("#steer-mode").get_by_text("prompt", exact=True).click()

@@ -84,9 +84,18 @@ def test_a_new_image_clears_the_old_directions(tmp_path):
         image, mask = str(path), ""
 
     state = {"settings": S(), "search": object()}
-    same = edit_tab.inputs_changed({"background": a, "layers": []}, state, raw=np.zeros((4, 4)))
-    assert all(isinstance(o, dict) for o in same[:5])          # directions kept (gr.skip)
+    editor = {"background": a, "layers": []}
+    same = edit_tab.inputs_changed(editor, state, raw=np.zeros((4, 4)))
+    assert all(isinstance(o, dict) for o in same)               # an event that changes nothing keeps everything
+    same = edit_tab.inputs_changed(editor, state, raw=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
+    assert all(isinstance(o, dict) for o in same)
+    layer = np.zeros((16, 16, 4), np.uint8)
+    layer[3:5, 3:5] = 255
+    painted = {"background": a, "layers": [layer]}
+    same = edit_tab.inputs_changed(painted, state, raw=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
+    assert all(isinstance(o, dict) for o in same[:5])          # a global search's directions kept (gr.skip)
     assert same[5] is None and "press **Edit**" in same[8]       # the strip cleared
+    assert edit_tab.inputs_changed(painted, state, raw=np.zeros((4, 4)))[5] is None
     new = edit_tab.inputs_changed({"background": 255 - a, "layers": []}, state, raw=None)
     assert new[:3] == (None, None, None) and new[4] is None and "image changed" in new[3]
     assert all(isinstance(o, dict) for o in new[5:])            # no strip to clear

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import REPO_ROOT
-from ..diffusion.registry import DEFAULT_MODEL
+from ..diffusion.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from ..errors import UserError
 from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES
 from ..features.edit import FEATURE as EDIT
@@ -221,6 +221,15 @@ def fingerprint(editor) -> str | None:
     return h.hexdigest()
 
 
+def _matches_search(editor, settings) -> bool:
+    """The editor holds the searched image, and a painted mask only if the search was local (with that mask)."""
+    try:
+        _same_inputs(editor, settings)
+        return bool(settings.mask) or _editor_image_and_mask(editor)[1] is None
+    except (UserError, OSError, ValueError):
+        return False
+
+
 def inputs_changed(editor, state, raw=None, made_from=None):
     """A new image (or mask) in the editor: results that no longer match it are cleared, with a note.
 
@@ -228,7 +237,12 @@ def inputs_changed(editor, state, raw=None, made_from=None):
     editor also reports events that change nothing (loading its image): ``made_from``, the fingerprint of
     the editor when the strip was made, keeps the strip then."""
     keep = gr.skip()
-    stale = raw is not None and (made_from is None or made_from != fingerprint(editor))
+    if raw is None:
+        stale = False
+    elif made_from is not None:
+        stale = made_from != fingerprint(editor)
+    else:   # the strip's fingerprint is not recorded yet: compare with the search it was made from
+        stale = bool(state and "settings" in state) and not _matches_search(editor, state["settings"])
     clear_strip = (None, None, None, STALE_STRIP, None) if stale else (keep,) * 5
     if not state or "search" not in state:
         return (keep,) * 5 + clear_strip
@@ -263,6 +277,13 @@ def labelled_strip(raw, state, amax, count, transfer: bool = False):
 
 def _labelled_edit(raw, state, amax, count, index, editor=None):
     return labelled_strip(raw, state, amax, count), fingerprint(editor)
+
+
+def _model_changed(model_id):
+    """The note for a model not available here; the prompt only for models that are not built-in (the
+    built-in digit models are unconditional)."""
+
+    return unavailable_note(model_id), gr.update(visible=(model_id or "").strip() not in BUILTIN_MODELS)
 
 
 def _labelled_transfer(raw, amax, count, editor=None):
@@ -306,7 +327,7 @@ def build() -> None:
                 steps = gr.Slider(4, 1000, value=50, step=1, label="DDIM steps over [0, T]", elem_id="edit-steps")
                 local = gr.Checkbox(label="local edit (painted mask)", elem_id="edit-local")
             prompt = gr.Textbox(label="Prompt (text models; the Jacobian is of the conditional x0_hat, no CFG)",
-                                elem_id="edit-prompt")
+                                elem_id="edit-prompt", visible=DEFAULT_MODEL not in BUILTIN_MODELS)
             with gr.Accordion("Advanced", open=False, elem_id="edit-advanced"):
                 with gr.Row():
                     max_passes = gr.Number(value=DEFAULT_MAX_PASSES, precision=0, minimum=2, maximum=MAX_PASSES,
@@ -366,6 +387,6 @@ def build() -> None:
         event(inputs_changed, [editor, state, strip_raw, made_from],
               [spectrum, vgal, ugal, info, state, strip_raw, strip, effect, edit_info, files],
               api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden")
-    model.change(unavailable_note, model, model_note, api_name=False, queue=False, show_progress="hidden")
+    model.change(_model_changed, model, [model_note, prompt], api_name=False, queue=False, show_progress="hidden")
     save.click(save_direction, [state, index], saved, api_name="save_direction").success(
         lambda: gr.update(visible=True), None, saved, api_name=False, queue=False)   # no empty box before a save
