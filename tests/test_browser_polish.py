@@ -135,6 +135,8 @@ def test_cancel_shows_a_cancelled_state_not_errors(page, artifacts):
     page.wait_for_timeout(1500)
     badges = [t for t in page.locator("#tab-edit [data-testid='status-tracker']").all_inner_texts() if "Error" in t]
     assert not badges, badges
+    # and none is left looking busy (gradio left the cancelled event's outputs in their pending state)
+    assert page.locator("#tab-edit .generating, #tab-edit .pending").count() == 0
     assert not _errors_shown(page)
     assert "machine is free" in page.locator("#edit-info").inner_text()
     page.evaluate("window.scrollTo(0, 0)")
