@@ -137,11 +137,15 @@ def label_strip(strip, values, *, symbol: str = "α", rows=(), highlight: float 
         zero = int(np.argmin([abs(v - highlight) for v in values]))
         if abs(values[zero] - highlight) > 1e-9:
             zero = None
+    texts = [f"{symbol} = {v:+.3g}" if v else f"{symbol} = 0" for v in values]
+    while size > 10 and max(draw.textlength(t, font=bold) for t in texts) + 6 > pitch_x:
+        size -= 1
+        font, bold = _font(size), _font(size + 1)
+    if max(draw.textlength(t, font=bold) for t in texts) + 6 > pitch_x:   # still too wide: the values alone, alike
+        texts = [f"{v:+.3g}" if v else f"{symbol} = 0" for v in values]
     for i, v in enumerate(values):
         cx = left + pad + i * pitch_x + cell_w // 2
-        text = f"{symbol} = {v:+.3g}" if v else f"{symbol} = 0"
-        if pitch_x < draw.textlength(text, font=font) + 4:
-            text = f"{v:+.3g}" if v else "0"
+        text = texts[i]
         f = bold if i == zero else font
         draw.text((cx, top + img.height + head // 2), text, fill=(200, 30, 30) if i == zero else (20, 20, 20), font=f, anchor="mm")
         if i == zero:
