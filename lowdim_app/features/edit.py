@@ -43,7 +43,12 @@ KNOWN_N = {"digits-gen": 256, "digits-mem": 256, "digits-dup": 256, "google/ddpm
            "google/ddpm-ema-celebahq-256": 3 * 256 * 256, "CompVis/stable-diffusion-v1-4": 4 * 64 * 64}
 # the fields that determine the search; the edit stage may change only the others
 SEARCH_FIELDS = ("image", "model", "t", "k", "steps", "mask", "prompt", "invert", "load_direction",
-                 "max_passes", "tol", "jvp")
+                 "max_passes", "tol", "jvp", "solver")
+SOLVERS = jac.SOLVERS
+SOLVER_HELP = ("auto: the exact Jacobian when n <= 1024 fits the budget (full spectrum and numerical rank), else "
+               "block Krylov with block 1 for k <= 3, else ceil(k/2)+1 (measured by bench/jacobian.py); "
+               "exact: n VJPs + SVD; "
+               "krylov: block Krylov with block k+1; power: LOCO-style power iteration (baseline)")
 
 
 def model_n(model_id: str, unet_config: dict | None = None) -> int | None:
@@ -58,17 +63,27 @@ def model_n(model_id: str, unet_config: dict | None = None) -> int | None:
     return KNOWN_N.get(str(model_id).strip())
 
 
-def search_cost(n: int, k: int, max_passes: int, masked: bool) -> tuple[int, int, str]:
+def search_method(n: int, s: "EditSettings") -> str:
+    """The solver an edit search runs: ``s.solver``, except that ``auto`` takes the exact path whenever it
+    fits (n <= 1024 and n <= the budget) -- the edit shows the full spectrum and the numerical rank --
+    and otherwise leaves the choice to ``jacobian_svd(method="auto")`` (measured: block Krylov)."""
+    if s.solver != "auto":
+        return s.solver
+    return "exact" if jac.exact_fits(n, s.max_passes - (2 * s.k if s.mask else 0)) else "auto"
+
+
+def search_cost(n: int, k: int, max_passes: int, masked: bool, solver: str = "auto") -> tuple[int, int, str]:
     """``(jvp, vjp, how)`` of a direction search on an ``n``-dimensional model within ``max_passes``:
-    the exact Jacobian's ``n`` VJPs when it fits (n <= 1024 and n <= the budget), else at most the
-    budget, split evenly between JVPs and VJPs (every Krylov iteration does one batched JVP and one
-    batched VJP of the same block), stopping earlier when it converges. A masked search adds 2k
-    measuring JVPs (inside the budget)."""
+    the exact Jacobian's ``n`` VJPs when ``solver`` is ``exact`` or ``auto`` chooses it
+    (:func:`search_method`: when it fits, n <= 1024 and n <= the budget), else at most the budget, split evenly between JVPs and VJPs (every Krylov or power
+    iteration does one batched JVP and one batched VJP of the same block), stopping earlier when it
+    converges. A masked search adds 2k measuring JVPs (inside the budget)."""
     measure = 2 * k if masked else 0
-    if jac.exact_fits(n, max_passes - measure):
+    if solver == "exact" or (solver == "auto" and jac.exact_fits(n, max_passes - measure)):
         return measure, n, f"exact Jacobian (n = {n} VJPs)"
     krylov = max_passes - measure
-    return measure + krylov // 2, krylov - krylov // 2, f"Krylov within {max_passes} passes (n = {n})"
+    what = "power iteration" if solver == "power" else "Krylov"
+    return measure + krylov // 2, krylov - krylov // 2, f"{what} within {max_passes} passes (n = {n})"
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,7 @@ class EditSettings(Settings):
     memory_gb: float | None = setting(None, lo=0.01, hi=4096.0, unit="GB", label="memory budget",
                                       help="memory for batched JVP/VJP calls (auto: 80% of the free CUDA memory, "
                                            "on the CPU half of the available RAM)")
+    solver: str = setting("auto", choices=SOLVERS, label="solver", help=SOLVER_HELP)
 
     def check(self) -> None:
         if not self.image.strip():
@@ -224,8 +240,11 @@ class EditSearch(Result):
         budget = (" **Stopped at the pass budget**: the directions are the best found so far; raise *max passes* "
                   "(Advanced) for converged ones." if self.stopped_at_budget else "")
         return (f"**{'Local (masked)' if self.local else 'Global'} directions** at t = {self.t}: {rank}. "
-                f"Search: `{s.summary.get('method')}`, {s.summary.get('passes', '?')} network passes, "
-                f"{self.status}.{budget}"
+                f"Search: `{s.summary.get('method')}`"
+                + (f" ({s.summary['solver_choice']})" if s.summary.get("solver_choice") else "")
+                + f", {s.summary.get('passes', '?')} network passes"
+                + (f" in {s.summary['batched_calls']} batched calls" if "batched_calls" in s.summary else "")
+                + f", {self.status}.{budget}"
                 + (" Latent model: v_i/u_i show the first 3 latent channels." if self.is_latent else ""))
 
     def direction(self, index: int) -> editing.Direction:
@@ -341,7 +360,7 @@ class Edit(Feature):
             return Cost(forward=segment + strips, note="inversion + two strips; no search (saved direction)")
         n = model_n(s.model, unet_config)
         known = n is not None
-        jvp, vjp, how = search_cost(n if known else REFERENCE_N, s.k, s.max_passes, bool(s.mask))
+        jvp, vjp, how = search_cost(n if known else REFERENCE_N, s.k, s.max_passes, bool(s.mask), s.solver)
         return Cost(forward=segment + strips, vjp=vjp, jvp=jvp,
                     note=f"inversion + {how}" + ("" if known else f" at the reference n = {REFERENCE_N} (n unknown)")
                          + f" ({s.jvp} JVPs) + two strips" + ("; 2k JVPs measure the masked directions" if s.mask else ""))
@@ -358,17 +377,18 @@ class Edit(Feature):
         image = load_image_for(model, s.image, s.invert)
         mask = load_mask(model, s.mask) if s.mask else None
         prog(0.0, "inverting the image and finding directions")
+        method = search_method(model.n, s)
 
         def on_iteration(info: dict) -> None:
-            err = info["error_estimate"]
+            err = info.get("error_estimate", info.get("change", float("inf")))
             prog(min(0.99, info["passes"] / s.max_passes),
-                 f"Krylov iteration {info['iteration']}: {info['passes']}/{s.max_passes} passes, estimated error "
+                 f"{'Krylov' if s.solver != 'power' else 'power'} iteration {info['iteration']}: {info['passes']}/{s.max_passes} passes, estimated error "
                  + (f"{err:.3g}" if err == err and err != float("inf") else "-"))
 
         search = editing.find_directions(model, image, t, k=s.k, total_steps=s.steps, cond=_cond(model, s.prompt),
                                          mask=mask, null_rank=NULL_RANK, progress=prog.bars, max_passes=s.max_passes,
                                          tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb, check=prog.check,
-                                         callback=on_iteration if mask is None else None)
+                                         callback=on_iteration if mask is None else None, method=method)
         prog.check()
         return EditSearch(settings=s, finished=False, model_id=model.model_id, t=t, n=model.n,
                           is_latent=model.is_latent, search=search,

@@ -20,22 +20,19 @@ Operators
     VJPs); choose it for VJP-heavy work (the exact Jacobian) when the callable supports it.
     Passes are counted per direction (``b`` JVPs in one call = ``b`` passes) and per call.
 
-Top-k singular triplets (:func:`top_k_svd`): block Krylov / block Golub-Kahan-Lanczos on
-    ``J^T J`` with Rayleigh-Ritz extraction, written as a Ritz-vector expansion:
-    keep an orthonormal basis ``V`` (``n x m``) and ``W = J V``; the SVD of ``W`` gives the best
-    rank-k approximation of ``J`` on ``span(V)`` (Ritz triplets ``s_i, u_i = W q_i / s_i,
-    v_i = V q_i``); one batched VJP of the top ``b = k + p`` Ritz left vectors gives
-    ``J^T u_i = s_i v_i + r_i`` with ``r_i`` orthogonal to ``span(V)``; the ``r_i`` are the
-    residuals *and* the next Krylov block (in exact arithmetic ``span(V)`` is the block
-    Krylov space ``K_j(J^T J, V_1)``). So every iteration costs ``b`` JVPs + ``b`` VJPs, like
-    one step of subspace (power) iteration, but converges at the Krylov rate (error
-    ``~ exp(-2 j sqrt(gap))`` instead of ``(sigma_{b+1}/sigma_k)^{2j}``, Musco & Musco 2015,
-    arXiv:1504.05477). When the basis exceeds ``max_basis`` columns it is compressed to the top
-    Ritz vectors (thick restart). Oversampling ``p`` (block ``b = k + p``): because the basis
-    grows, the gap estimate ``s_k - s_{k+1}`` comes from the whole basis, so little oversampling
-    is needed; a block only has to be as wide as a cluster of equal singular values to avoid
-    stagnation. Default ``p = 0`` for ``k = 1`` (plain Golub-Kahan-Lanczos), else ``p = 1``.
-    Larger blocks mean fewer sequential batched calls (better on a GPU) for a few more passes.
+Top-k singular triplets (:func:`top_k_svd`): block Golub-Kahan-Lanczos with full
+    reorthogonalisation. Keep an orthonormal right basis ``V`` (``n x m``) with ``W = J V``, an
+    orthonormal left basis ``U`` containing ``span(W)`` and ``Z = J^T U``. Per iteration: one batched
+    JVP of the new right block (``b`` directions), one batched VJP of the new left block (``b``
+    directions); the next right block is the part of ``Z`` outside ``span(V)`` (in exact arithmetic
+    ``span(V)`` is the block Krylov space ``K_j(J^T J, V_1)``; error ``~ exp(-2 j sqrt(gap))`` instead
+    of power iteration's ``(sigma_{b+1}/sigma_k)^{2j}``, Musco & Musco 2015, arXiv:1504.05477).
+    Rayleigh-Ritz: ``J V = U B`` exactly, the SVD ``B = Y S X^T`` gives ``v_i = V x_i``,
+    ``u_i = U y_i``, and the residual ``J^T u_i - s_i v_i = Z y_i - s_i v_i`` of *every* Ritz pair
+    costs no pass -- so the block ``b`` may be smaller than ``k``. Past ``max_basis`` columns the
+    bases are compressed to the top Ritz pairs (thick restart). Block: ``block`` if given, else
+    ``k + oversample`` (default ``k + 1``, ``1`` for ``k = 1``); :func:`krylov_block` ``"auto"``
+    (``1`` for ``k <= 3``, else ``ceil(k/2) + 1``) trades a few more sequential calls for fewer passes.
 
     Convergence test on the subspace (Wedin 1972, sin-theta theorem): with
     ``R = J^T U_k - V_k S_k`` (the other residual ``J V_k - U_k S_k`` is zero by
@@ -44,21 +41,28 @@ Top-k singular triplets (:func:`top_k_svd`): block Krylov / block Golub-Kahan-La
     when the estimate ``||R||_2 / (s_k - s_{k+1})`` is below ``tol`` (default 0.05, i.e.
     principal-angle cosine >= 0.9987). Warm starts (``V0``) are accepted.
 
-Measured (``bench/results/jacobian.csv``, 1 CPU thread, t = 699 of 1000): network passes until
-    each method's own stop rule -- Krylov: Wedin estimate <= 0.05; the LOCO-style power baseline
-    (Chen et al. 2024; k JVPs + k VJPs per iteration): successive bases agree to 1e-4 (sine of the
-    largest principal angle), at most 50 iterations:
-    digits-gen (n = 256) k = 1/5/10: Krylov 6/72/198 vs power 14/340/1000 (power not converged
-    at k = 10, cosine 0.77 to the exact subspace); random-weight CIFAR-shaped U-Net (n = 3072):
-    32/180/330 vs 100/500/1000; random-weight tiny SD latent U-Net (n = 1024): 42/228/440 vs
-    100/500/1000 (power hit the 50-iteration cap at cosine 0.36/0.15/0.81). Every Krylov result had
-    principal-angle cosine >= 0.9995 to the reference subspace (exact SVD, or for the CIFAR-shaped
-    U-Net a Krylov run to tol 0.01).
+Solver choice (:func:`choose_solver`, ``jacobian_svd(method="auto")``): the exact path when
+    ``n <= EXACT_MAX_N``, its ``n`` VJPs fit ``max_passes`` and its ``ceil(n / directions per call)``
+    batched calls are no more than the Krylov search is predicted to need
+    (:func:`predicted_krylov_calls`); else block Krylov with the ``auto`` block. Overridable
+    (``method="exact" | "krylov" | "power"``); the result says which ran and why (``choice``).
+
+Measured at EQUAL ACCURACY (``bench/jacobian.py``, ``bench/results/jacobian.csv``; passes = JVP + VJP
+    directions, calls = sequential batched calls, to the first iterate with smallest principal cosine
+    >= 0.999 to the exact top-k subspace; digits-gen, n = 256, test image noised to t = 699):
+    passes / calls at k = 1, 3, 5, 10 -- Krylov block 1: 6/6, 22/22, 30/30, 54/54; ``auto`` block
+    (1, 1, 4, 6): 6/6, 22/22, 48/12, 96/16; block k + 1: 6/6, 48/12, 60/10, 132/12; LOCO-style power:
+    6/6, 180/60, 180/36, 480/48; Halko (q power steps, block k + 5): 24/4, 96/12, 160/16, 480/32;
+    ARPACK ``svds`` (cheapest ``tol``): 43/43, 45/45, 47/47, 66/66; LOBPCG on ``J^T J``: 20/10, 40/10,
+    72/12, 176/16; exact: 256/8. So at k = 5 / 10 the ``auto`` block needs 1.02 / 1.45 x ARPACK's passes
+    in 0.26 / 0.24 x its calls and 0.27 / 0.20 x power's passes (block 1 needs fewer passes than ARPACK,
+    0.64 / 0.82 x, in as many calls); at k <= 3 block 1 needs the fewest passes. The other points,
+    tiny SD and cosine 0.99 are in the CSV.
 
 Exact path (:func:`exact_svd`): the full Jacobian from ``n`` VJPs (``torch.func.jacrev``
     semantics) + ``torch.linalg.svd`` -- exact, gives the whole spectrum (numerical rank,
-    Wang et al. 2024, eq. 46), and is the reference in tests. ``method="auto"`` uses it for
-    ``n <= 1024``.
+    Wang et al. 2024, eq. 46), and is the reference in tests. ``method="auto"`` uses it where it
+    needs fewer batched calls than Krylov (small ``n``; :func:`choose_solver`).
 
 Masked variant (:func:`masked_directions`, Chen et al. 2024, LOCO Edit): top right singular
     vectors of ``P_mask f``, projected off the top-``r`` right singular vectors of
@@ -85,6 +89,7 @@ __all__ = [
     "x0_hat_fn", "x0_hat_operator", "jacobian_of_x0_hat", "top_singular", "masked_directions_of_x0_hat",
     "mask_energy_fraction", "EXACT_MAX_N", "MemoryPlan", "memory_plan", "default_budget", "per_direction_bytes",
     "JVP_MODES", "DEFAULT_JVP_MODE", "CENTRAL_STEP", "exact_fits",
+    "SOLVERS", "SolverChoice", "choose_solver", "krylov_block", "predicted_krylov_calls",
 ]
 
 EXACT_MAX_N = 1024  # method="auto": exact Jacobian + SVD up to this n (bench/jacobian.py)
@@ -390,6 +395,7 @@ class JacobianSVD:
     fro2_probes: int = 0
     jvp_mode: str = ""
     memory: dict | None = None             # the memory plan the search ran under (MemoryPlan.describe())
+    choice: str = ""                       # why this solver ran (jacobian_svd: the auto rule or "given")
 
     @property
     def stopped_at_budget(self) -> bool:
@@ -436,6 +442,7 @@ class JacobianSVD:
                 "error_estimate": self.error_estimate if math.isfinite(self.error_estimate) else None,
                 "max_passes": self.max_passes, "tol": self.tol, "stop_reason": self.stop_reason,
                 "stopped_at_budget": self.stopped_at_budget, "status": self.status, "jvp_mode": self.jvp_mode,
+                "solver": self.method, "solver_choice": self.choice,
                 "singular_values": [float(s) for s in self.singular_values]}
 
 
@@ -495,11 +502,12 @@ def _ritz(V: torch.Tensor, W: torch.Tensor):
 def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample: int | None = None,
               tol: float = 0.05, max_passes: int = 2000, V0: torch.Tensor | None = None, seed: int = 0,
               max_basis: int | None = None, callback: Callable[[dict], None] | None = None,
-              progress: bool = False, **op_kwargs) -> JacobianSVD:
-    """Top-k singular triplets of ``J`` by block Krylov (Ritz-expansion GKL) iteration.
+              progress: bool = False, block: int | None = None, **op_kwargs) -> JacobianSVD:
+    """Top-k singular triplets of ``J`` by block Golub-Kahan-Lanczos with full reorthogonalisation.
 
     ``f_or_op``: a :class:`JacobianOperator` or a batched callable (then ``x`` is needed;
-    ``op_kwargs`` go to the operator). ``oversample`` ``p``: block size ``b = k + p``.
+    ``op_kwargs`` go to the operator). Block size: ``block`` if given (it may be smaller than ``k``),
+    else ``k + oversample`` (default oversampling: 0 for ``k = 1``, else 1).
     ``tol``: stop when the Wedin estimate of sin(largest principal angle) is below it.
     ``max_passes``: budget of network passes (JVP + VJP directions); the result says
     ``converged=False`` when the budget ran out. ``V0``: warm start, ``(k0, *shape)``
@@ -512,12 +520,16 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
     p = (0 if k == 1 else 1) if oversample is None else int(oversample)
     check_range("oversample", p, 0, n)
     b = min(k + p, n)
+    if block is not None:
+        check_range("block", block, 1, n)
+        b = int(block)
     check_range("tol", tol, 0.0, 1.0)
-    if max_passes < 2 * b:
-        raise UserError(f"max_passes must be at least 2 * (k + oversample) = {2 * b}")
+    first = b * math.ceil(k / b)     # passes of each kind until the basis holds k vectors
+    if max_passes < 2 * first:
+        raise UserError(f"max_passes must be at least {2 * first} for k = {k} with block {b}")
     if max_basis is None:
-        max_basis = max(4 * b, min(300, int(256e6 / (16 * n))))
-    max_basis = min(max(max_basis, 2 * b), n)
+        max_basis = max(4 * b, 2 * k + 2 * b, min(300, int(256e6 / (24 * n))))
+    max_basis = min(max(max_basis, k + 2 * b), n)
     gen = torch.Generator().manual_seed(int(seed))
     wd = torch.float64
     dev = op.device
@@ -530,11 +542,15 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
         v0 = torch.as_tensor(V0).reshape(-1, n).to(device=dev, dtype=wd).T[:, :b]
         Z0[:, :v0.shape[1]] = v0 / v0.norm(dim=0, keepdim=True).clamp(min=_TINY)
     Vnew = _orthonormal_block(Z0, None, gen)
+    # V: orthonormal right basis, W = J V; U: orthonormal basis containing span(W), Z = J^T U
     V = torch.zeros(n, 0, dtype=wd, device=dev)
     W = torch.zeros(n, 0, dtype=wd, device=dev)
+    U = torch.zeros(n, 0, dtype=wd, device=dev)
+    Z = torch.zeros(n, 0, dtype=wd, device=dev)
     history: list[dict] = []
     it, converged, est, reason = 0, False, math.inf, "budget"
     fro2 = None
+    res = torch.zeros(0, dtype=wd)
     bar = tqdm(total=max_passes, desc="Jacobian singular vectors", disable=not progress, leave=False, unit="pass")
     try:
         while True:
@@ -545,16 +561,20 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                 fro2 = float(Wnew.pow(2).sum()) * n / Wnew.shape[1]
             V = torch.cat([V, Vnew], 1)
             W = torch.cat([W, Wnew], 1)
+            Unew = _orthonormal_block(Wnew, U, gen)
+            Znew = _flat(op.vjp(_unflat(Unew, op.shape, op.dtype)), n).to(wd)   # J^T U_new
+            U = torch.cat([U, Unew], 1)
+            Z = torch.cat([Z, Znew], 1)
             m = V.shape[1]
-            s, Q = _ritz(V, W)
-            bb = min(b, m)
-            sb = s[:bb]
-            Ub = (W @ Q[:, :bb]) / sb.clamp(min=_TINY)
-            Ub[:, sb <= _TINY] = 0.0
-            Z = _flat(op.vjp(_unflat(Ub, op.shape, op.dtype)), n).to(wd)   # J^T u_i
-            Vk = V @ Q[:, :k]
-            kk = min(k, bb)
-            R = Z[:, :kk] - Vk[:, :kk] * s[:kk]
+            # Rayleigh-Ritz: J V = U B exactly (span(W) lies in span(U)); B = Y diag(s) X^T
+            B = U.T @ W
+            Y, s, Xh = torch.linalg.svd(B, full_matrices=False)
+            X = Xh.T
+            kk = min(k, m)
+            Vk = V @ X[:, :kk]
+            Uk = U @ Y[:, :kk]
+            # residual J^T u_i - s_i v_i = Z y_i - s_i v_i (the other residual J v_i - s_i u_i is zero)
+            R = Z @ Y[:, :kk] - Vk * s[:kk]
             res = R.norm(dim=0)
             res2 = float(torch.linalg.matrix_norm(R, ord=2)) if kk else 0.0
             if m == n:
@@ -566,8 +586,8 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                 est = math.inf
             used = op.counter.since(start_count)
             bar.update(used.passes - bar.n)
-            info = {"iteration": it, "passes": used.passes, "calls": used.calls, "basis": m,
-                    "singular_values": s[:k].tolist(), "error_estimate": est,
+            info = {"iteration": it, "passes": used.passes, "calls": used.calls, "basis": m, "block": b,
+                    "singular_values": s[:kk].tolist(), "error_estimate": est,
                     "residual_max": float(res.max()) if res.numel() else 0.0}
             history.append(info)
             if callback is not None:
@@ -575,21 +595,31 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
             if est <= tol:
                 converged, reason = True, "converged"
                 break
-            if used.passes + 2 * b > max_passes:
+            if used.passes + 2 * b > max_passes and m >= k:
                 reason = "budget"
                 break
-            # thick restart when the next block would not fit
             b_next = min(b, n - m)
             if b_next <= 0:
                 reason = "exhausted"
                 break
-            if m + b_next > max_basis:
-                keep = max(min(m, max_basis - b_next), bb)
-                V, W = V @ Q[:, :keep], W @ Q[:, :keep]
-            Vnew = _orthonormal_block(Z[:, :b_next], V, gen)
+            # next block: the part of J^T U outside span(V) (rank <= b; after a restart the kept
+            # Ritz vectors' residuals, thick restart)
+            Rz = Z - V @ (V.T @ Z)
+            Rz = Rz - V @ (V.T @ Rz)
+            if m + b_next > max_basis:   # thick restart: keep the top Ritz pairs
+                keep = max(min(m, max_basis - b_next), kk + 1 if m > kk else kk)
+                keep = min(keep, m)
+                V, W = V @ X[:, :keep], W @ X[:, :keep]
+                U, Z = U @ Y[:, :keep], Z @ Y[:, :keep]
+                Rz = Z - V @ (V.T @ Z)
+                Rz = Rz - V @ (V.T @ Rz)
+            Pz, sz, _ = torch.linalg.svd(Rz, full_matrices=False)
+            Vnew = _orthonormal_block(Pz[:, :b_next] * sz[:b_next].clamp(min=_TINY), V, gen)
     finally:
         bar.close()
-    U_out = _unflat(Ub[:, :k], op.shape, op.dtype)
+    if Vk.shape[1] < k:     # exhausted before k columns (n < k cannot happen: checked)
+        raise RuntimeError("the Krylov space ran out before k vectors")
+    U_out = _unflat(Uk, op.shape, op.dtype)
     V_out = _unflat(Vk, op.shape, op.dtype)
     res_out = torch.zeros(k, dtype=wd)
     res_out[:res.numel()] = res.cpu()
@@ -698,20 +728,31 @@ def exact_fits(n: int, max_passes: int | None, exact_max_n: int = EXACT_MAX_N) -
 
 def jacobian_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, method: str = "auto",
                  exact_max_n: int = EXACT_MAX_N, **kwargs) -> JacobianSVD:
-    """Top-k singular triplets: ``method`` in ``auto`` (exact for ``n <= exact_max_n`` when the exact
-    Jacobian's ``n`` passes fit ``max_passes``, else Krylov), ``exact``, ``krylov``, ``power`` (the
-    LOCO-style baseline)."""
+    """Top-k singular triplets: ``method`` in ``auto`` (:func:`choose_solver`: exact where it needs no more
+    batched calls than Krylov and fits ``max_passes``, else block Krylov with the ``auto`` block),
+    ``exact``, ``krylov`` (block ``k + 1`` unless ``block=``), ``power`` (the LOCO-style baseline;
+    ``max_passes`` caps its iterations). The result's ``method``, ``passes``, ``batched_calls``,
+    ``error_estimate`` and ``choice`` say what ran, what it cost and why."""
     op = _as_operator(f_or_op, x, **{kk: kwargs.pop(kk) for kk in OPERATOR_KEYS if kk in kwargs})
+    choice = None
     if method == "auto":
-        method = "exact" if exact_fits(op.n, kwargs.get("max_passes"), exact_max_n) else "krylov"
+        choice = choose_solver(op.n, k, kwargs.get("max_passes"), exact_max_n, op.directions_per_call("vjp"))
+        method = choice.method
+        if choice.block is not None:
+            kwargs.setdefault("block", choice.block)
     if method == "exact":
-        return exact_svd(op, k=k, progress=kwargs.get("progress", False))
-    if method == "krylov":
-        return top_k_svd(op, k=k, **kwargs)
-    if method == "power":
-        return subspace_iteration(op, k=k, **{kk: v for kk, v in kwargs.items()
-                                             if kk in ("tol", "max_iters", "seed", "V0", "callback", "progress")})
-    raise UserError(f"unknown method {method!r} (auto, exact, krylov, power)")
+        res = exact_svd(op, k=k, progress=kwargs.get("progress", False))
+    elif method == "krylov":
+        res = top_k_svd(op, k=k, **kwargs)
+    elif method == "power":
+        if kwargs.get("max_passes") is not None and "max_iters" not in kwargs:   # the pass budget, k + k per iteration
+            kwargs["max_iters"] = max(1, int(kwargs["max_passes"]) // (2 * k))
+        res = subspace_iteration(op, k=k, **{kk: v for kk, v in kwargs.items()
+                                            if kk in ("tol", "max_iters", "seed", "V0", "callback", "progress")})
+    else:
+        raise UserError(f"unknown method {method!r} ({', '.join(SOLVERS)})")
+    res.choice = choice.reason if choice is not None else f"{method} (given)"
+    return res
 
 
 # --------------------------------------------------------------------------- masked variant
@@ -957,3 +998,54 @@ def masked_directions_of_x0_hat(model, x_t: torch.Tensor, t: int, mask: torch.Te
     options as in :func:`jacobian_of_x0_hat`."""
     with _x0_hat_session(model, x_t, t, cond, max(k, kwargs.get("null_rank", 5)), kwargs) as op:
         return masked_directions(op, None, mask, k=k, **kwargs)
+
+
+
+# ----------------------------------------------------------------------------- solver choice
+SOLVERS = ("auto", "exact", "krylov", "power")
+
+
+def krylov_block(k: int, rule: str = "default") -> int:
+    """Block size of :func:`top_k_svd`. ``default``: ``k + 1`` (``1`` for ``k = 1``); ``auto`` (what
+    ``jacobian_svd(method="auto")`` uses): ``1`` for ``k <= 3`` (plain Golub-Kahan-Lanczos: the fewest
+    passes of every solver bench/jacobian.py measured at k = 1 and 3), else ``ceil(k / 2) + 1`` (fewer
+    passes than ``k + 1`` for a few more sequential calls, about a quarter of ARPACK's calls)."""
+    if rule == "auto":
+        return 1 if k <= 3 else math.ceil(k / 2) + 1
+    return k + (0 if k == 1 else 1)
+
+
+def predicted_krylov_calls(k: int) -> int:
+    """Sequential batched calls the ``auto`` Krylov search is predicted to need: what bench/jacobian.py
+    measured for the ``auto`` block to reach cosine 0.999 on digits-gen (t = 699, test image 0):
+    6 calls at k = 1, 22 at k = 3 (block 1), 12 at k = 5 (block 4), 16 at k = 10 (block 6)."""
+    return 6 if k == 1 else 22 if k <= 3 else 12 if k <= 5 else 16
+
+
+@dataclass(frozen=True)
+class SolverChoice:
+    """What ``method="auto"`` runs and why: ``method`` (exact | krylov), ``block`` (Krylov block size)."""
+
+    method: str
+    block: int | None
+    reason: str
+
+
+def choose_solver(n: int, k: int, max_passes: int | None = None, exact_max_n: int = EXACT_MAX_N,
+                  directions_per_call: int = 32) -> SolverChoice:
+    """The measured rule of ``method="auto"``: the exact path when ``n <= exact_max_n``, its ``n`` VJPs fit
+    ``max_passes`` and its ``ceil(n / directions_per_call)`` sequential calls are no more than the Krylov
+    search is predicted to need (:func:`predicted_krylov_calls`); else Krylov with the ``auto`` block
+    (:func:`krylov_block`)."""
+    b = min(krylov_block(k, "auto"), n)
+    if max_passes is not None and max_passes < 2 * b * math.ceil(k / b):   # the budget only fits block k + 1
+        b = min(krylov_block(k), n)
+    exact_calls = math.ceil(n / max(1, directions_per_call))
+    kry_calls = predicted_krylov_calls(k)
+    if exact_fits(n, max_passes, exact_max_n) and exact_calls <= kry_calls:
+        return SolverChoice("exact", None, f"exact: {exact_calls} batched calls of the n = {n} VJPs <= the "
+                                           f"~{kry_calls} calls Krylov is predicted to need at k = {k}")
+    why = (f"n = {n} > {exact_max_n}" if n > exact_max_n else
+           f"n = {n} VJPs exceed the budget" if not exact_fits(n, max_passes, exact_max_n) else
+           f"exact would take {exact_calls} batched calls > ~{kry_calls} for Krylov")
+    return SolverChoice("krylov", b, f"krylov block {b}: {why}")
