@@ -167,8 +167,10 @@ def unavailable_note(model_id) -> str:
     """A Markdown note for a listed model that cannot be loaded here ('' when it can, or is not listed)."""
     from ..diffusion.registry import list_models
 
+    if not isinstance(model_id, str):   # the API may send anything; the run itself says what is wrong
+        return ""
     for e in list_models(runtime()):
-        if e.model_id == (model_id or "").strip() and not e.available:
+        if e.model_id == model_id.strip() and not e.available:
             if e.kind == "hub":
                 how = (f"its weights are not in the local Hugging Face cache{' and this server is offline' if _offline() else ''}."
                        f" On a machine with internet run `huggingface-cli download {e.model_id}` (same HF_HOME), "

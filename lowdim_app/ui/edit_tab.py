@@ -283,7 +283,7 @@ def _model_changed(model_id):
     """The note for a model not available here; the prompt only for models that are not built-in (the
     built-in digit models are unconditional)."""
 
-    return unavailable_note(model_id), gr.update(visible=(model_id or "").strip() not in BUILTIN_MODELS)
+    return unavailable_note(model_id), gr.update(visible=str(model_id or "").strip() not in BUILTIN_MODELS)
 
 
 def _labelled_transfer(raw, amax, count, editor=None):

@@ -103,4 +103,4 @@ def _samples_stale(model_id, grid):
     note = unavailable_note(model_id)
     if grid is None:
         return gr.skip(), note
-    return None, note or f"*Model changed to `{(model_id or '').strip()}`: press **Sample** for its grid.*"
+    return None, note or f"*Model changed to `{str(model_id or '').strip()}`: press **Sample** for its grid.*"
