@@ -95,7 +95,8 @@ def build() -> None:
     wire_cancellable((go, stop), sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
                      lab="sample", status=repro, concurrency_limit=1, concurrency_id="heavy")
     model.change(model_card, model, card, api_name="model_card", show_progress="hidden")
-    model.change(_samples_stale, [model, grid], [grid, repro], api_name=False, queue=False, show_progress="hidden")
+    # the user's own pick only (.input): an example sets the model and its grid together
+    model.input(_samples_stale, [model, grid], [grid, repro], api_name=False, queue=False, show_progress="hidden")
 
 
 def _samples_stale(model_id, grid):
