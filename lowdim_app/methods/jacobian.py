@@ -1056,5 +1056,5 @@ def choose_solver(n: int, k: int, max_passes: int | None = None, exact_max_n: in
                                            f"to need at k = {k}")
     why = (f"n = {n} > {exact_max_n}" if n > exact_max_n else
            f"n = {n} VJPs exceed the budget" if not exact_fits(n, max_passes, exact_max_n) else
-           f"exact would take {exact_calls} batched calls > ~{kry_calls} for Krylov")
+           f"exact would take {exact_calls} batched calls > {EXACT_CALL_MARGIN} x ~{kry_calls} for Krylov")
     return SolverChoice("krylov", b, f"krylov block {b}: {why}")
