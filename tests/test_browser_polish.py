@@ -91,7 +91,7 @@ def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp
     notes.write_text("not an image\n")
     digits = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[:2]
     page.locator("#mem-files input[type=file]").set_input_files([str(p) for p in digits] + [str(notes)])
-    page.wait_for_function("document.querySelector('#mem-files')?.innerText.includes('notes.txt')", timeout=30_000)
+    page.locator("#mem-files").get_by_text("notes.txt").wait_for(timeout=60_000)   # all three uploaded
     page.locator("#mem-score-btn").click()
     page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
     assert "notes.txt" in page.locator("#mem-summary").inner_text()
