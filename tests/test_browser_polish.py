@@ -18,6 +18,31 @@ def _natural(page, selector: str) -> tuple[int, int]:
     return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
 
 
+def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp_path):
+    from tests.conftest import REPO
+
+    page.get_by_role("tab", name="Memorization").click()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    digits = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[:2]
+    page.locator("#mem-files input[type=file]").set_input_files([str(notes)] + [str(p) for p in digits])
+    for name in ("notes.txt", digits[-1].name):   # all uploaded
+        page.locator("#mem-files").get_by_text(name).first.wait_for(state="attached", timeout=60_000)
+    page.locator("#mem-score-btn").click()
+    page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
+    assert "notes.txt" in page.locator("#mem-summary").inner_text()
+    pairs = page.locator("#mem-nn img")
+    pairs.first.wait_for(state="visible")
+    assert pairs.count() == 2
+    # each pair (image | nearest training image, 2:1) is shown whole: contained, not centre-cropped
+    fit = pairs.first.evaluate("i => getComputedStyle(i).objectFit")
+    assert fit == "contain", fit
+    w, h = _natural(page, "#mem-nn img")
+    assert w > 1.8 * h
+    page.locator("#mem-nn").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
+
+
 def test_edit_results_clear_when_the_image_or_mask_changes(page, artifacts):
     page.get_by_role("tab", name="Edit").click()
     page.locator("#edit-steps input[type=number]").fill("20")
@@ -81,30 +106,6 @@ def test_an_unavailable_hub_model_is_marked_and_explained(page, artifacts):
     assert "--steps 5" not in page.locator("#models-reproduce").inner_text()
     assert "huggingface-cli download google/ddpm-cifar10-32" in page.locator("#models-card").inner_text()
     page.screenshot(path=str(artifacts / "polish_models_unavailable.png"), full_page=False)
-
-
-def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp_path):
-    from tests.conftest import REPO
-
-    page.get_by_role("tab", name="Memorization").click()
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not an image\n")
-    digits = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[:2]
-    page.locator("#mem-files input[type=file]").set_input_files([str(p) for p in digits] + [str(notes)])
-    page.locator("#mem-files").get_by_text("notes.txt").wait_for(timeout=60_000)   # all three uploaded
-    page.locator("#mem-score-btn").click()
-    page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
-    assert "notes.txt" in page.locator("#mem-summary").inner_text()
-    pairs = page.locator("#mem-nn img")
-    pairs.first.wait_for(state="visible")
-    assert pairs.count() == 2
-    # each pair (image | nearest training image, 2:1) is shown whole: contained, not centre-cropped
-    fit = pairs.first.evaluate("i => getComputedStyle(i).objectFit")
-    assert fit == "contain", fit
-    w, h = _natural(page, "#mem-nn img")
-    assert w > 1.8 * h
-    page.locator("#mem-nn").scroll_into_view_if_needed()
-    page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
 
 
 def test_inputs_of_another_mode_are_hidden(page):
