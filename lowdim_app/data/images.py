@@ -70,8 +70,12 @@ def _open(source) -> Image.Image:
 
 
 def check_readable(source) -> None:
-    """Raise :class:`ImageError` unless ``source`` (path or bytes) is a complete image of allowed size."""
-    _open(source)
+    """Raise :class:`ImageError` unless ``source`` (path or bytes) is a complete image of allowed size
+    with something to see (what :func:`load_image` checks, without resizing)."""
+    img = to_rgb_or_gray(_open(source), 3)
+    lo, hi = min(e[0] for e in img.getextrema()), max(e[1] for e in img.getextrema())
+    if lo == hi:
+        raise ImageError(f"the image has no content (every pixel is {lo})")
 
 
 def to_rgb_or_gray(img: Image.Image, channels: int) -> Image.Image:
