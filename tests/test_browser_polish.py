@@ -18,19 +18,16 @@ def _natural(page, selector: str) -> tuple[int, int]:
     return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
 
 
-def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp_path):
+def test_neighbour_pairs_are_whole(page, artifacts):
     from tests.conftest import REPO
 
     page.get_by_role("tab", name="Memorization").click()
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not an image\n")
     digits = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[:2]
-    page.locator("#mem-files input[type=file]").set_input_files([str(notes)] + [str(p) for p in digits])
-    for name in ("notes.txt", digits[-1].name):   # all uploaded
-        page.locator("#mem-files").get_by_text(name).first.wait_for(state="attached", timeout=60_000)
+    page.locator("#mem-files input[type=file]").set_input_files([str(p) for p in digits])
+    for p in digits:
+        page.locator("#mem-files").get_by_text(p.name).first.wait_for(state="attached", timeout=60_000)
     page.locator("#mem-score-btn").click()
     page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
-    assert "notes.txt" in page.locator("#mem-summary").inner_text()
     pairs = page.locator("#mem-nn img")
     pairs.first.wait_for(state="visible")
     assert pairs.count() == 2
@@ -41,6 +38,20 @@ def test_neighbour_pairs_are_whole_and_a_non_image_is_named(page, artifacts, tmp
     assert w > 1.8 * h
     page.locator("#mem-nn").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
+
+
+def test_a_non_image_among_uploads_is_named(client, tmp_path):
+    from gradio_client import handle_file
+
+    from tests.conftest import REPO
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    digit = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[0]
+    out = client.predict([handle_file(str(notes)), handle_file(str(digit))], "digits-dup", "", 50, "", 4, 0, 0,
+                         None, False, api_name="/score")
+    summary = out[3]
+    assert "Skipped: notes.txt" in summary and "of 1 images flagged" in summary, summary
 
 
 def test_edit_results_clear_when_the_image_or_mask_changes(page, artifacts):
