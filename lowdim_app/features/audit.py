@@ -30,11 +30,9 @@ LABELS = {"1": 1, "0": 0, "memorized": 1, "generalized": 0, "true": 1, "false": 
 @dataclass(frozen=True)
 class AuditSettings(Settings):
     COMMAND = "audit"
-    source: str = setting("", positional=True, max_chars=4000,
-                          help="a folder (recursive), a text file of paths, or a glob pattern (quote it)")
+    source: str = sharding.source_setting()
     model: str = model_setting()
-    out: str = setting("", help="output folder (scores.csv, report.html, parts/); rerun with it to resume",
-                       max_chars=1000)
+    out: str = sharding.out_setting("scores.csv, report.html")
     calibration: str = setting("", help="calibration JSON from `calibrate` (empty: the model's shipped one)",
                                max_chars=1000)
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
@@ -290,15 +288,10 @@ class Audit(Feature):
         if bar is not None:
             bar.close()
         scoring_s = time.perf_counter() - t_score
-        counts = torch.tensor([done_now, mine - len(todo)])
-        if run.world > 1:
-            import torch.distributed as dist
-
-            counts = counts.to(state.device)
-            dist.all_reduce(counts)
+        counts = run.total(done_now, mine - len(todo))
         run.barrier()
         res = AuditResult(settings=s, out=Path(s.out), processes=run.world, main=run.is_main,
-                          scored_now=int(counts[0]), skipped_done=int(counts[1]), scoring_seconds=scoring_s,
+                          scored_now=counts[0], skipped_done=counts[1], scoring_seconds=scoring_s,
                           detector=how.calibration.detector_name() if how.calibration else
                           f"{how.metric} of `{how.layer}` at t = {how.t}")
         if run.is_main:

@@ -23,11 +23,9 @@ FILES = "directions"
 @dataclass(frozen=True)
 class DirectionsSettings(Settings):
     COMMAND = "directions"
-    source: str = setting("", positional=True, max_chars=4000,
-                          help="a folder (recursive), a text file of paths, or a glob pattern (quote it)")
+    source: str = sharding.source_setting()
     model: str = model_setting()
-    out: str = setting("", help="output folder (index.csv, directions/, parts/); rerun with it to resume",
-                       max_chars=1000)
+    out: str = sharding.out_setting("index.csv, directions/")
     t: float = setting(0.7, lo=0.01, hi=1.0, label="edit time t/T", help="time as a fraction of T")
     k: int = setting(5, lo=1, hi=MAX_K, help="number of singular vectors per image")
     steps: int = setting(50, lo=4, hi=1000, label="DDIM steps", help="DDIM steps over [0, T] (inversion to t)")
@@ -122,17 +120,10 @@ class Directions(Feature):
             if run.is_main:
                 prog(i / max(1, len(todo)), f"image {i + 1} of {len(todo)} (this process): {Path(path).name}")
             run.write([self._one(s, model, rt, path, digest, folder, prog)])
-        import torch
-
-        counts = torch.tensor([len(todo), mine - len(todo)])
-        if run.world > 1:
-            import torch.distributed as dist
-
-            counts = counts.to(state.device)
-            dist.all_reduce(counts)
+        counts = run.total(len(todo), mine - len(todo))
         run.barrier()
         res = DirectionsResult(settings=s, out=Path(s.out), processes=run.world, main=run.is_main,
-                               done_now=int(counts[0]), already_done=int(counts[1]))
+                               done_now=counts[0], already_done=counts[1])
         if run.is_main:
             res.rows = run.merged(paths)
             run.write_table(INDEX, res.rows)

@@ -40,6 +40,20 @@ def _walk(folder: Path, check) -> list[Path]:
     return out
 
 
+def source_setting():
+    """The SOURCE positional of the sharded commands."""
+    from .settings import setting
+
+    return setting("", positional=True, max_chars=4000,
+                   help="a folder (recursive), a text file of paths, or a glob pattern (quote it)")
+
+
+def out_setting(holds: str):
+    from .settings import setting
+
+    return setting("", help=f"output folder ({holds}, parts/); rerun with it to resume", max_chars=1000)
+
+
 def list_sources(source: str, check=None) -> list[str]:
     """The image paths a SOURCE names: a folder (recursive), a text file of paths (one per line, relative
     to the file's folder; ``#`` comments), or a glob pattern. Sorted, no duplicates; files of any suffix
@@ -116,6 +130,17 @@ class ShardedRun:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def total(self, *counts: int) -> list[int]:
+        """``counts`` summed over every process (all processes must call it)."""
+        if self.state is None or self.world == 1:
+            return list(counts)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(counts, device=self.state.device)
+        dist.all_reduce(t)
+        return [int(v) for v in t.tolist()]
 
     def barrier(self) -> None:
         if self.state is not None and self.world > 1:
