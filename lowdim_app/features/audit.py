@@ -5,7 +5,6 @@ processes (one per GPU, several machines) -- resumable, writing ``scores.csv`` a
 of the single-process run."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -231,7 +230,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
         rep.paragraph(f"score range {np.min(scores):.4g} .. {np.max(scores):.4g}; columns: "
                       + "; ".join(f"{k}: {v}" for k, v in COLUMN_HELP.items()))
     path = Path(s.out) / REPORT
-    sharding._atomic_write(path, rep.render())
+    sharding.atomic_write(path, rep.render())
     return path
 
 
@@ -253,9 +252,7 @@ class Audit(Feature):
         from ..methods.memorization_builtin import BUILTIN_MODELS
 
         t0 = time.perf_counter()
-        rt = runtime_or_default(runtime)
-        if state is not None and state.device.type != "cpu":
-            rt = dataclasses.replace(rt, device=str(state.device))   # one GPU per process
+        rt = sharding.process_runtime(runtime_or_default(runtime), state)
         prog = Progress.wrap(progress, should_stop)
         paths = sharding.list_sources(s.source, check=prog.check)
         model = load(s.model, rt, model)
@@ -266,8 +263,7 @@ class Audit(Feature):
         run = sharding.ShardedRun(Path(s.out), HEADER, identity(s, model, how), state)
         run.open()
         builtin = model.model_id in BUILTIN_MODELS
-        todo = sharding.pending(run, paths)
-        mine = len(run.shard(paths))
+        todo, already = sharding.pending(run, paths)
         bar = None
         if run.is_main and prog.bars:
             from tqdm.auto import tqdm
@@ -288,7 +284,7 @@ class Audit(Feature):
         if bar is not None:
             bar.close()
         scoring_s = time.perf_counter() - t_score
-        counts = run.total(done_now, mine - len(todo))
+        counts = run.total(done_now, already)
         run.barrier()
         res = AuditResult(settings=s, out=Path(s.out), processes=run.world, main=run.is_main,
                           scored_now=counts[0], skipped_done=counts[1], scoring_seconds=scoring_s,

@@ -4,7 +4,6 @@ or glob -- saved as direction files (the ones ``edit --load-direction`` applies)
 sharded over ``torchrun`` / ``accelerate launch`` processes and resumable like ``audit``."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,9 +102,7 @@ class Directions(Feature):
             state=None) -> DirectionsResult:
         """``state``: accelerate's ``PartialState`` when launched by torchrun / accelerate launch."""
         t0 = time.perf_counter()
-        rt = runtime_or_default(runtime)
-        if state is not None and state.device.type != "cpu":
-            rt = dataclasses.replace(rt, device=str(state.device))
+        rt = sharding.process_runtime(runtime_or_default(runtime), state)
         prog = Progress.wrap(progress, should_stop)
         paths = sharding.list_sources(s.source, check=prog.check)
         model = load(s.model, rt, model)
@@ -113,14 +110,13 @@ class Directions(Feature):
         run.open()
         folder = Path(s.out) / FILES
         folder.mkdir(parents=True, exist_ok=True)
-        todo = sharding.pending(run, paths)
-        mine = len(run.shard(paths))
+        todo, already = sharding.pending(run, paths)
         for i, (path, digest) in enumerate(todo):
             prog.check()
             if run.is_main:
                 prog(i / max(1, len(todo)), f"image {i + 1} of {len(todo)} (this process): {Path(path).name}")
             run.write([self._one(s, model, rt, path, digest, folder, prog)])
-        counts = run.total(len(todo), mine - len(todo))
+        counts = run.total(len(todo), already)
         run.barrier()
         res = DirectionsResult(settings=s, out=Path(s.out), processes=run.world, main=run.is_main,
                                done_now=counts[0], already_done=counts[1])

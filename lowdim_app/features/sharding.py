@@ -99,7 +99,7 @@ def content_hash(path: str) -> str:
     return h.hexdigest()[:HASH_CHARS]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w", newline="") as f:
         f.write(text)
@@ -162,7 +162,7 @@ class ShardedRun:
         if self.is_main:
             (self.out / PARTS).mkdir(parents=True, exist_ok=True)
             if not run_file.is_file():
-                _atomic_write(run_file, json.dumps({"identity": self.identity, "columns": self.header}, indent=1))
+                atomic_write(run_file, json.dumps({"identity": self.identity, "columns": self.header}, indent=1))
         self.barrier()
 
     def _check_same(self, saved: dict) -> None:
@@ -201,7 +201,7 @@ class ShardedRun:
         w.writerows(rows)
         path = self.out / PARTS / f"{self.run_id}-r{self.rank:05d}-{self._seq:07d}.csv"
         self._seq += 1
-        _atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
     def merged(self, paths: list[str]) -> list[dict]:
@@ -217,16 +217,22 @@ class ShardedRun:
         w.writeheader()
         w.writerows(rows)
         path = self.out / name
-        _atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
 
-def pending(run: ShardedRun, paths: list[str]) -> list[tuple[str, str]]:
-    """(path, hash) of this process's share that no earlier run has done."""
+def pending(run: ShardedRun, paths: list[str]) -> tuple[list[tuple[str, str]], int]:
+    """(path, hash) of this process's share that no earlier run has done, and how many of its share were done."""
     done = run.done()
-    todo = []
-    for p in run.shard(paths):
-        key = (p, content_hash(p))
-        if key not in done:
-            todo.append(key)
-    return todo
+    share = run.shard(paths)
+    todo = [key for key in ((p, content_hash(p)) for p in share) if key not in done]
+    return todo, len(share) - len(todo)
+
+
+def process_runtime(runtime, state):
+    """The runtime of one process of a run: its own GPU under a multi-GPU launch, else as given."""
+    import dataclasses
+
+    if state is not None and state.device.type != "cpu":
+        return dataclasses.replace(runtime, device=str(state.device))
+    return runtime
