@@ -68,13 +68,11 @@ def load(name: str, seed: int):
         m = load_model(str(d), "cpu")
         return m, m.encode_prompt("a cat")
     if name == "cifar-real":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import real_size  # noqa: F401  (how the exact architectures are built from their configs)
+        from lowdim_app.diffusion import architectures
 
-        m = real_size.build_model("google/ddpm-cifar10-32") if hasattr(real_size, "build_model") else None
-        if m is None:
-            raise SystemExit("bench/real_size.py has no build_model; skip cifar-real")
-        return m, None
+        folder = Path(tempfile.mkdtemp()) / "cifar10"
+        architectures.build("cifar10", folder, layout="subfolder", seed=seed)
+        return load_model(str(folder), "cpu"), None
     raise SystemExit(f"unknown model {name}")
 
 

@@ -13,7 +13,7 @@ network passes the edit search (edit.json) and rank (rank.json, per point) repor
 
 Budgets: each action gets the smallest budget its own checks accept -- a global edit with k = 1 needs
 2 passes (one Krylov iteration), a masked edit ``2k + 4 max(k + 1, 6)`` = 26, rank with k = 2 needs
-``2 (k + 1) + (16 - (k + 1))`` = 19 per point (one Krylov iteration + the Hutchinson probes).
+``2 (k + 1) + 16`` = 22 per point (one Krylov iteration + the Hutchinson probes).
 
 Memory is the process's peak RSS (``getrusage``); on CUDA it would be
 ``torch.cuda.max_memory_allocated`` (``--device cuda`` records both). CPU RSS includes the Python
@@ -102,7 +102,7 @@ EDIT_K = 1
 EDIT_PASSES = 6                                        # global edit: one Krylov iteration needs 2 (k + p) = 2
 LOCAL_PASSES = 2 * EDIT_K + 4 * max(EDIT_K + 1, 6)     # masked edit's minimum (features.edit.EditSettings.min_passes)
 RANK_K = 2
-RANK_PASSES = 20                                       # >= lowrank.min_passes(2) = 2 * 3 + (16 - 3) = 19
+RANK_PASSES = 22                                       # = lowrank.min_passes(2) = 2 * 3 + 16
 
 
 def actions(model: str, is_text: bool, imgs: list[Path], work: Path) -> list[tuple[str, list[str]]]:

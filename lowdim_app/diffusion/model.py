@@ -44,6 +44,8 @@ class Conditioning:
 
 
 StepCallback = Callable[[int, int], None]
+# called after DDIM step i with the new point; returns the point the next step starts from
+AfterStep = Callable[[int, torch.Tensor], torch.Tensor]
 # VAE encode/decode slice: 8 images at 512 px. SD's VAE adds 0.56 (decode) / 0.63 (encode) GiB per 512 px
 # image (float32 CPU peak RSS, bench/jacobian_memory.py), so a slice is about 5 GiB.
 VAE_PIXELS_PER_CALL = 8 * 512 * 512
@@ -499,8 +501,9 @@ class DiffusionModel:
     @torch.no_grad()
     def ddim_sample(self, x_t: torch.Tensor, t_start: int, steps: int, cond: Conditioning | None = None,
                     progress: bool = False, step_callback: StepCallback | None = None,
-                    desc: str = "DDIM sampling") -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) from ``x_t`` at ``t_start`` down to a clean sample."""
+                    desc: str = "DDIM sampling", after_step: AfterStep | None = None) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) from ``x_t`` at ``t_start`` down to a clean sample.
+        ``after_step(i, x)`` (optional) replaces the point after step ``i`` (blended sampling)."""
         ts = self.timesteps(t_start, steps)
         x = x_t.to(self.device, self.dtype)
         for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress, leave=False)):
@@ -508,6 +511,8 @@ class DiffusionModel:
                 step_callback(i, t)
             eps, x0 = self.predict(x, t, cond)
             x = self._ddim_move(eps, x0, ts[i + 1] if i + 1 < len(ts) else None)
+            if after_step is not None:
+                x = after_step(i, x)
         return x.float()
 
     @torch.no_grad()

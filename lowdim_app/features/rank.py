@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..methods import jacobian as jac
-from ..methods.lowrank import DEFAULT_HUTCHINSON, RankPoint, krylov_block, min_passes, rank_along_trajectory
+from ..methods.lowrank import DEFAULT_HUTCHINSON, RANK_SOLVERS, RankPoint, krylov_block, min_passes, rank_along_trajectory
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
 from .edit import DEFAULT_TOL, MAX_PASSES, REFERENCE_N, model_n
@@ -39,6 +39,9 @@ class RankSettings(Settings):
     memory_gb: float | None = setting(None, lo=0.01, hi=4096.0, unit="GB", label="memory budget",
                                       help="memory for batched JVP/VJP calls (auto: 80% of the free CUDA memory, "
                                            "on the CPU half of the available RAM)")
+    solver: str = setting("auto", choices=RANK_SOLVERS, label="solver",
+                          help="auto: the exact Jacobian (n VJPs, the whole spectrum) when n <= 1024 fits max passes, "
+                               "else block Krylov + Hutchinson; exact / krylov force one")
 
     def check(self) -> None:
         need = min_passes(self.k, DEFAULT_HUTCHINSON)
@@ -114,12 +117,12 @@ class Rank(Feature):
         known = n is not None
         n = n if known else REFERENCE_N
         where = "" if known else f" at the reference n = {REFERENCE_N} (n unknown)"
-        if jac.exact_fits(n, s.max_passes):
+        if s.solver == "exact" or (s.solver == "auto" and jac.exact_fits(n, s.max_passes)):
             return Cost(forward=s.steps, vjp=s.points * n,
                         note=f"the trajectory + an exact Jacobian (n = {n} VJPs) per point{where}")
         k = min(s.k, n - 1)
         b = krylov_block(k)
-        extra = max(0, DEFAULT_HUTCHINSON - b)
+        extra = DEFAULT_HUTCHINSON
         krylov = s.max_passes - extra
         return Cost(forward=s.steps, jvp=s.points * (extra + krylov // 2), vjp=s.points * (krylov - krylov // 2),
                     note=f"the trajectory + per point at most {s.max_passes} passes (top-{k} Krylov + Hutchinson, "
@@ -132,7 +135,7 @@ class Rank(Feature):
         pts = rank_along_trajectory(model, steps=s.steps, points=s.points, seed=s.seed, eta=s.eta, k=s.k,
                                     progress=prog.bars, on_point=lambda i, total: prog(i / total, f"point {i}/{total}"),
                                     max_passes=s.max_passes, tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb,
-                                    check=prog.check)
+                                    check=prog.check, solver=s.solver)
         return RankResult(settings=s, model_id=model.model_id, points=pts)
 
     def add_output_arguments(self, p) -> None:

@@ -121,10 +121,50 @@ def invert(model, image: torch.Tensor, t: int, total_steps: int = 50, cond=None,
     return Inversion(x0, x_t, t, steps, cond)
 
 
+@dataclass
+class KeepOutside:
+    """Blended sampling for a local edit: after each of the first ``steps`` DDIM steps, the sample
+    outside ``mask`` is replaced by the unedited (alpha = 0) trajectory at the same step, so the
+    change stays inside the mask; the remaining steps run free and blend the border (the blending
+    step of Avrahami et al. 2022, Blended Diffusion, arXiv:2111.14818, on top of LOCO Edit's
+    null-space projection). ``trajectory[i]`` is the unedited point after step ``i``."""
+
+    mask: torch.Tensor                 # 1 x h x w (sample space), 1 = edit region
+    trajectory: list[torch.Tensor]     # 1 x shape after each DDIM step of the unedited run
+    steps: int
+
+    def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if i >= self.steps:
+            return x
+        m = self.mask.to(x.device, x.dtype)
+        return m * x + (1 - m) * self.trajectory[i].to(x.device, x.dtype)
+
+
+def keep_outside(model, inv: Inversion, sample_mask: torch.Tensor, fraction: float,
+                 check: Callable[[], None] | None = None) -> KeepOutside | None:
+    """:class:`KeepOutside` pinning the first ``fraction`` of the edit's DDIM steps outside
+    ``sample_mask`` (``None`` for ``fraction = 0``); runs the unedited trajectory once (batch 1, so
+    the result does not depend on the strip's batch)."""
+    check_range("keep-outside fraction", fraction, 0.0, 1.0)
+    if fraction == 0:
+        return None
+    trajectory: list[torch.Tensor] = []
+
+    def record(_i: int, x: torch.Tensor) -> torch.Tensor:
+        trajectory.append(x.clone())
+        return x
+
+    model.ddim_sample(inv.x_t, inv.t, inv.steps, inv.cond, desc="unedited trajectory",
+                      step_callback=_step_check(check), after_step=record)
+    return KeepOutside(sample_mask, trajectory, int(round(fraction * len(trajectory))))
+
+
 def edit_strip(model, inv: Inversion, direction: torch.Tensor, alphas: Sequence[float],
-               progress: bool = False, batch_size: int = 16, check: Callable[[], None] | None = None) -> torch.Tensor:
+               progress: bool = False, batch_size: int = 16, check: Callable[[], None] | None = None,
+               keep: KeepOutside | None = None) -> torch.Tensor:
     """Images (pixels) for ``x_t + alpha * direction`` sampled back to 0, one per alpha (batched);
-    ``check()`` runs before every U-Net call (raise there to cancel). The VAE decodes in the model's
+    ``check()`` runs before every U-Net call (raise there to cancel); ``keep`` pins the region
+    outside a local edit's mask (:func:`keep_outside`). The VAE decodes in the model's
     slices (:attr:`~lowdim_app.diffusion.DiffusionModel.vae_batch_size`)."""
     alphas = check_alphas(alphas)
     v = direction.to(inv.x_t.device, inv.x_t.dtype).reshape(1, *inv.x_t.shape[1:])
@@ -133,7 +173,7 @@ def edit_strip(model, inv: Inversion, direction: torch.Tensor, alphas: Sequence[
     out = []
     for i in range(0, len(starts), batch_size):
         z = model.ddim_sample(starts[i:i + batch_size], inv.t, inv.steps, inv.cond, progress=progress, desc="editing",
-                              step_callback=_step_check(check))
+                              step_callback=_step_check(check), after_step=keep)
         if check is not None:
             check()
         out.append(model.decode(z).cpu())

@@ -394,6 +394,8 @@ class JacobianSVD:
     stop_reason: str = "exact"             # exact | converged | budget | exhausted
     fro2_estimate: float | None = None     # ||J||_F^2 from the first (random orthonormal) block, if cold-started
     fro2_probes: int = 0
+    basis: torch.Tensor | None = None      # Krylov: the final orthonormal search basis V (n x m, float64)
+    basis_energy: float | None = None      # Krylov: ||J V||_F^2 of that basis (exact, no extra passes)
     jvp_mode: str = ""
     memory: dict | None = None             # the memory plan the search ran under (MemoryPlan.describe())
     choice: str = ""                       # why this solver ran (jacobian_svd: the auto rule or "given")
@@ -628,7 +630,7 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                       iterations=it, converged=converged, wall_time_s=time.perf_counter() - t0,
                       residuals=res_out.float(), error_estimate=est, history=history, max_passes=max_passes,
                       tol=tol, stop_reason=reason, fro2_estimate=fro2, fro2_probes=b if fro2 is not None else 0,
-                      jvp_mode=op.jvp_mode)
+                      basis=V.detach().cpu(), basis_energy=float(W.pow(2).sum()), jvp_mode=op.jvp_mode)
     return _set_counts(out, op.counter.since(start_count))
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from ..config import REPO_ROOT
 from ..diffusion.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from ..errors import UserError
-from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES
+from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES, KEEP_OUTSIDE
 from ..features.edit import FEATURE as EDIT
 from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
 from ..plots.common import to_pil as fig_to_pil
@@ -184,12 +184,15 @@ def _stream_edit(settings, request, progress, **inputs):
 
 
 @handle_errors
-def edit(editor, state, index, amax, count, seed, progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
+def edit(editor, state, index, amax, count, seed, keep=KEEP_OUTSIDE, progress=gr.Progress(track_tqdm=True),
+         request: gr.Request = None):
     """Edit strip for direction ``index`` (1-based) beside the random-direction control, the change
-    vs alpha, the text with the reproduce line, and the files that line names."""
+    vs alpha, the text with the reproduce line, and the files that line names; ``keep``: the share of
+    a local edit's steps that keep the outside of the mask (blended sampling)."""
     state = _state(state)
     _same_inputs(editor, state["settings"])
-    settings = state["settings"].replace(direction=index, seed=seed)
+    settings = state["settings"].replace(direction=index, seed=seed,
+                                         keep_outside=KEEP_OUTSIDE if keep is None else _tidy(keep))
     settings = settings.replace(alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
     yield from _stream_edit(settings, request, progress, search=state["search"])
 
@@ -355,6 +358,8 @@ def build() -> None:
                 amax = gr.Number(value=6, label="alpha range A ([-A, A])", elem_id="edit-amax")
                 count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of alphas", elem_id="edit-count")
             seed = gr.Number(value=0, precision=0, label="seed of the random control", elem_id="edit-seed")
+            keep = gr.Slider(0, 1, value=KEEP_OUTSIDE, step=0.05, elem_id="edit-keep", visible=False,
+                             label="keep outside the mask (share of the steps on the unedited trajectory)")
             go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn")
             save = gr.Button("Save direction", elem_id="edit-save-btn")
             saved = gr.File(label="Saved direction", elem_id="edit-saved", visible=False, height=80)
@@ -371,7 +376,7 @@ def build() -> None:
     heavy = dict(concurrency_limit=1, concurrency_id="heavy")
     events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
                          [spectrum, vgal, ugal, info, state, index], api_name="find_directions", **heavy),
-              go.click(edit, [editor, state, index, amax, count, seed], [strip_raw, effect, edit_info, files],
+              go.click(edit, [editor, state, index, amax, count, seed, keep], [strip_raw, effect, edit_info, files],
                        api_name="edit", **heavy),
               apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
                           [strip_raw, effect, edit_info, files], api_name="apply_direction", **heavy)]
@@ -387,6 +392,8 @@ def build() -> None:
         event(inputs_changed, [editor, state, strip_raw, made_from],
               [spectrum, vgal, ugal, info, state, strip_raw, strip, effect, edit_info, files],
               api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden")
+    local.change(lambda on: gr.update(visible=bool(on)), local, keep, api_name=False, queue=False,
+                 show_progress="hidden")
     model.change(_model_changed, model, [model_note, prompt], api_name=False, queue=False, show_progress="hidden")
     save.click(save_direction, [state, index], saved, api_name="save_direction").success(
         lambda: gr.update(visible=True), None, saved, api_name=False, queue=False)   # no empty box before a save
