@@ -90,7 +90,7 @@ def _inside_outside(strip, mask, ref=0):
 def test_kept_outside_bounds_the_leakage_of_a_local_edit(digits_gen):
     """Blended sampling on top of LOCO's projection: at t = 0.7T, where the projection alone leaks
     (outside/inside change > 0.3 on this digit), keeping the outside on the unedited trajectory for
-    80% of the steps brings it under 0.3 (bench/local_edit.py: mean 0.19 over 12 held-out digits x 3
+    80% of the steps brings it under 0.3 (bench/local_edit.py: mean 0.15 over 12 held-out digits x 3
     masks); keeping it for all steps leaves the outside exactly the reconstruction; alpha = 0 is the
     reconstruction either way; and an edit does not depend on the other alphas of its strip."""
     x0 = load_digits_split().test_images[1:2]

@@ -38,8 +38,8 @@ DEFAULT_MAX_PASSES = 400
 DEFAULT_TOL = 0.05
 NULL_RANK = 5              # LOCO Edit null-space rank of a masked search
 # share of a local edit's DDIM steps that keep the outside of the mask on the unedited trajectory.
-# bench/local_edit.py (12 held-out digits x 3 masks x alpha +-3, +-6): mean outside/inside change 0.11 / 0.13 /
-# 0.19 at t = 0.3 / 0.5 / 0.7T with 0.8, against 0.57 / 0.51 / 0.58 for LOCO's projection alone
+# bench/local_edit.py (12 held-out digits x 3 masks x alpha +-3, +-6): mean outside/inside change 0.08 / 0.12 /
+# 0.15 at t = 0.3 / 0.5 / 0.7T with 0.8, against 0.43 / 0.61 / 0.73 for LOCO's projection alone
 KEEP_OUTSIDE = 0.8
 REFERENCE_N = 256    # digits-gen (1 x 16 x 16): the size the cost estimate is quoted at when n is unknown
 # the diffusion-space dimension n of the models the app knows by name (the exact architectures)
