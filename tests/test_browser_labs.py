@@ -30,6 +30,7 @@ def test_cancel_in_browser_stops_the_server_run(page, artifacts):
 
     page.get_by_role("tab", name="Theory labs").click()
     page.get_by_role("tab", name="Generalization score").click()
+    page.locator("#molrg-gl-steps input").fill("12000")
     assert cancel_in_browser(page, artifacts / "server.log", "gl_score", "#molrg-gl-run", "#molrg-gl-cancel") == 1
     assert "done" not in page.locator("#molrg-gl-status").inner_text()
     page.screenshot(path=str(artifacts / "gl_cancelled.png"), full_page=True)
@@ -52,3 +53,19 @@ def test_rank_lab_in_browser_streams_and_shows_its_files(page, artifacts):
     assert "--dims 2,2" in cli and "--json out.json --png out.png" in cli
     page.locator("#molrg-rank-plot img, #molrg-rank-plot canvas, #molrg-rank-plot svg").first.wait_for(state="visible")
     page.screenshot(path=str(artifacts / "rank_lab.png"), full_page=True)
+
+
+def test_lab_progress_has_words_before_the_result(page, artifacts):
+    """Progress from the first second: the labs' stage messages reach the browser's progress bar while the
+    run is still going (the worker thread runs in the event's context, where gr.Progress finds its event;
+    without it only a bare timer showed). bench/ui_progress.py measures the seconds."""
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="MoLR-MoG experts").click()
+    page.locator("#theory-molr-run").click()
+    handle = page.wait_for_function(
+        "() => { const e = [...document.querySelectorAll('.progress-level-inner')].find(x => x.offsetParent "
+        "&& /stage 1\\/3/.test(x.innerText)); return e ? e.innerText : false }", timeout=60_000, polling=50)
+    assert "training and sampling" in handle.json_value()
+    assert "done" not in page.locator("#theory-molr-status").inner_text().lower()
+    page.wait_for_function("document.querySelector('#theory-molr-status')?.innerText.toLowerCase().includes('done')",
+                           timeout=240_000)

@@ -103,7 +103,12 @@ class GLScore(Feature):
         t0, rows = time.perf_counter(), []
         for i, d in enumerate(s.d):
             prog(i / len(s.d), f"training {len(s.ratios)} networks for d_k = {d}")
-            new = gl_curve(s, d, should_stop=prog.should_stop)
+
+            def on_step(it: int, i=i, d=d) -> None:
+                prog((i + 0.9 * it / s.steps) / len(s.d),
+                     f"d_k = {d} ({i + 1}/{len(s.d)}): Adam step {it}/{s.steps} of {len(s.ratios)} networks at once")
+
+            new = gl_curve(s, d, should_stop=prog.should_stop, on_step=on_step)
             if new is None:
                 raise Cancelled()
             rows = rows + new

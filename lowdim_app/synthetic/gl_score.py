@@ -177,14 +177,16 @@ def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], shape, si
 
 
 # ----------------------------------------------------------------------------- Fig. 5a
-def gl_curve(st, d: int, should_stop: Callable[[], bool] | None = None) -> list[dict] | None:
+def gl_curve(st, d: int, should_stop: Callable[[], bool] | None = None,
+             on_step: Callable[[int], None] | None = None) -> list[dict] | None:
     """Fig. 5a for one ``d_k = d``: train one network per ratio on ``N_k = round(ratio d)`` samples
     per component (batched), sample ``st.n_eval`` points with the EDM Heun sampler, and score them
     against ``st.n_eval`` fresh MoLRG samples (eq. 21). Returns one row per ratio
     (``d, N_k, ratio, gl, train_loss``), or ``None`` when ``should_stop()`` ended the training.
 
     Uses ``st.n, K, ratios, steps, lr, batch, width, depth, p_mean, p_std, n_eval,
-    sample_steps, seed``; the data of ``d`` depend on ``(seed, d)`` only."""
+    sample_steps, seed``; the data of ``d`` depend on ``(seed, d)`` only. ``on_step(it)`` every
+    ``steps // 20`` Adam steps (progress)."""
     if st.K * d > st.n:
         raise ValueError(f"K * d = {st.K * d} exceeds n = {st.n}")
     seed = int(np.random.SeedSequence([st.seed, d, 5]).generate_state(1)[0])
@@ -200,8 +202,9 @@ def gl_curve(st, d: int, should_stop: Callable[[], bool] | None = None) -> list[
     nv = torch.tensor([st.K * Nk for Nk in Nks])
     losses = {}
     net = train_denoisers(X, nv, st.steps, st.lr, st.batch, st.width, st.depth, seed=seed,
-                          callback=lambda it, loss: losses.__setitem__("last", loss),
-                          callback_every=max(1, st.steps // 10), should_stop=should_stop,
+                          callback=lambda it, loss: (losses.__setitem__("last", loss),
+                                                     on_step(it) if on_step is not None else None),
+                          callback_every=max(1, st.steps // 20), should_stop=should_stop,
                           P_mean=st.p_mean, P_std=st.p_std)
     if should_stop is not None and should_stop():
         return None

@@ -2,6 +2,7 @@
 cancellation."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -284,7 +285,9 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
             finally:
                 results.put(done)
 
-        worker = threading.Thread(target=work, name=f"lowdim-{lab}", daemon=True)
+        # in a copy of the event's context: gr.Progress finds its event there (progress bars from the worker)
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
+                                  daemon=True)
         worker.start()
         try:
             while True:

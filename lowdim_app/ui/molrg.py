@@ -88,11 +88,11 @@ def phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_vari
 
 @handle_errors
 def run_phase_ui(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed,
-                 request: gr.Request = None):
+                 request: gr.Request = None, progress=gr.Progress()):
     """Stream the success-rate heat map as batches (N columns) finish."""
     settings = phase_settings(n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, dae_variant, seed)
     cli = _reproduce(settings)
-    for res in run_in_worker(PHASE, settings, request=request, lab="phase", stream=True):
+    for res in run_in_worker(PHASE, settings, request=request, lab="phase", stream=True, progress=progress):
         if res is None:
             yield unchanged(7)
             continue
@@ -114,11 +114,11 @@ def rank_settings(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed) -> Ran
 
 
 @handle_errors
-def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, request: gr.Request = None):
+def run_rank_ui(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed, request: gr.Request = None, progress=gr.Progress()):
     """Stream the rank-vs-SNR curves as the models (closed form, DAE, MLP) finish."""
     settings = rank_settings(n, d1, d2, N, trajectories, dae_iters, mlp_steps, seed)
     cli = _reproduce(settings)
-    for res in run_in_worker(RANK, settings, request=request, lab="molrg_rank", stream=True):
+    for res in run_in_worker(RANK, settings, request=request, lab="molrg_rank", stream=True, progress=progress):
         if res is None:
             yield unchanged(5)
         elif res.finished:
@@ -135,11 +135,11 @@ def gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed) -> GLSetting
 
 
 @handle_errors
-def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed, request: gr.Request = None):
+def run_gl_ui(n, K, d_values, ratios, steps, width, n_eval, seed, request: gr.Request = None, progress=gr.Progress()):
     """Stream the GL curves (eq. 21) as each d_k's networks finish."""
     settings = gl_settings(n, K, d_values, ratios, steps, width, n_eval, seed)
     cli = _reproduce(settings)
-    for res in run_in_worker(GL, settings, request=request, lab="gl_score", stream=True):
+    for res in run_in_worker(GL, settings, request=request, lab="gl_score", stream=True, progress=progress):
         if res is None:
             yield unchanged(6)
         elif res.finished:
@@ -211,7 +211,7 @@ def build() -> None:
         with gr.Row():
             rtraj = _number(15, "trajectories", R, "trajectories", "molrg-rank-traj")
             rdae = _number(300, "DAE SGD steps (0: skip)", R, "dae_iters", "molrg-rank-dae")
-            rmlp = _number(6000, "MLP Adam steps (0: skip)", R, "mlp_steps", "molrg-rank-mlp")
+            rmlp = _number(3000, "MLP Adam steps (0: skip)", R, "mlp_steps", "molrg-rank-mlp")
             rseed = _number(0, "seed", R, "seed", "molrg-rank-seed")
         with gr.Row():
             rbuttons = run_cancel_buttons("molrg-rank")
@@ -226,16 +226,16 @@ def build() -> None:
 
     with gr.Tab("Generalization score", elem_id="molrg-gl-tab"):
         gr.Markdown("MLP denoisers trained on N_k = ratio x d_k samples per component; GL score (Wang et al. "
-                    "2024, eq. 21) of their samples vs N_k/d_k (Fig. 5a). Curves fill in per d_k (about 1-2 "
-                    "minutes each on 2 CPU cores with these defaults). The paper's grid, d_k = 3..6 and ratios "
+                    "2024, eq. 21) of their samples vs N_k/d_k (Fig. 5a). Curves fill in per d_k; the default (d_k = 3, "
+                    "2000 Adam steps) took 50 s on 2 CPU cores (bench/ui_progress.py). The paper's grid, d_k = 3..6 and ratios "
                     "1..64, is `python -m lowdim_app gl-score --png fig5a.png` (about 20 minutes).")
         with gr.Row():
             gn = _number(48, "n", G, "n", "molrg-gl-n")
             gK = _number(2, "K", G, "K", "molrg-gl-K")
-            gd = gr.Textbox("3,6", label="d_k values", elem_id="molrg-gl-d", info=_info(G, "d"))
+            gd = gr.Textbox("3", label="d_k values", elem_id="molrg-gl-d", info=_info(G, "d"))
             gr_ = gr.Textbox("1,4,16,64", label="N_k/d_k ratios", elem_id="molrg-gl-ratios", info=_info(G, "ratios"))
         with gr.Row():
-            gsteps = _number(12000, "Adam steps", G, "steps", "molrg-gl-steps")
+            gsteps = _number(2000, "Adam steps", G, "steps", "molrg-gl-steps")
             gwidth = _number(256, "MLP width", G, "width", "molrg-gl-width")
             geval = _number(300, "samples for eq. 21", G, "n_eval", "molrg-gl-neval")
             gseed = _number(0, "seed", G, "seed", "molrg-gl-seed")
