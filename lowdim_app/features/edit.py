@@ -387,7 +387,6 @@ class Edit(Feature):
         if s.load_direction:
             raise UserError("a saved direction needs no search; apply it instead")
         prog = Progress.wrap(progress, should_stop)
-        prog(0.0, f"loading {s.model}")
         model = load(s.model, runtime_or_default(runtime), model)
         t = model.timestep_from_fraction(s.t)
         image = load_image_for(model, s.image, s.invert)

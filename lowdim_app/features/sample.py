@@ -66,7 +66,6 @@ class Sample(Feature):
 
     def run(self, s: SampleSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> SampleResult:
         prog = Progress.wrap(progress, should_stop)
-        prog(0.0, f"loading {s.model}")
         model = load(s.model, runtime_or_default(runtime), model)
         cond = conditioning(model, s.prompt, s.guidance)
         prog(0.0, "sampling")

@@ -255,6 +255,12 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
     polls, so the machine is freed within one polling interval."""
     import queue
 
+    if progress is not None:    # a first message at once (the feature's own come after its model loads)
+        model = getattr(settings, "model", None)
+        try:
+            progress(0.0, desc=f"loading {model}" if isinstance(model, str) and model else f"{feature.name}: starting")
+        except Exception:  # progress is best effort (e.g. outside a Gradio event)
+            pass
     with STOP_FLAGS.running(request, lab) as flag:
         results: queue.Queue = queue.Queue()
         taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
