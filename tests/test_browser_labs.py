@@ -69,3 +69,25 @@ def test_lab_progress_has_words_before_the_result(page, artifacts):
     assert "done" not in page.locator("#theory-molr-status").inner_text().lower()
     page.wait_for_function("document.querySelector('#theory-molr-status')?.innerText.toLowerCase().includes('done')",
                            timeout=240_000)
+
+
+def test_lab_examples_run_once_then_show_the_stored_result(page, artifacts):
+    """A lab example fills the inputs, runs once (lazily cached) and shows its result and reproduce line;
+    after a reload the same example shows the stored result again."""
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="Phase transition").click()
+    example = page.locator("#molrg-phase-examples").get_by_text("SVD, one subspace (K = 1)")
+    example.click()
+    page.wait_for_function("document.querySelector('#molrg-phase-status')?.innerText.includes('done')",
+                           timeout=180_000)
+    assert page.locator("#molrg-phase-K input").input_value() == "1"
+    assert "--method svd" in page.locator("#molrg-phase-cli").inner_text()
+    page.screenshot(path=str(artifacts / "phase_example.png"), full_page=True)
+    page.reload()
+    page.wait_for_selector("#tabs", timeout=60_000)
+    page.get_by_role("tab", name="Theory labs").click()
+    page.get_by_role("tab", name="Phase transition").click()
+    page.locator("#molrg-phase-examples").get_by_text("SVD, one subspace (K = 1)").click()
+    page.wait_for_function("document.querySelector('#molrg-phase-status')?.innerText.includes('done')",
+                           timeout=60_000)
+    assert "--method svd" in page.locator("#molrg-phase-cli").inner_text()

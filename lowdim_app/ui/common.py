@@ -420,6 +420,20 @@ def wire_cancellable(buttons: tuple[gr.Button, gr.Button], fn, inputs, outputs, 
     return ev
 
 
+def lab_examples(inputs: dict, outputs, fn, variants: list[tuple[str, dict]], elem_id: str) -> gr.Examples:
+    """Examples for a lab tab: each variant is the tab's defaults (``inputs``: name -> component, in
+    ``fn``'s order) with some inputs changed, under its label; lazily cached -- the first click runs it
+    once, later clicks show the stored result."""
+    names = list(inputs)
+    unknown = {n for _, changes in variants for n in changes} - set(names)
+    if unknown:
+        raise ValueError(f"examples name unknown inputs: {sorted(unknown)}")
+    rows = [[changes.get(n, inputs[n].value) for n in names] for _, changes in variants]
+    return gr.Examples(rows, list(inputs.values()), outputs, fn=fn, cache_examples=True, cache_mode="lazy",
+                       example_labels=[label for label, _ in variants], elem_id=elem_id,
+                       label="Examples (the first click runs one, later clicks show the stored result)")
+
+
 CANCELLED = "**Cancelled**: the run was stopped and the machine is free. Press the button again to rerun."
 
 

@@ -24,6 +24,7 @@ from ..features.settings import coerce, fmt, spec_of
 from .common import (
     Plot,
     handle_errors,
+    lab_examples,
     request_folder,
     run_cancel_buttons,
     run_in_worker,
@@ -190,6 +191,11 @@ def build() -> None:
             png = gr.File(label="PNG", elem_id="molrg-phase-png")
             js = gr.File(label="JSON", elem_id="molrg-phase-json")
         cli = gr.Markdown(elem_id="molrg-phase-cli")
+        phase_inputs = dict(n=n, K=K, d_lo=d_lo, d_hi=d_hi, N_lo=N_lo, N_hi=N_hi, trials=trials, noise=noise,
+                            method=method, variant=variant, seed=seed)
+        lab_examples(phase_inputs, [plot, status, table, csv, png, js, cli], run_phase_ui,
+                     [("clustering, K = 2 (Fig. 4)", {}), ("SVD, one subspace (K = 1)", {"method": "svd", "K": 1}),
+                      ("clustering with noise 0.1", {"noise": 0.1})], elem_id="molrg-phase-examples")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
                          [plot, status, table, csv, png, js, cli], api_name="phase", status=status,
                          concurrency_id="labs", concurrency_limit=2)
@@ -221,6 +227,10 @@ def build() -> None:
             rpng = gr.File(label="PNG", elem_id="molrg-rank-png")
             rjs = gr.File(label="JSON", elem_id="molrg-rank-json")
         rcli = gr.Markdown(elem_id="molrg-rank-cli")
+        lab_examples(dict(n=rn, d1=rd1, d2=rd2, N=rN, traj=rtraj, dae=rdae, mlp=rmlp, seed=rseed),
+                     [rplot, rcsv, rpng, rjs, rcli], run_rank_ui,
+                     [("closed form, DAE and MLP", {}), ("closed form and DAE only (seconds)", {"mlp": 0}),
+                      ("one component (d_2 = 0)", {"d2": 0})], elem_id="molrg-rank-examples")
         wire_cancellable(rbuttons, run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed],
                          [rplot, rcsv, rpng, rjs, rcli], api_name="molrg_rank", concurrency_id="labs", concurrency_limit=2)
 
@@ -248,6 +258,11 @@ def build() -> None:
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
             gjs = gr.File(label="JSON", elem_id="molrg-gl-json")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
+        lab_examples(dict(n=gn, K=gK, d=gd, ratios=gr_, steps=gsteps, width=gwidth, n_eval=geval, seed=gseed),
+                     [gplot, gstatus, gcsv, gpng, gjs, gcli], run_gl_ui,
+                     [("d_k = 3, 2000 steps (under a minute)", {}),
+                      ("d_k = 3 and 6, 12000 steps (Fig. 5a's training; minutes)", {"d": "3,6", "steps": 12000})],
+                     elem_id="molrg-gl-examples")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
                          [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score",
                          status=gstatus, concurrency_id="labs", concurrency_limit=2)

@@ -18,6 +18,7 @@ from ..features.relu_dae import FEATURE as RELU
 from ..features.settings import describe, fmt
 from .common import (
     handle_errors,
+    lab_examples,
     request_folder,
     run_cancel_buttons,
     run_in_worker,
@@ -123,6 +124,8 @@ def build() -> None:
                        _input(RELU, "seed", "theory-relu-seed", "seed")]
                 buttons = run_cancel_buttons("theory-relu")
             outs = _outputs("relu")
+        lab_examples(dict(zip(["data", "p", "sigma", "lam", "tied", "n_mem", "n_gen", "hybrid", "copies", "steps", "sample", "seed"], ins)), outs, run_relu_ui,
+                     [("digits: memorize, generalize, hybrid", {}), ("Gaussian mixture (d = 64)", {"data": "mog"})], elem_id="theory-relu-examples")
         wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
 
@@ -146,6 +149,10 @@ def build() -> None:
                        _input(MOG, "seed", "theory-mog-seed", "seed")]
                 buttons = run_cancel_buttons("theory-mog")
             outs = _outputs("mog")
+        lab_examples(dict(zip(["d", "mu_norm", "t_large", "t_small", "eta_large", "eta_small", "iters_large", "iters_small", "K", "n_batch",
+                  "seed"], ins)), outs, run_mog_ui,
+                     [("K = 2: power iteration, then EM", {}),
+                          ("K = 3: soft-max student", {"K": 3, "iters_small": 200})], elem_id="theory-mog-examples")
         wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
 
@@ -165,5 +172,8 @@ def build() -> None:
                        _input(MOLR, "seed", "theory-molr-seed", "seed")]
                 buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
+        lab_examples(dict(zip(["data", "K", "D", "d", "n_modes", "steps", "seed"], ins)), outs, run_molr_ui,
+                     [("synthetic: K = 3 subspaces, d_k = 2", {}),
+                           ("digits: one subspace per class", {"data": "digits", "K": 10, "d": 8, "n_modes": 4})], elem_id="theory-molr-examples")
         wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
