@@ -197,8 +197,8 @@ def _gr_progress(progress):
         return Progress(None, bars=True)
 
     def show(fraction, message):
-        if fraction >= 1.0 and str(message).strip().lower() in ("done", "finished"):
-            return   # gradio would show "done (done)": the result itself says the run ended
+        if fraction is not None and fraction >= 1.0:
+            return   # the result itself says the run ended (a 100% bar would cover it until the event closes)
         try:
             progress(fraction, desc=message)
         except Exception:  # progress is best effort (e.g. outside a Gradio event)

@@ -165,6 +165,7 @@ def build() -> None:
                     "(best permutation) is at most 0.5; red dashes: N_k = d, the boundary of Thm. 2 and 4. "
                     f"The web app runs up to {WEB_MAX_PROBLEMS} cells x trials; the reproduce line runs any "
                     "grid.")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             n = _number(48, "n", P, "n", "molrg-phase-n")
             K = _number(2, "K (1-3)", P, "K", "molrg-phase-K")
@@ -193,9 +194,10 @@ def build() -> None:
         cli = gr.Markdown(elem_id="molrg-phase-cli")
         phase_inputs = dict(n=n, K=K, d_lo=d_lo, d_hi=d_hi, N_lo=N_lo, N_hi=N_hi, trials=trials, noise=noise,
                             method=method, variant=variant, seed=seed)
-        lab_examples(phase_inputs, [plot, status, table, csv, png, js, cli], run_phase_ui,
-                     [("clustering, K = 2 (Fig. 4)", {}), ("SVD, one subspace (K = 1)", {"method": "svd", "K": 1}),
-                      ("clustering with noise 0.1", {"noise": 0.1})], elem_id="molrg-phase-examples")
+        with examples_slot:
+            lab_examples(phase_inputs, [plot, status, table, csv, png, js, cli], run_phase_ui,
+                         [("clustering, K = 2 (Fig. 4)", {}), ("SVD, one subspace (K = 1)", {"method": "svd", "K": 1}),
+                          ("clustering with noise 0.1", {"noise": 0.1})], elem_id="molrg-phase-examples")
         wire_cancellable(buttons, run_phase_ui, [n, K, d_lo, d_hi, N_lo, N_hi, trials, noise, method, variant, seed],
                          [plot, status, table, csv, png, js, cli], api_name="phase", status=status,
                          concurrency_id="labs", concurrency_limit=2)
@@ -209,6 +211,7 @@ def build() -> None:
                     "a large training budget, as the U-Net does in Fig. 7a (width and batch: "
                     "`molrg-rank --mlp-width --mlp-batch`; `bench/rank_budget.py` compares budgets). "
                     "Curves appear as each model finishes.")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             rn = _number(48, "n", R, "n", "molrg-rank-n")
             rd1 = _number(6, "d_1", R, "dims", "molrg-rank-d1", full=False)
@@ -227,10 +230,11 @@ def build() -> None:
             rpng = gr.File(label="PNG", elem_id="molrg-rank-png")
             rjs = gr.File(label="JSON", elem_id="molrg-rank-json")
         rcli = gr.Markdown(elem_id="molrg-rank-cli")
-        lab_examples(dict(n=rn, d1=rd1, d2=rd2, N=rN, traj=rtraj, dae=rdae, mlp=rmlp, seed=rseed),
-                     [rplot, rcsv, rpng, rjs, rcli], run_rank_ui,
-                     [("closed form, DAE and MLP", {}), ("closed form and DAE only (seconds)", {"mlp": 0}),
-                      ("one component (d_2 = 0)", {"d2": 0})], elem_id="molrg-rank-examples")
+        with examples_slot:
+            lab_examples(dict(n=rn, d1=rd1, d2=rd2, N=rN, traj=rtraj, dae=rdae, mlp=rmlp, seed=rseed),
+                         [rplot, rcsv, rpng, rjs, rcli], run_rank_ui,
+                         [("closed form, DAE and MLP", {}), ("closed form and DAE only (seconds)", {"mlp": 0}),
+                          ("one component (d_2 = 0)", {"d2": 0})], elem_id="molrg-rank-examples")
         wire_cancellable(rbuttons, run_rank_ui, [rn, rd1, rd2, rN, rtraj, rdae, rmlp, rseed],
                          [rplot, rcsv, rpng, rjs, rcli], api_name="molrg_rank", concurrency_id="labs", concurrency_limit=2)
 
@@ -239,6 +243,7 @@ def build() -> None:
                     "2024, eq. 21) of their samples vs N_k/d_k (Fig. 5a). Curves fill in per d_k; the default (d_k = 3, "
                     "2000 Adam steps) took 50 s on 2 CPU cores (bench/ui_progress.py). The paper's grid, d_k = 3..6 and ratios "
                     "1..64, is `python -m lowdim_app gl-score --png fig5a.png` (about 20 minutes).")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             gn = _number(48, "n", G, "n", "molrg-gl-n")
             gK = _number(2, "K", G, "K", "molrg-gl-K")
@@ -258,11 +263,12 @@ def build() -> None:
             gpng = gr.File(label="PNG", elem_id="molrg-gl-png")
             gjs = gr.File(label="JSON", elem_id="molrg-gl-json")
         gcli = gr.Markdown(elem_id="molrg-gl-cli")
-        lab_examples(dict(n=gn, K=gK, d=gd, ratios=gr_, steps=gsteps, width=gwidth, n_eval=geval, seed=gseed),
-                     [gplot, gstatus, gcsv, gpng, gjs, gcli], run_gl_ui,
-                     [("d_k = 3, 2000 steps (under a minute)", {}),
-                      ("d_k = 3 and 6, 12000 steps (Fig. 5a's training; minutes)", {"d": "3,6", "steps": 12000})],
-                     elem_id="molrg-gl-examples")
+        with examples_slot:
+            lab_examples(dict(n=gn, K=gK, d=gd, ratios=gr_, steps=gsteps, width=gwidth, n_eval=geval, seed=gseed),
+                         [gplot, gstatus, gcsv, gpng, gjs, gcli], run_gl_ui,
+                         [("d_k = 3, 2000 steps (under a minute)", {}),
+                          ("d_k = 3 and 6, 12000 steps (Fig. 5a's training; minutes)", {"d": "3,6", "steps": 12000})],
+                         elem_id="molrg-gl-examples")
         wire_cancellable(gbuttons, run_gl_ui, [gn, gK, gd, gr_, gsteps, gwidth, geval, gseed],
                          [gplot, gstatus, gcsv, gpng, gjs, gcli], api_name="gl_score",
                          status=gstatus, concurrency_id="labs", concurrency_limit=2)

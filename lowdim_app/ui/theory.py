@@ -27,6 +27,10 @@ from .common import (
 )
 
 OUT_FLAGS = "--json out.json --png out.png"
+# the inputs of each lab's handler, in its argument order
+RELU_INPUTS = ("data", "p", "sigma", "lam", "tied", "n_mem", "n_gen", "hybrid", "copies", "steps", "sample", "seed")
+MOG_INPUTS = ("d", "mu_norm", "t_large", "t_small", "eta_large", "eta_small", "iters_large", "iters_small", "K",
+              "n_batch", "seed")
 
 
 def status(res) -> str:
@@ -108,24 +112,29 @@ def build() -> None:
                     "`r_i x_i`, eq. 9, spiky representations); many samples / few units generalize (blocks span the "
                     "top principal components, eq. 8); duplicated samples are memorized inside a generalizing "
                     "model (Cor. 3.4). DDIM samples from DAEs on a noise grid (eq. 1, App. B.1).")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             with gr.Column(scale=1):
-                ins = [_input(RELU, "data", "theory-relu-data", "data"),
-                       _input(RELU, "p", "theory-relu-p", "hidden units p"),
-                       _input(RELU, "sigma", "theory-relu-sigma", "sigma"),
-                       _input(RELU, "lam", "theory-relu-lam", "weight decay lambda"),
-                       _input(RELU, "tied", "theory-relu-tied", "tied weights"),
-                       _input(RELU, "n_mem", "theory-relu-nmem", "memorization samples", value=5),
-                       _input(RELU, "n_gen", "theory-relu-ngen", "generalization samples", value=1438),
-                       _input(RELU, "hybrid", "theory-relu-hybrid", "hybrid (duplicated samples)"),
-                       _input(RELU, "copies", "theory-relu-copies", "copies of each duplicated sample"),
-                       _input(RELU, "steps", "theory-relu-steps", "training steps"),
-                       _input(RELU, "sample", "theory-relu-sample", "DDIM samples"),
-                       _input(RELU, "seed", "theory-relu-seed", "seed")]
-                buttons = run_cancel_buttons("theory-relu")
+                buttons = run_cancel_buttons("theory-relu")   # the main action above the fold
+                c = {"data": _input(RELU, "data", "theory-relu-data", "data"),
+                     "n_mem": _input(RELU, "n_mem", "theory-relu-nmem", "memorization samples", value=5),
+                     "n_gen": _input(RELU, "n_gen", "theory-relu-ngen", "generalization samples", value=1438),
+                     "hybrid": _input(RELU, "hybrid", "theory-relu-hybrid", "hybrid (duplicated samples)")}
+                with gr.Accordion("Advanced", open=False, elem_id="theory-relu-advanced"):
+                    c.update(p=_input(RELU, "p", "theory-relu-p", "hidden units p"),
+                             sigma=_input(RELU, "sigma", "theory-relu-sigma", "sigma"),
+                             lam=_input(RELU, "lam", "theory-relu-lam", "weight decay lambda"),
+                             tied=_input(RELU, "tied", "theory-relu-tied", "tied weights"),
+                             copies=_input(RELU, "copies", "theory-relu-copies", "copies of each duplicated sample"),
+                             steps=_input(RELU, "steps", "theory-relu-steps", "training steps"),
+                             sample=_input(RELU, "sample", "theory-relu-sample", "DDIM samples"),
+                             seed=_input(RELU, "seed", "theory-relu-seed", "seed"))
+                ins = [c[n] for n in RELU_INPUTS]
             outs = _outputs("relu")
-        lab_examples(dict(zip(["data", "p", "sigma", "lam", "tied", "n_mem", "n_gen", "hybrid", "copies", "steps", "sample", "seed"], ins)), outs, run_relu_ui,
-                     [("digits: memorize, generalize, hybrid", {}), ("Gaussian mixture (d = 64)", {"data": "mog"})], elem_id="theory-relu-examples")
+        with examples_slot:
+            lab_examples(dict(zip(RELU_INPUTS, ins)), outs, run_relu_ui,
+                         [("digits: memorize, generalize, hybrid", {}), ("Gaussian mixture (d = 64)", {"data": "mog"})],
+                         elem_id="theory-relu-examples")
         wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
 
@@ -134,25 +143,28 @@ def build() -> None:
                     "(Shah et al. 2023, arXiv:2307.01178): power iteration at large noise (Lemma 8, the angle "
                     "contracts by Lemma 9), (gradient) EM at small noise (Lemma C.7), and the two-stage schedule. "
                     "K > 2 uses the soft-max student (give it ~200 small-noise iterations).")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             with gr.Column(scale=1):
-                ins = [_input(MOG, "d", "theory-mog-d", "d"),
-                       _input(MOG, "mu_norm", "theory-mog-mu", "||mu*||"),
-                       _input(MOG, "t_large", "theory-mog-tlarge", "large-noise t"),
-                       _input(MOG, "t_small", "theory-mog-tsmall", "small-noise t"),
-                       _input(MOG, "eta_large", "theory-mog-etalarge", "eta (large noise)"),
-                       _input(MOG, "eta_small", "theory-mog-etasmall", "eta (small noise)"),
-                       _input(MOG, "iters_large", "theory-mog-iterslarge", "iterations (large noise)"),
-                       _input(MOG, "iters_small", "theory-mog-iterssmall", "iterations (small noise)"),
-                       _input(MOG, "K", "theory-mog-k", "components K"),
-                       _input(MOG, "n_batch", "theory-mog-batch", "samples per GD step"),
-                       _input(MOG, "seed", "theory-mog-seed", "seed")]
-                buttons = run_cancel_buttons("theory-mog")
+                buttons = run_cancel_buttons("theory-mog")   # the main action above the fold
+                c = {"d": _input(MOG, "d", "theory-mog-d", "d"),
+                     "mu_norm": _input(MOG, "mu_norm", "theory-mog-mu", "||mu*||"),
+                     "K": _input(MOG, "K", "theory-mog-k", "components K")}
+                with gr.Accordion("Advanced", open=False, elem_id="theory-mog-advanced"):
+                    c.update(t_large=_input(MOG, "t_large", "theory-mog-tlarge", "large-noise t"),
+                             t_small=_input(MOG, "t_small", "theory-mog-tsmall", "small-noise t"),
+                             eta_large=_input(MOG, "eta_large", "theory-mog-etalarge", "eta (large noise)"),
+                             eta_small=_input(MOG, "eta_small", "theory-mog-etasmall", "eta (small noise)"),
+                             iters_large=_input(MOG, "iters_large", "theory-mog-iterslarge", "iterations (large noise)"),
+                             iters_small=_input(MOG, "iters_small", "theory-mog-iterssmall", "iterations (small noise)"),
+                             n_batch=_input(MOG, "n_batch", "theory-mog-batch", "samples per GD step"),
+                             seed=_input(MOG, "seed", "theory-mog-seed", "seed"))
+                ins = [c[n] for n in MOG_INPUTS]
             outs = _outputs("mog")
-        lab_examples(dict(zip(["d", "mu_norm", "t_large", "t_small", "eta_large", "eta_small", "iters_large", "iters_small", "K", "n_batch",
-                  "seed"], ins)), outs, run_mog_ui,
-                     [("K = 2: power iteration, then EM", {}),
-                          ("K = 3: soft-max student", {"K": 3, "iters_small": 200})], elem_id="theory-mog-examples")
+        with examples_slot:
+            lab_examples(dict(zip(MOG_INPUTS, ins)), outs, run_mog_ui,
+                         [("K = 2: power iteration, then EM", {}),
+                              ("K = 3: soft-max student", {"K": 3, "iters_small": 200})], elem_id="theory-mog-examples")
         wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
 
@@ -161,8 +173,10 @@ def build() -> None:
                     "(Yang et al. 2026, arXiv:2601.01475, §4): MoE-latent MoG (eq. 3), MoE-latent Gaussian "
                     "(MoLRG, Wang et al. 2024) and a generic latent MLP. Digits: one per-class PCA encoder, K = 10 "
                     "(set d_k to e.g. 8 and n_k = 4).")
+        examples_slot = gr.Column()   # the examples sit above the inputs
         with gr.Row():
             with gr.Column(scale=1):
+                buttons = run_cancel_buttons("theory-molr")   # the main action above the fold
                 ins = [_input(MOLR, "data", "theory-molr-data", "data"),
                        _input(MOLR, "K", "theory-molr-k", "subspaces K (digits: 10)"),
                        _input(MOLR, "D", "theory-molr-D", "ambient D (synthetic)"),
@@ -170,10 +184,10 @@ def build() -> None:
                        _input(MOLR, "n_modes", "theory-molr-nk", "modes n_k"),
                        _input(MOLR, "steps", "theory-molr-steps", "training steps"),
                        _input(MOLR, "seed", "theory-molr-seed", "seed")]
-                buttons = run_cancel_buttons("theory-molr")
             outs = _outputs("molr")
-        lab_examples(dict(zip(["data", "K", "D", "d", "n_modes", "steps", "seed"], ins)), outs, run_molr_ui,
-                     [("synthetic: K = 3 subspaces, d_k = 2", {}),
-                           ("digits: one subspace per class", {"data": "digits", "K": 10, "d": 8, "n_modes": 4})], elem_id="theory-molr-examples")
+        with examples_slot:
+            lab_examples(dict(zip(["data", "K", "D", "d", "n_modes", "steps", "seed"], ins)), outs, run_molr_ui,
+                         [("synthetic: K = 3 subspaces, d_k = 2", {}),
+                               ("digits: one subspace per class", {"data": "digits", "K": 10, "d": 8, "n_modes": 4})], elem_id="theory-molr-examples")
         wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2], concurrency_id="labs",
                          concurrency_limit=2)
