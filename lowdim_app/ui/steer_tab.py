@@ -155,6 +155,7 @@ def build() -> None:
                 "samples per target digit): memorized samples need a larger strength to reach P(target) = 0.5 "
                 "(median a = 0.88 vs 0.44 for digit 4, 1.12 vs 0.75 for digit 7) and change more abruptly between "
                 "neighbouring strengths (largest one-step RMS change, median 0.26 vs 0.14 and 0.23 vs 0.17).")
+    examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
@@ -169,19 +170,21 @@ def build() -> None:
                 source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
                 a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax")
                 count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
-            source_image = Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source", height=160)
+            contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
+                                   elem_id="steer-contrast")
+            with gr.Row():   # the main action above the fold
+                go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
+            with gr.Accordion("Source image, saved vector", open=False, elem_id="steer-more"):
+                source_image = Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source",
+                                     height=160)
+                vector_in = gr.File(label="or apply a saved steering vector (.safetensors; replaces the concept)",
+                                    file_types=[".safetensors"], elem_id="steer-vector-in")
             with gr.Accordion("Vector", open=False):
                 kind = gr.Radio(list(KINDS), value="recipe", label="kind", elem_id="steer-kind")
                 layers = gr.Textbox(label="layers (comma-separated; empty: recipe)", elem_id="steer-layers")
                 seed = gr.Number(value=0, precision=0, label="seed (prompt concept images, noise of the concept features)",
                                  elem_id="steer-vector-seed")
-            contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
-                                   elem_id="steer-contrast")
-            vector_in = gr.File(label="or apply a saved steering vector (.safetensors; replaces the concept)",
-                                file_types=[".safetensors"], elem_id="steer-vector-in")
-            with gr.Row():
-                go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
-                stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="steer-info")
             strip_raw = gr.Image(visible="hidden", format="png", elem_id="steer-strip-raw")   # the API's strips
@@ -195,10 +198,12 @@ def build() -> None:
                            interactive=False, elem_id="steer-files-out")
             vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
                                  interactive=False, elem_id="steer-vector-out")
-    gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
-                [model, mode, digit, source_seed, contrast], [strip_raw, curve, contrast_raw, info, used, vector_out],
-                fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
-                label="Examples: steer the hybrid model towards a digit class, with its memorized/generalized contrast pair")
+    with examples_slot:
+        gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
+                    [model, mode, digit, source_seed, contrast], [strip_raw, curve, contrast_raw, info, used, vector_out],
+                    fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
+                    label="Examples: steer the hybrid model towards a digit class, with its memorized/generalized "
+                          "contrast pair")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
                           contrast, seed, vector_in],
                   [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", concurrency_limit=1,
