@@ -31,3 +31,18 @@ def test_bad_input_is_a_clear_error(client, args, message):
 def test_model_card_endpoint(client):
     card = client.predict("digits-mem", api_name="/model_card")
     assert "digits-mem" in card and "near-copy share" in card and "wall time" in card
+
+
+def test_hub_examples_only_for_models_this_server_has(monkeypatch):
+    """Examples for hub models appear when their weights are here, and not otherwise (offline, no cache)."""
+    from lowdim_app.diffusion.registry import ModelEntry
+    from lowdim_app.ui import models_tab
+
+    entries = [ModelEntry("digits-gen", "", "builtin", True),
+               ModelEntry("CompVis/stable-diffusion-v1-4", "", "hub", True),
+               ModelEntry("google/ddpm-cifar10-32", "", "hub", False)]
+    monkeypatch.setattr(models_tab, "list_models", lambda rt: entries)
+    rows = models_tab._hub_examples()
+    assert [r[0] for r in rows] == ["CompVis/stable-diffusion-v1-4"] and len(rows[0]) == 6
+    monkeypatch.setattr(models_tab, "list_models", lambda rt: entries[:1])
+    assert models_tab._hub_examples() == []

@@ -152,3 +152,29 @@ def test_cancel_shows_a_cancelled_state_not_errors(page, artifacts):
     assert "machine is free" in page.locator("#edit-info").inner_text()
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "polish_edit_cancelled.png"), full_page=False)
+
+
+def test_main_action_above_the_fold_and_examples_on_top(page, artifacts):
+    """Layout: in a 1400 x 1100 window every tab's main button is visible without scrolling, and the
+    tabs' examples sit above their inputs."""
+    tabs = [("Models", None, "#models-sample-btn", "#models-examples"),
+            ("Edit", None, "#edit-find-btn", None),
+            ("Memorization", None, "#mem-score-btn", "#mem-examples"),
+            ("Steer", None, "#steer-btn", "#steer-examples"),
+            ("Theory labs", "Phase transition", "#molrg-phase-run", "#molrg-phase-examples"),
+            ("Theory labs", "Low-rank denoiser", "#molrg-rank-run", "#molrg-rank-examples"),
+            ("Theory labs", "Generalization score", "#molrg-gl-run", "#molrg-gl-examples"),
+            ("Theory labs", "Memorize vs generalize", "#theory-relu-run", "#theory-relu-examples"),
+            ("Theory labs", "Gaussian mixtures via DDPM", "#theory-mog-run", "#theory-mog-examples"),
+            ("Theory labs", "MoLR-MoG experts", "#theory-molr-run", "#theory-molr-examples")]
+    for tab, sub, button, examples in tabs:
+        page.get_by_role("tab", name=tab).click()
+        if sub:
+            page.get_by_role("tab", name=sub).click()
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator(button).first.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 1100, (tab, sub, box)
+        if examples:
+            ex = page.locator(examples).first.bounding_box()
+            assert ex is not None and ex["y"] < box["y"], (tab, sub, ex, box)
+    page.screenshot(path=str(artifacts / "polish_layout_molr.png"))

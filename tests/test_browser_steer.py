@@ -8,8 +8,8 @@ def test_a_steer_example_shows_its_strip(page, artifacts):
     page.wait_for_function("document.querySelector('#steer-info')?.innerText.includes('--concept digit:7')",
                            timeout=240_000)
     assert "--model digits-dup" in page.locator("#steer-info").inner_text()
-    for image in ("#steer-strip img", "#steer-contrast-img img"):
-        assert page.locator(image).evaluate("i => i.naturalWidth") >= 128
+    for image in ("#steer-strip img", "#steer-contrast-img img"):   # labelled from the raw strips right after
+        page.wait_for_function(f"(document.querySelector('{image}')?.naturalWidth || 0) >= 128", timeout=60_000)
     assert "digits-dup" in page.locator("#steer-model input").input_value()
     page.screenshot(path=str(artifacts / "steer_example.png"), full_page=True)
 

@@ -318,8 +318,6 @@ def build() -> None:
             editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
                                  height=320, value=EXAMPLES[0] if EXAMPLES else None,
                                  brush=gr.Brush(default_size=2, colors=["#ff3030"], color_mode="fixed"))
-            if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
             model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="edit-model")
             model_note = gr.Markdown(elem_id="edit-model-note")
@@ -331,6 +329,11 @@ def build() -> None:
                 local = gr.Checkbox(label="local edit (painted mask)", elem_id="edit-local")
             prompt = gr.Textbox(label="Prompt (text models; the Jacobian is of the conditional x0_hat, no CFG)",
                                 elem_id="edit-prompt", visible=DEFAULT_MODEL not in BUILTIN_MODELS)
+            with gr.Row():   # the main action above the fold
+                find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
+            if EXAMPLES:
+                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
             with gr.Accordion("Advanced", open=False, elem_id="edit-advanced"):
                 with gr.Row():
                     max_passes = gr.Number(value=DEFAULT_MAX_PASSES, precision=0, minimum=2, maximum=MAX_PASSES,
@@ -340,9 +343,6 @@ def build() -> None:
                                     label="tolerance (estimated subspace error)", elem_id="edit-tol")
                 jvp = gr.Radio(list(JVP_MODES), value=DEFAULT_JVP_MODE, elem_id="edit-jvp",
                                label="JVP: central difference (low memory) or exact forward-mode AD")
-            with gr.Row():
-                find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
-                stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="edit-info")
             spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",

@@ -143,6 +143,7 @@ def build() -> None:
                 "Alg. 1); the denoising error (Carlini et al. 2023, arXiv:2301.13188) is the other detector. Each "
                 "built-in model's shipped calibration (`assets/calibrations/`) picks the detector that separates its "
                 "near-copies from novel images best; choose `std` under *metric* for the paper's score.")
+    examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
         with gr.Column(scale=1):
             # no file_types filter: a file that is not an image reaches the feature, which names it as skipped
@@ -186,12 +187,15 @@ def build() -> None:
                 cal_text = gr.Markdown(elem_id="cal-text")
                 cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
     examples = sorted(str(p) for p in runtime().examples.glob("digit_*.png"))
-    gr.Examples([[None, "digits-mem", "", 50, "", 4, 16, 0], [None, "digits-gen", "", 50, "", 4, 16, 0]]
-                + ([[examples, "digits-dup", "", 50, "", 4, 0, 0]] if examples else []),
-                [files, model, layer, t, metric, n_noise, n_gen, seed],
-                [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
-                label="Examples: 16 samples of the memorizing model, 16 of the generalizing one, held-out digits",
-                elem_id="mem-examples")
+    with examples_slot:
+        gr.Examples([[None, "digits-mem", "", 50, "", 4, 16, 0], [None, "digits-gen", "", 50, "", 4, 16, 0]]
+                    + ([[examples, "digits-dup", "", 50, "", 4, 0, 0]] if examples else []),
+                    [files, model, layer, t, metric, n_noise, n_gen, seed],
+                    [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
+                    example_labels=["16 samples of digits-mem (memorizing)", "16 samples of digits-gen (generalizing)"]
+                    + (["held-out digits on digits-dup"] if examples else []),
+                    label="Examples (the first click runs one, later clicks show the stored result)",
+                    elem_id="mem-examples")
     if not runtime().public:
         build_audit()
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert],

@@ -62,9 +62,20 @@ def sample(model_id: str, n, seed, steps, prompt: str = "", guidance=7.5, progre
             yield result.images()["grid"], f"Reproduce: `{result.reproduce(extra='--out grid.png')}`"
 
 
+HUB_EXAMPLES = {"CompVis/stable-diffusion-v1-4": [4, 0, 25, "a photo of a red house", 7.5],
+                "google/ddpm-cifar10-32": [16, 0, 50, "", 7.5], "google/ddpm-ema-celebahq-256": [4, 0, 50, "", 7.5]}
+
+
+def _hub_examples() -> list[list]:
+    """Example rows for the allow-listed hub models whose weights this server has (none offline without them)."""
+    have = {e.model_id for e in list_models(runtime()) if e.kind == "hub" and e.available}
+    return [[m, *row] for m, row in HUB_EXAMPLES.items() if m in have]
+
+
 def build() -> None:
     gr.Markdown("Pick a model, sample a grid (DDIM, seeded), and read the model's card. "
                 "Built-in models run offline on a CPU; hub models need their weights in the local cache.")
+    examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
@@ -82,10 +93,14 @@ def build() -> None:
             grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520,
                             interactive=False)
             repro = gr.Markdown(elem_id="models-reproduce")
-    gr.Examples([[m, 16, 0, 50, "", 7.5] for m in ("digits-gen", "digits-mem", "digits-dup")],
-                [model, n, seed, steps, prompt, guidance], [grid, repro], fn=sample, cache_examples=True,
-                cache_mode="lazy", label="Examples: the three built-in regimes (generalize, memorize, hybrid)",
-                elem_id="models-examples")
+    hub = _hub_examples()
+    with examples_slot:
+        gr.Examples([[m, 16, 0, 50, "", 7.5] for m in ("digits-gen", "digits-mem", "digits-dup")] + hub,
+                    [model, n, seed, steps, prompt, guidance], [grid, repro], fn=sample, cache_examples=True,
+                    cache_mode="lazy", label="Examples (the first click runs one, later clicks show the stored result)",
+                    example_labels=["digits-gen (generalizes)", "digits-mem (memorizes)", "digits-dup (hybrid)"]
+                    + [f"{r[0]}: {r[4] or 'unconditional'}" for r in hub],
+                    elem_id="models-examples")
     with gr.Accordion("Model card", open=True):
         card = gr.Markdown(value=_initial_card(), elem_id="models-card")
     with gr.Accordion("All models", open=False):

@@ -202,8 +202,9 @@ def build() -> None:
         gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
                     [model, mode, digit, source_seed, contrast], [strip_raw, curve, contrast_raw, info, used, vector_out],
                     fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
-                    label="Examples: steer the hybrid model towards a digit class, with its memorized/generalized "
-                          "contrast pair")
+                    example_labels=["digits-dup towards a 4 (seed 1)",
+                                    "digits-dup towards a 7 (seed 3)"],
+                    label="Examples (the first click runs one, later clicks show the stored result)")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
                           contrast, seed, vector_in],
                   [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", concurrency_limit=1,
