@@ -9,6 +9,8 @@ Cancel stops the computation through ``STOP_FLAGS``.
 """
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 
 from ..features.base import dumps
@@ -27,10 +29,6 @@ from .common import (
 )
 
 OUT_FLAGS = "--json out.json --png out.png"
-# the inputs of each lab's handler, in its argument order
-RELU_INPUTS = ("data", "p", "sigma", "lam", "tied", "n_mem", "n_gen", "hybrid", "copies", "steps", "sample", "seed")
-MOG_INPUTS = ("d", "mu_norm", "t_large", "t_small", "eta_large", "eta_small", "iters_large", "iters_small", "K",
-              "n_batch", "seed")
 
 
 def status(res) -> str:
@@ -105,6 +103,28 @@ def _outputs(prefix: str):
     return [fig, nums, status_md, cli, files]
 
 
+def _lab(feature, prefix: str, fn, api_name: str, main: list[tuple], advanced: list[tuple], examples: list) -> None:
+    """One lab's layout: examples on top, Run/Cancel above the fold, the ``main`` inputs, the ``advanced``
+    ones folded, the outputs beside them. Inputs are ``(setting, elem suffix, label[, value])``; they are
+    passed to ``fn`` in its own argument order."""
+    examples_slot = gr.Column()   # the examples sit above the inputs
+    with gr.Row():
+        with gr.Column(scale=1):
+            buttons = run_cancel_buttons(f"theory-{prefix}")   # the main action above the fold
+            c = {name: _input(feature, name, f"theory-{prefix}-{suffix}", *rest) for name, suffix, *rest in main}
+            if advanced:
+                with gr.Accordion("Advanced", open=False, elem_id=f"theory-{prefix}-advanced"):
+                    c.update({name: _input(feature, name, f"theory-{prefix}-{suffix}", *rest)
+                              for name, suffix, *rest in advanced})
+        outs = _outputs(prefix)
+    order = [n for n in inspect.signature(fn).parameters if n not in ("request", "progress")]
+    inputs = {n: c[n] for n in order}
+    with examples_slot:
+        lab_examples(inputs, outs, fn, examples, elem_id=f"theory-{prefix}-examples")
+    wire_cancellable(buttons, fn, list(inputs.values()), outs, api_name=api_name, status=outs[2],
+                     concurrency_id="labs", concurrency_limit=2)
+
+
 def build() -> None:
     with gr.Tab("Memorize vs generalize", elem_id="theory-relu-tab"):
         gr.Markdown("Two-layer ReLU DAE `W2 [W1^T x]_+` at one noise level with weight decay "
@@ -112,82 +132,36 @@ def build() -> None:
                     "`r_i x_i`, eq. 9, spiky representations); many samples / few units generalize (blocks span the "
                     "top principal components, eq. 8); duplicated samples are memorized inside a generalizing "
                     "model (Cor. 3.4). DDIM samples from DAEs on a noise grid (eq. 1, App. B.1).")
-        examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
-            with gr.Column(scale=1):
-                buttons = run_cancel_buttons("theory-relu")   # the main action above the fold
-                c = {"data": _input(RELU, "data", "theory-relu-data", "data"),
-                     "n_mem": _input(RELU, "n_mem", "theory-relu-nmem", "memorization samples", value=5),
-                     "n_gen": _input(RELU, "n_gen", "theory-relu-ngen", "generalization samples", value=1438),
-                     "hybrid": _input(RELU, "hybrid", "theory-relu-hybrid", "hybrid (duplicated samples)")}
-                with gr.Accordion("Advanced", open=False, elem_id="theory-relu-advanced"):
-                    c.update(p=_input(RELU, "p", "theory-relu-p", "hidden units p"),
-                             sigma=_input(RELU, "sigma", "theory-relu-sigma", "sigma"),
-                             lam=_input(RELU, "lam", "theory-relu-lam", "weight decay lambda"),
-                             tied=_input(RELU, "tied", "theory-relu-tied", "tied weights"),
-                             copies=_input(RELU, "copies", "theory-relu-copies", "copies of each duplicated sample"),
-                             steps=_input(RELU, "steps", "theory-relu-steps", "training steps"),
-                             sample=_input(RELU, "sample", "theory-relu-sample", "DDIM samples"),
-                             seed=_input(RELU, "seed", "theory-relu-seed", "seed"))
-                ins = [c[n] for n in RELU_INPUTS]
-            outs = _outputs("relu")
-        with examples_slot:
-            lab_examples(dict(zip(RELU_INPUTS, ins)), outs, run_relu_ui,
-                         [("digits: memorize, generalize, hybrid", {}), ("Gaussian mixture (d = 64)", {"data": "mog"})],
-                         elem_id="theory-relu-examples")
-        wire_cancellable(buttons, run_relu_ui, ins, outs, api_name="relu_dae", status=outs[2], concurrency_id="labs",
-                         concurrency_limit=2)
+        _lab(RELU, "relu", run_relu_ui, "relu_dae",
+             [("data", "data", "data"), ("n_mem", "nmem", "memorization samples", 5),
+              ("n_gen", "ngen", "generalization samples", 1438), ("hybrid", "hybrid", "hybrid (duplicated samples)")],
+             [("p", "p", "hidden units p"), ("sigma", "sigma", "sigma"), ("lam", "lam", "weight decay lambda"),
+              ("tied", "tied", "tied weights"), ("copies", "copies", "copies of each duplicated sample"),
+              ("steps", "steps", "training steps"), ("sample", "sample", "DDIM samples"), ("seed", "seed", "seed")],
+             [("digits: memorize, generalize, hybrid", {}), ("Gaussian mixture (d = 64)", {"data": "mog"})])
 
     with gr.Tab("Gaussian mixtures via DDPM", elem_id="theory-mog-tab"):
         gr.Markdown("Gradient descent on the DDPM objective (eq. 5) with the tanh student `tanh(mu_t^T x) mu_t - x` "
                     "(Shah et al. 2023, arXiv:2307.01178): power iteration at large noise (Lemma 8, the angle "
                     "contracts by Lemma 9), (gradient) EM at small noise (Lemma C.7), and the two-stage schedule. "
                     "K > 2 uses the soft-max student (give it ~200 small-noise iterations).")
-        examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
-            with gr.Column(scale=1):
-                buttons = run_cancel_buttons("theory-mog")   # the main action above the fold
-                c = {"d": _input(MOG, "d", "theory-mog-d", "d"),
-                     "mu_norm": _input(MOG, "mu_norm", "theory-mog-mu", "||mu*||"),
-                     "K": _input(MOG, "K", "theory-mog-k", "components K")}
-                with gr.Accordion("Advanced", open=False, elem_id="theory-mog-advanced"):
-                    c.update(t_large=_input(MOG, "t_large", "theory-mog-tlarge", "large-noise t"),
-                             t_small=_input(MOG, "t_small", "theory-mog-tsmall", "small-noise t"),
-                             eta_large=_input(MOG, "eta_large", "theory-mog-etalarge", "eta (large noise)"),
-                             eta_small=_input(MOG, "eta_small", "theory-mog-etasmall", "eta (small noise)"),
-                             iters_large=_input(MOG, "iters_large", "theory-mog-iterslarge", "iterations (large noise)"),
-                             iters_small=_input(MOG, "iters_small", "theory-mog-iterssmall", "iterations (small noise)"),
-                             n_batch=_input(MOG, "n_batch", "theory-mog-batch", "samples per GD step"),
-                             seed=_input(MOG, "seed", "theory-mog-seed", "seed"))
-                ins = [c[n] for n in MOG_INPUTS]
-            outs = _outputs("mog")
-        with examples_slot:
-            lab_examples(dict(zip(MOG_INPUTS, ins)), outs, run_mog_ui,
-                         [("K = 2: power iteration, then EM", {}),
-                              ("K = 3: soft-max student", {"K": 3, "iters_small": 200})], elem_id="theory-mog-examples")
-        wire_cancellable(buttons, run_mog_ui, ins, outs, api_name="mog_ddpm", status=outs[2], concurrency_id="labs",
-                         concurrency_limit=2)
+        _lab(MOG, "mog", run_mog_ui, "mog_ddpm",
+             [("d", "d", "d"), ("mu_norm", "mu", "||mu*||"), ("K", "k", "components K")],
+             [("t_large", "tlarge", "large-noise t"), ("t_small", "tsmall", "small-noise t"),
+              ("eta_large", "etalarge", "eta (large noise)"), ("eta_small", "etasmall", "eta (small noise)"),
+              ("iters_large", "iterslarge", "iterations (large noise)"),
+              ("iters_small", "iterssmall", "iterations (small noise)"), ("n_batch", "batch", "samples per GD step"),
+              ("seed", "seed", "seed")],
+             [("K = 2: power iteration, then EM", {}), ("K = 3: soft-max student", {"K": 3, "iters_small": 200})])
 
     with gr.Tab("MoLR-MoG experts", elem_id="theory-molr-tab"):
         gr.Markdown("MoLR-MoG data (eq. 2) and three scores trained by denoising score matching "
                     "(Yang et al. 2026, arXiv:2601.01475, §4): MoE-latent MoG (eq. 3), MoE-latent Gaussian "
                     "(MoLRG, Wang et al. 2024) and a generic latent MLP. Digits: one per-class PCA encoder, K = 10 "
                     "(set d_k to e.g. 8 and n_k = 4).")
-        examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
-            with gr.Column(scale=1):
-                buttons = run_cancel_buttons("theory-molr")   # the main action above the fold
-                ins = [_input(MOLR, "data", "theory-molr-data", "data"),
-                       _input(MOLR, "K", "theory-molr-k", "subspaces K (digits: 10)"),
-                       _input(MOLR, "D", "theory-molr-D", "ambient D (synthetic)"),
-                       _input(MOLR, "d", "theory-molr-d", "latent d_k"),
-                       _input(MOLR, "n_modes", "theory-molr-nk", "modes n_k"),
-                       _input(MOLR, "steps", "theory-molr-steps", "training steps"),
-                       _input(MOLR, "seed", "theory-molr-seed", "seed")]
-            outs = _outputs("molr")
-        with examples_slot:
-            lab_examples(dict(zip(["data", "K", "D", "d", "n_modes", "steps", "seed"], ins)), outs, run_molr_ui,
-                         [("synthetic: K = 3 subspaces, d_k = 2", {}),
-                               ("digits: one subspace per class", {"data": "digits", "K": 10, "d": 8, "n_modes": 4})], elem_id="theory-molr-examples")
-        wire_cancellable(buttons, run_molr_ui, ins, outs, api_name="molr_mog", status=outs[2], concurrency_id="labs",
-                         concurrency_limit=2)
+        _lab(MOLR, "molr", run_molr_ui, "molr_mog",
+             [("data", "data", "data"), ("K", "k", "subspaces K (digits: 10)"), ("D", "D", "ambient D (synthetic)"),
+              ("d", "d", "latent d_k"), ("n_modes", "nk", "modes n_k"), ("steps", "steps", "training steps"),
+              ("seed", "seed", "seed")], [],
+             [("synthetic: K = 3 subspaces, d_k = 2", {}),
+              ("digits: one subspace per class", {"data": "digits", "K": 10, "d": 8, "n_modes": 4})])
