@@ -455,6 +455,9 @@ def summary(rows):
                   + (f"{r['passes']}p {r['calls']}c  passes/arpack {r['passes_over_arpack'] or '-'} "
                      f"calls/arpack {r['calls_over_arpack'] or '-'} passes/power {r['passes_over_power'] or '-'}"
                      if str(r["reached"]) == "True" else r["note"]))
+    for model, (c0, c1) in call_cost_fit(rows).items():
+        print(f"\n{model}: seconds ~ {c0:.4f} x calls + {c1:.4f} x passes (least squares over the timed runs): "
+              f"a call's fixed part = {c0 / c1:.1f} passes")
     tab = _median_table(rows)
     print("\nmedian over points (passes / calls / seconds; reached/points); ratios vs arpack and power:")
     for (model, k, level, meth), (p, c, s, hit, tot) in sorted(tab.items()):
@@ -469,6 +472,23 @@ def summary(rows):
         if w[0]:
             rat += f"  passes/power {p / w[0]:.2f}"
         print(f"  {model:10s} k={k:2d} cos>={level}: {meth:8s} {p:7.0f} / {c:5.0f} / {s:7.2f} s ({hit}/{tot}){rat}")
+
+
+def call_cost_fit(rows):
+    """{model: (c0, c1)}: least squares of wall seconds ~ c0 calls + c1 passes over every reached run of the
+    instrumented solvers (Krylov, power, Halko, exact); c0 / c1 is a call's fixed part in passes
+    (``jacobian.CPU_PASSES_PER_CALL``)."""
+    out = {}
+    for model in sorted({r["model"] for r in rows}):
+        rs = [r for r in rows if r["model"] == model and str(r["reached"]) == "True"
+              and (r["method"].startswith("krylov") or r["method"] in ("power", "halko", "exact"))]
+        if len(rs) < 3:
+            continue
+        X = np.array([[float(r["calls"]), float(r["passes"])] for r in rs])
+        y = np.array([float(r["time_s"]) for r in rs])
+        (c0, c1), *_ = np.linalg.lstsq(X, y, rcond=None)
+        out[model] = (float(c0), float(c1))
+    return out
 
 
 def plot(rows, path):

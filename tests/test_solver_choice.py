@@ -67,6 +67,25 @@ def test_choice_rule_exact_krylov_and_blocks():
     assert jac.choose_solver(1024, 5, directions_per_call=1024).method == "exact"
 
 
+def test_choice_rule_on_a_cpu_weighs_passes():
+    """On a CPU every direction costs time (cost = passes + CPU_PASSES_PER_CALL x calls): the exact path's
+    n VJPs lose to Krylov where the call-count rule keeps them, and win only for small n."""
+    L = jac.CPU_PASSES_PER_CALL
+    c = jac.choose_solver(1024, 3, device_type="cpu")          # calls: 32 <= 2 x 22 -> exact on an accelerator
+    assert jac.choose_solver(1024, 3).method == "exact"
+    assert c.method == "krylov" and c.block == 1 and "CPU" in c.reason
+    assert jac.choose_solver(1024, 3, device_type="cpu").reason.startswith("krylov block 1: exact would take "
+                                                                          f"{1024 + 32 * L:g}")
+    assert jac.choose_solver(64, 5, device_type="cpu").method == "exact"          # 64 + 2 L passes
+    for k in (1, 3, 5, 10):
+        exact = 64 + 2 * L
+        kry = jac.predicted_krylov_passes(k) + L * jac.predicted_krylov_calls(k)
+        assert (jac.choose_solver(64, k, device_type="cpu").method == "exact") == (exact <= 2 * kry)
+    # the operator's device decides: a CPU operator with n = 1024 runs Krylov under auto
+    A, s, Vt, op = _known(n=160)
+    assert jac.jacobian_svd(op, k=1, method="auto").method == ("exact" if 160 + 5 * L <= 2 * (6 + 6 * L) else "krylov")
+
+
 def test_auto_runs_the_chosen_solver_and_says_so():
     A, s, Vt, op = _known(n=160)
     res = jac.jacobian_svd(op, k=5, method="auto", max_passes=100)       # n = 160 VJPs over the budget
@@ -127,6 +146,26 @@ def test_krylov_any_block_converges_and_wedin_does_not_underestimate(k, block):
     assert sins and all(t <= e + 1e-9 for t, e in sins if e <= 0.15), sins
 
 
+@pytest.mark.parametrize("k,block", [(3, 1), (5, 4), (10, 6)])
+def test_one_sided_certificate_is_truthful_and_stops_before_the_ritz_test(k, block):
+    """The one-sided pairs (right vectors of U^T J = Z^T) are certified by the residual the next JVP
+    measures: the search stops there, half an iteration before the Ritz pairs of span(V) pass the same
+    test, and the certified estimate still bounds the true error."""
+    A, s, Vt, op = _known()
+    res = jac.top_k_svd(op, k=k, block=block, tol=0.01, max_passes=4000, seed=3)
+    sin, _ = _sin(res.V, Vt, k)
+    assert res.converged and res.pairs == "one-sided"
+    assert all(h["error_estimate"] > 0.01 for h in res.history)       # the Ritz test had not passed yet
+    assert res.history[-1]["one_sided_error_estimate"] == res.error_estimate <= 0.01
+    assert sin <= res.error_estimate
+    assert res.passes == res.history[-1]["passes"] + block                # stopped after the JVP
+    Jv = A @ res.V.reshape(k, -1).double().T
+    assert torch.allclose((Jv - res.U.reshape(k, -1).double().T * res.singular_values.double()).norm(dim=0),
+                          res.residuals.double(), atol=1e-5)
+    assert torch.allclose(A.T @ res.U.reshape(k, -1).double().T,
+                          res.V.reshape(k, -1).double().T * res.singular_values.double(), atol=1e-5)
+
+
 def test_every_solver_reaches_cosine_099():
     A, s, Vt, op = _known()
     bench = _bench()
@@ -165,7 +204,9 @@ def test_equal_accuracy_count_is_the_least_budget_that_reaches_the_level():
         assert again.passes == passes and again.batched_calls == calls
         assert _sin(again.V, Vt, k)[1] >= level
         less = jac.top_k_svd(op, k=k, block=b, tol=1e-12, max_passes=passes - 1, seed=7)
-        assert less.passes == passes - 2 * b and _sin(less.V, Vt, k)[1] < level
+        # one iteration less: the previous iterate, with the JVP that measures its residual spent
+        assert less.passes == passes - b and less.pairs == "one-sided" and _sin(less.V, Vt, k)[1] < level
+        assert math.isfinite(less.error_estimate) and torch.isfinite(less.residuals).all()
     # power: the same on its own iterates
     tp, _ = bench.run_power(op, Vt[:k], k, 3000, 7)
     passes, calls, _ = tp.first(0.99)

@@ -29,7 +29,12 @@ Top-k singular triplets (:func:`top_k_svd`): block Golub-Kahan-Lanczos with full
     of power iteration's ``(sigma_{b+1}/sigma_k)^{2j}``, Musco & Musco 2015, arXiv:1504.05477).
     Rayleigh-Ritz: ``J V = U B`` exactly, the SVD ``B = Y S X^T`` gives ``v_i = V x_i``,
     ``u_i = U y_i``, and the residual ``J^T u_i - s_i v_i = Z y_i - s_i v_i`` of *every* Ritz pair
-    costs no pass -- so the block ``b`` may be smaller than ``k``. Past ``max_basis`` columns the
+    costs no pass -- so the block ``b`` may be smaller than ``k``. After each VJP the one-sided
+    Rayleigh-Ritz pairs of ``U^T J = Z^T`` (known, no pass; Halko et al. 2011's estimate from ``Q^T A``)
+    are the reported iterate: their right vectors span ``span(Z)``, one Krylov step beyond ``span(V)``,
+    with ``J^T u_i = s_i v_i`` exact; the next block's JVP then measures their other residual
+    ``J v_i - s_i u_i`` for free, so the search can stop half an iteration before the Ritz pairs of
+    ``span(V)`` pass the same test (``pairs="one-sided"`` in the result). Past ``max_basis`` columns the
     bases are compressed to the top Ritz pairs (thick restart). Block: ``block`` if given, else
     ``k + oversample`` (default ``k + 1``, ``1`` for ``k = 1``); :func:`krylov_block` ``"auto"``
     (``1`` for ``k <= 3``, else ``ceil(k/2) + 1``) trades a few more sequential calls for fewer passes.
@@ -90,7 +95,8 @@ __all__ = [
     "x0_hat_fn", "x0_hat_operator", "jacobian_of_x0_hat", "top_singular", "masked_directions_of_x0_hat",
     "mask_energy_fraction", "EXACT_MAX_N", "MemoryPlan", "memory_plan", "default_budget", "per_direction_bytes",
     "JVP_MODES", "DEFAULT_JVP_MODE", "CENTRAL_STEP", "exact_fits",
-    "SOLVERS", "SolverChoice", "choose_solver", "krylov_block", "predicted_krylov_calls",
+    "SOLVERS", "SolverChoice", "choose_solver", "krylov_block", "predicted_krylov_calls", "predicted_krylov_passes",
+    "CPU_PASSES_PER_CALL",
 ]
 
 EXACT_MAX_N = 1024  # method="auto": exact Jacobian + SVD up to this n (bench/jacobian.py)
@@ -369,9 +375,11 @@ class JacobianSVD:
 
     ``singular_values``: ``(k,)`` descending; ``U``, ``V``: ``(k, *shape)`` unit left / right
     singular vectors (``J v_i ~ s_i u_i``); ``spectrum``: all ``n`` singular values when the
-    exact path ran (else ``None``); ``residuals``: ``||J^T u_i - s_i v_i||`` per triplet
-    (0 on the exact path); ``error_estimate``: estimated sine of the largest principal angle
-    to the true top-k right subspace; passes as in :class:`PassCounter`.
+    exact path ran (else ``None``); ``pairs``: which side holds exactly -- ``"ritz"`` (``J v_i = s_i u_i``;
+    ``residuals`` are ``||J^T u_i - s_i v_i||``) or ``"one-sided"`` (``J^T u_i = s_i v_i``; ``residuals``
+    are ``||J v_i - s_i u_i||``, NaN when the budget left no pass to measure them); 0 on the exact path;
+    ``error_estimate``: estimated sine of the largest principal angle to the true top-k right subspace;
+    passes as in :class:`PassCounter`.
     """
 
     singular_values: torch.Tensor
@@ -399,6 +407,7 @@ class JacobianSVD:
     jvp_mode: str = ""
     memory: dict | None = None             # the memory plan the search ran under (MemoryPlan.describe())
     choice: str = ""                       # why this solver ran (jacobian_svd: the auto rule or "given")
+    pairs: str = "ritz"                    # ritz (J v = s u exactly) | one-sided (J^T u = s v exactly)
 
     @property
     def stopped_at_budget(self) -> bool:
@@ -555,6 +564,8 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
     fro2 = None
     res = torch.zeros(0, dtype=wd)
     bar = tqdm(total=max_passes, desc="Jacobian singular vectors", disable=not progress, leave=False, unit="pass")
+    left = None      # the one-sided estimate from the last VJP, certified after the next JVP
+    out_vecs = None
     try:
         while True:
             it += 1
@@ -564,6 +575,22 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                 fro2 = float(Wnew.pow(2).sum()) * n / Wnew.shape[1]
             V = torch.cat([V, Vnew], 1)
             W = torch.cat([W, Wnew], 1)
+            if left is not None:
+                # the one-sided pairs lie in span(V) now (up to rounding and restarts: the part outside,
+                # times ||J|| ~ s_1, is added), so J v_i = W V^T v_i is known: their residual J v_i - s_i u_i
+                # (the other one, J^T u_i - s_i v_i, is zero by construction)
+                Pl, sl, Ul, gap_l = left
+                C = V.T @ Pl
+                R = W @ C - Ul * sl
+                outside = float(torch.linalg.matrix_norm(Pl - V @ C, ord=2)) * float(sl[0])
+                est_l = (float(torch.linalg.matrix_norm(R, ord=2)) + outside) / gap_l if gap_l > 0 else math.inf
+                history[-1]["one_sided_error_estimate"] = est_l
+                if est_l <= tol or op.counter.since(start_count).passes + b > max_passes:
+                    converged = est_l <= tol
+                    reason, est = ("converged" if converged else "budget"), est_l
+                    s, res, out_vecs = sl, R.norm(dim=0), (Ul, Pl)
+                    break
+                left = None
             Unew = _orthonormal_block(Wnew, U, gen)
             Znew = _flat(op.vjp(_unflat(Unew, op.shape, op.dtype)), n).to(wd)   # J^T U_new
             U = torch.cat([U, Unew], 1)
@@ -593,12 +620,27 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                     "singular_values": s[:kk].tolist(), "error_estimate": est,
                     "residual_max": float(res.max()) if res.numel() else 0.0}
             history.append(info)
-            if callback is not None:
-                callback({**info, "V": Vk})
             if est <= tol:
+                if callback is not None:
+                    callback({**info, "V": Vk})
                 converged, reason = True, "converged"
                 break
-            if used.passes + 2 * b > max_passes and m >= k:
+            # one-sided Rayleigh-Ritz on U^T J = Z^T (known): its right vectors span(Z) reach one Krylov step
+            # further than span(V) (Halko et al. 2011's estimate from Q^T A), certified after the next JVP
+            left = None
+            if m >= k and m < n:
+                Pz, sz, Qzh = torch.linalg.svd(Z, full_matrices=False)
+                left = (Pz[:, :k], sz[:k], U @ Qzh.T[:, :k], float(sz[k - 1] - sz[k]) if m > k else 0.0)
+            if callback is not None:
+                callback({**info, "V": left[0] if left is not None else Vk, "V_ritz": Vk})
+            if used.passes + (b if left is not None else 2 * b) > max_passes and m >= k:
+                # no room for the certifying JVP: the one-sided vectors with the Ritz estimate (they were at
+                # least as close as the Ritz vectors of span(V) on 3164 of 3174 iterates of digits-gen,
+                # digits-mem and the tiny SD, k = 1..10, blocks 1, 2, auto, k + 1; the 10 others had
+                # principal cosines <= 0.063)
+                if left is not None:
+                    s, out_vecs = left[1], (left[2], left[0])
+                    res = torch.full((k,), math.nan, dtype=wd)
                 reason = "budget"
                 break
             b_next = min(b, n - m)
@@ -622,6 +664,8 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
         bar.close()
     if Vk.shape[1] < k:     # exhausted before k columns (n < k cannot happen: checked)
         raise RuntimeError("the Krylov space ran out before k vectors")
+    if out_vecs is not None:
+        Uk, Vk = out_vecs
     U_out = _unflat(Uk, op.shape, op.dtype)
     V_out = _unflat(Vk, op.shape, op.dtype)
     res_out = torch.zeros(k, dtype=wd)
@@ -630,7 +674,8 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                       iterations=it, converged=converged, wall_time_s=time.perf_counter() - t0,
                       residuals=res_out.float(), error_estimate=est, history=history, max_passes=max_passes,
                       tol=tol, stop_reason=reason, fro2_estimate=fro2, fro2_probes=b if fro2 is not None else 0,
-                      basis=V.detach().cpu(), basis_energy=float(W.pow(2).sum()), jvp_mode=op.jvp_mode)
+                      basis=V.detach().cpu(), basis_energy=float(W.pow(2).sum()), jvp_mode=op.jvp_mode,
+                      pairs="one-sided" if out_vecs is not None else "ritz")
     return _set_counts(out, op.counter.since(start_count))
 
 
@@ -739,7 +784,8 @@ def jacobian_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, method: 
     op = _as_operator(f_or_op, x, **{kk: kwargs.pop(kk) for kk in OPERATOR_KEYS if kk in kwargs})
     choice = None
     if method == "auto":
-        choice = choose_solver(op.n, k, kwargs.get("max_passes"), exact_max_n, op.directions_per_call("vjp"))
+        choice = choose_solver(op.n, k, kwargs.get("max_passes"), exact_max_n, op.directions_per_call("vjp"),
+                               op.device.type)
         method = choice.method
         if choice.block is not None:
             kwargs.setdefault("block", choice.block)
@@ -1025,10 +1071,21 @@ def predicted_krylov_calls(k: int) -> int:
     return 6 if k == 1 else 22 if k <= 3 else 12 if k <= 5 else 16
 
 
+def predicted_krylov_passes(k: int) -> int:
+    """Passes (JVP + VJP directions) of the same measured runs as :func:`predicted_krylov_calls`."""
+    return 6 if k == 1 else 22 if k <= 3 else 48 if k <= 5 else 96
+
+
 # The exact path's cost is known in advance and bounded; Krylov's is a prediction from one measured point
-# (a near-degenerate s_k / s_{k+1} needs more), so exact is kept unless Krylov is predicted to need fewer
-# than half its batched calls.
+# (a near-degenerate s_k / s_{k+1} needs more), so exact is kept unless Krylov is predicted to cost less
+# than half as much.
 EXACT_CALL_MARGIN = 2
+
+# On a CPU a batched call costs about c0 + c1 b seconds for b directions (a fixed part and a per-direction
+# part); bench/jacobian.py fits c0 and c1 to every run it timed and prints c0 / c1, the fixed part in
+# passes. On a CPU the rule compares passes + CPU_PASSES_PER_CALL x calls; on an accelerator, where a
+# block of directions costs about as much as one, it compares calls.
+CPU_PASSES_PER_CALL = 8.6
 
 
 @dataclass(frozen=True)
@@ -1041,22 +1098,29 @@ class SolverChoice:
 
 
 def choose_solver(n: int, k: int, max_passes: int | None = None, exact_max_n: int = EXACT_MAX_N,
-                  directions_per_call: int = 32) -> SolverChoice:
+                  directions_per_call: int = 32, device_type: str = "cuda") -> SolverChoice:
     """The measured rule of ``method="auto"``: the exact path when ``n <= exact_max_n``, its ``n`` VJPs fit
-    ``max_passes`` and its ``ceil(n / directions_per_call)`` sequential calls are at most
-    ``EXACT_CALL_MARGIN`` times what the Krylov search is predicted to need
-    (:func:`predicted_krylov_calls`); else Krylov with the ``auto`` block
-    (:func:`krylov_block`)."""
+    ``max_passes`` and its cost is at most ``EXACT_CALL_MARGIN`` times what the Krylov search is predicted
+    to cost (:func:`predicted_krylov_calls`, :func:`predicted_krylov_passes`); else Krylov with the
+    ``auto`` block (:func:`krylov_block`). The cost is ``passes + CPU_PASSES_PER_CALL x calls`` when
+    ``device_type`` is ``"cpu"``, else the number of sequential batched calls (``ceil(n /
+    directions_per_call)`` for the exact path)."""
     b = min(krylov_block(k, "auto"), n)
     if max_passes is not None and max_passes < 2 * b * math.ceil(k / b):   # the budget only fits block k + 1
         b = min(krylov_block(k), n)
     exact_calls = math.ceil(n / max(1, directions_per_call))
     kry_calls = predicted_krylov_calls(k)
-    if exact_fits(n, max_passes, exact_max_n) and exact_calls <= EXACT_CALL_MARGIN * kry_calls:
-        return SolverChoice("exact", None, f"exact: {exact_calls} batched calls of the n = {n} VJPs <= "
-                                           f"{EXACT_CALL_MARGIN} x the ~{kry_calls} calls Krylov is predicted "
+    if device_type == "cpu":
+        unit = f"pass-equivalents (passes + {CPU_PASSES_PER_CALL:g} x calls, CPU)"
+        exact_cost = n + CPU_PASSES_PER_CALL * exact_calls
+        kry_cost = predicted_krylov_passes(k) + CPU_PASSES_PER_CALL * kry_calls
+    else:
+        unit, exact_cost, kry_cost = "batched calls", exact_calls, kry_calls
+    if exact_fits(n, max_passes, exact_max_n) and exact_cost <= EXACT_CALL_MARGIN * kry_cost:
+        return SolverChoice("exact", None, f"exact: {exact_cost:g} {unit} for the n = {n} VJPs <= "
+                                           f"{EXACT_CALL_MARGIN} x the ~{kry_cost:g} Krylov is predicted "
                                            f"to need at k = {k}")
     why = (f"n = {n} > {exact_max_n}" if n > exact_max_n else
            f"n = {n} VJPs exceed the budget" if not exact_fits(n, max_passes, exact_max_n) else
-           f"exact would take {exact_calls} batched calls > {EXACT_CALL_MARGIN} x ~{kry_calls} for Krylov")
+           f"exact would take {exact_cost:g} {unit} > {EXACT_CALL_MARGIN} x ~{kry_cost:g} for Krylov")
     return SolverChoice("krylov", b, f"krylov block {b}: {why}")
