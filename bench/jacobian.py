@@ -32,6 +32,11 @@ text-conditioned latent U-Net 4x16x16, n = 1024, RANDOM WEIGHTS, prompt "a cat")
 
 Usage: python bench/jacobian.py [--models digits-gen,tiny-sd] [--ks 1,3,5,10] [--points 3]
 Writes bench/results/jacobian.csv and bench/results/jacobian.png (passes vs k per method).
+The committed results came from one run per model, then ``--merge``:
+  python bench/jacobian.py --models digits-gen --points 3 --out bench/results/jacobian_digits.csv   (~6 min)
+  python bench/jacobian.py --models tiny-sd --points 1 --cap 400 --out bench/results/jacobian_tiny_sd.csv  (~24 min)
+  python bench/jacobian.py --models cifar-real --points 1 --cap 300 --ks 1,3,5 \
+      --out bench/results/jacobian_cifar_real.csv   (~50 min on 2 cores)
 """
 from __future__ import annotations
 
@@ -360,8 +365,10 @@ def main() -> int:
                     exact_cost = (ex.passes, ex.batched_calls, time.perf_counter() - t0)
                     sv = ex.spectrum
                 else:
-                    ref = jac.top_k_svd(op, k=max(ks), tol=1e-3, max_passes=20000, seed=args.seed + 99)
-                    ref_V, ref_kind = ref.V.reshape(max(ks), -1).double(), f"krylov tol 1e-3 ({ref.stop_reason})"
+                    # one more than the largest k: s_{k+1} (the gap column) comes from the same run
+                    ref = jac.top_k_svd(op, k=max(ks) + 1, tol=1e-3, max_passes=20000, seed=args.seed + 99)
+                    ref_V = ref.V.reshape(max(ks) + 1, -1)[:max(ks)].double()
+                    ref_kind = f"krylov tol 1e-3 ({ref.stop_reason})"
                     exact_cost, sv = None, ref.singular_values
                 print(f"{name} {label} t={t}: reference {ref_kind}; s_1..11 = "
                       f"{[round(float(s), 3) for s in sv[:11]]}", flush=True)
@@ -507,7 +514,7 @@ def plot(rows, path):
                 pts = sorted((k, v[0]) for (mo, k, lv, me), v in tab.items()
                              if mo == model and lv == level and me == meth and v[0] is not None)
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", label=meth)
+                    ax.plot(*zip(*pts), marker="o", label=meth, color=f"C{METHODS.index(meth)}")
             ax.set_title(f"{model}: cosine >= {level}")
             ax.set_xlabel("k")
             ax.set_ylabel("passes (median over points)")

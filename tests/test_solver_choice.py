@@ -50,9 +50,10 @@ def test_choice_rule_exact_krylov_and_blocks():
     # small n: the exact path's 8 batched calls of 32 VJPs are no more than Krylov's predicted calls
     c = jac.choose_solver(256, 5)
     assert c.method == "exact" and c.block is None
-    # k = 1: exact (8 calls) unless Krylov (block 1, ~6 calls predicted) needs under half its calls (n = 512: 16)
-    assert jac.choose_solver(256, 1).method == "exact"
-    c = jac.choose_solver(512, 1)
+    # k = 1: exact while its calls are no more than Krylov's predicted ones (block 1)
+    kc = jac.predicted_krylov_calls(1)
+    assert jac.choose_solver(32 * kc, 1).method == "exact"
+    c = jac.choose_solver(32 * kc + 1, 1)
     assert c.method == "krylov" and c.block == 1
     # n too large for the rule's call count, or above EXACT_MAX_N, or n VJPs over the budget: Krylov
     for n, budget in ((1024, None), (4096, None), (256, 200)):
@@ -71,19 +72,20 @@ def test_choice_rule_on_a_cpu_weighs_passes():
     """On a CPU every direction costs time (cost = passes + CPU_PASSES_PER_CALL x calls): the exact path's
     n VJPs lose to Krylov where the call-count rule keeps them, and win only for small n."""
     L = jac.CPU_PASSES_PER_CALL
-    c = jac.choose_solver(1024, 3, device_type="cpu")          # calls: 32 <= 2 x 22 -> exact on an accelerator
-    assert jac.choose_solver(1024, 3).method == "exact"
+    n = 32 * jac.predicted_krylov_calls(3)                    # calls: n / 32 <= Krylov's -> exact on an accelerator
+    assert jac.choose_solver(n, 3).method == "exact"
+    c = jac.choose_solver(n, 3, device_type="cpu")
     assert c.method == "krylov" and c.block == 1 and "CPU" in c.reason
-    assert jac.choose_solver(1024, 3, device_type="cpu").reason.startswith("krylov block 1: exact would take "
-                                                                          f"{1024 + 32 * L:g}")
+    assert c.reason.startswith(f"krylov block 1: exact would take {n + n // 32 * L:g}")
     assert jac.choose_solver(64, 5, device_type="cpu").method == "exact"          # 64 + 2 L passes
     for k in (1, 3, 5, 10):
         exact = 64 + 2 * L
         kry = jac.predicted_krylov_passes(k) + L * jac.predicted_krylov_calls(k)
-        assert (jac.choose_solver(64, k, device_type="cpu").method == "exact") == (exact <= 2 * kry)
+        assert (jac.choose_solver(64, k, device_type="cpu").method == "exact") == (exact <= kry)
     # the operator's device decides: a CPU operator with n = 1024 runs Krylov under auto
     A, s, Vt, op = _known(n=160)
-    assert jac.jacobian_svd(op, k=1, method="auto").method == ("exact" if 160 + 5 * L <= 2 * (6 + 6 * L) else "krylov")
+    kry = jac.predicted_krylov_passes(1) + L * jac.predicted_krylov_calls(1)
+    assert jac.jacobian_svd(op, k=1, method="auto").method == ("exact" if 160 + 5 * L <= kry else "krylov") == "krylov"
 
 
 def test_auto_runs_the_chosen_solver_and_says_so():
@@ -94,8 +96,11 @@ def test_auto_runs_the_chosen_solver_and_says_so():
     summ = res.summary()
     assert summ["solver"] == "krylov" and summ["batched_calls"] == res.batched_calls > 0
     assert summ["error_estimate"] is not None and summ["passes"] <= 100
-    ex = jac.jacobian_svd(op, k=5, method="auto")
-    assert ex.method == "exact" and ex.passes == 160 and "exact" in ex.choice
+    ex = jac.jacobian_svd(op, k=5, method="auto")                  # a CPU operator: 160 VJPs cost more
+    assert ex.method == "krylov" and "CPU" in ex.choice
+    op64 = _known(n=64)[3]
+    ex = jac.jacobian_svd(op64, k=5, method="auto")
+    assert ex.method == "exact" and ex.passes == 64 and "exact" in ex.choice
     # override
     for method, name in (("exact", "exact"), ("krylov", "krylov"), ("power", "subspace_iteration")):
         r = jac.jacobian_svd(op, k=3, method=method, max_passes=300)

@@ -241,6 +241,8 @@ def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps:
     if max_passes is not None:
         opts["max_passes"] = max_passes
     if mask is None:
+        if method == "auto" and jac.exact_fits(model.n, max_passes):
+            method = "exact"     # where it fits, the search also gives the spectrum and the numerical rank
         res = jac.jacobian_of_x0_hat(model, inv.x_t, t, cond, k=k, method=method, progress=progress,
                                      **({"callback": callback} if callback is not None else {}), **opts)
         V, U, s, spectrum, kind = res.V, res.U, res.singular_values, res.spectrum, "jacobian"
