@@ -530,7 +530,9 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
     ``max_passes``: budget of network passes (JVP + VJP directions); the result says
     ``converged=False`` when the budget ran out. ``V0``: warm start, ``(k0, *shape)``
     (e.g. the previous time step's ``V``). ``callback(info)`` after each iteration with
-    ``iteration, passes, calls, singular_values, error_estimate, V`` (``n x k`` float64).
+    ``iteration, passes, calls, singular_values, error_estimate, V`` (``n x k`` float64: the reported
+    iterate, the one-sided vectors once the basis holds more than ``k``) and ``V_ritz`` (the Ritz vectors
+    of ``span(V)``, which ``error_estimate`` is for).
     """
     op = _as_operator(f_or_op, x, **op_kwargs)
     n = op.n
