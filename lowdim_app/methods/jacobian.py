@@ -643,9 +643,9 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, oversample:
                 callback({**info, "V": left[0] if left is not None else Vk, "V_ritz": Vk})
             if used.passes + (b if left is not None else 2 * b) > max_passes and m >= k:
                 # no room for the certifying JVP: the one-sided vectors with the Ritz estimate (they were at
-                # least as close as the Ritz vectors of span(V) on 3164 of 3174 iterates of digits-gen,
-                # digits-mem and the tiny SD, k = 1..10, blocks 1, 2, auto, k + 1; the 10 others had
-                # principal cosines <= 0.063)
+                # least as close as the Ritz vectors of span(V) on 3168 of 3174 iterates of digits-gen,
+                # digits-mem and the tiny SD, k = 1..10, blocks 1, 2, auto, k + 1; the 6 others had
+                # principal cosines <= 0.063: bench/one_sided.py)
                 if left is not None:
                     s, out_vecs = left[1], (left[2], left[0])
                     res = torch.full((k,), math.nan, dtype=wd)
