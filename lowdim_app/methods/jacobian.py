@@ -68,7 +68,7 @@ Measured at EQUAL ACCURACY (``bench/jacobian.py``, ``bench/results/jacobian.csv`
       exact reference) -- ``auto`` block: 30/30, 62/62, 152/38, 228/38; block 1: 30/30, 62/62, 94/94,
       144/144; ARPACK: 43/43, 75/75, 149/149, 188/188; power and Halko did not reach 0.999 within 400
       passes at k >= 3; exact 1024/32. At k = 5 / 10 the ``auto`` block needs 1.02 / 1.21 x ARPACK's
-      passes in 0.26 / 0.20 x its calls, and the least wall time (9.8 / 11.7 s against ARPACK's 23.3 /
+      passes in 0.26 / 0.20 x its calls, and the least wall time (9.7 / 11.7 s against ARPACK's 23.3 /
       26.6 s and exact's 26.1 s).
 
 Exact path (:func:`exact_svd`): the full Jacobian from ``n`` VJPs (``torch.func.jacrev``
@@ -1072,18 +1072,25 @@ def krylov_block(k: int, rule: str = "default") -> int:
     return k + (0 if k == 1 else 1)
 
 
+# Passes and sequential calls of the ``auto`` Krylov search to cosine 0.999: the most bench/jacobian.py
+# measured over its three digits-gen points (t = 699, 500, 300) at k = 1, 3 (block 1), 5 (block 4) and
+# 10 (block 6). Flatter spectra need more (the random-weight tiny SD: 30/30, 62/62, 152/38, 228/38).
+_KRYLOV_MEASURED = {1: (10, 10), 3: (22, 22), 5: (48, 12), 10: (96, 16)}
+
+
+def _measured(k: int) -> tuple[int, int]:
+    return _KRYLOV_MEASURED[next(kk for kk in sorted(_KRYLOV_MEASURED) if k <= kk or kk == 10)]
+
+
 def predicted_krylov_calls(k: int) -> int:
-    """Sequential batched calls the ``auto`` Krylov search is predicted to need: the most that
-    bench/jacobian.py measured for the ``auto`` block to reach cosine 0.999 over its three digits-gen points
-    (t = 699, 500, 300): 10 calls at k = 1, 22 at k = 3 (block 1), 12 at k = 5 (block 4), 16 at k = 10
-    (block 6). Flatter spectra need more (the random-weight tiny SD: 30, 62, 38, 38)."""
-    return 10 if k == 1 else 22 if k <= 3 else 12 if k <= 5 else 16
+    """Sequential batched calls the ``auto`` Krylov search is predicted to need (``_KRYLOV_MEASURED``):
+    10, 22, 12, 16 at k = 1, 3, 5, 10 (k in between: the next measured k; above 10: k = 10's)."""
+    return _measured(k)[1]
 
 
 def predicted_krylov_passes(k: int) -> int:
-    """Passes (JVP + VJP directions) of the same measured runs as :func:`predicted_krylov_calls`:
-    10, 22, 48, 96 (tiny SD: 30, 62, 152, 228)."""
-    return 10 if k == 1 else 22 if k <= 3 else 48 if k <= 5 else 96
+    """Passes (JVP + VJP directions) of the same measured runs: 10, 22, 48, 96."""
+    return _measured(k)[0]
 
 
 # On a CPU a batched call costs about c0 + c1 b seconds for b directions (a fixed part and a per-direction
