@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +18,9 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RENDER_LOCK = threading.RLock()
+from .. import forksafe  # noqa: E402
+
+RENDER_LOCK = forksafe.Lock(reentrant=True)
 
 
 def locked(fn):

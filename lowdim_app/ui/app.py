@@ -59,5 +59,11 @@ def launch(host: str | None = None, port: int | None = None, **kwargs):
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         app_log.addHandler(handler)
         app_log.setLevel(logging.INFO)
+    from .common import runtime
+    from .device import preload_at_start
+
+    loaded = preload_at_start(runtime())
+    if loaded:
+        app_log.info("models loaded at start-up (inherited by every GPU worker): %s", ", ".join(loaded))
     demo = build_app()
     return demo.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=["api"], **kwargs)

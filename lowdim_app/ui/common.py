@@ -1,5 +1,5 @@
-"""Small helpers every tab uses: the feature adapter, error translation, GPU decoration, model choices,
-cancellation."""
+"""Small helpers every tab uses: the feature adapter (admission, lanes, the GPU job), error translation,
+model choices, cancellation."""
 from __future__ import annotations
 
 import contextvars
@@ -11,8 +11,10 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 
@@ -20,30 +22,11 @@ from ..config import Runtime, from_environment
 from ..data.images import ImageError, check_readable
 from ..errors import UserError
 from ..features.base import Cancelled, Progress
+from . import device
+from .errors import to_gr_error
+from .lanes import Lanes
 
 log = logging.getLogger("lowdim_app.ui")
-
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces  # type: ignore
-
-    gpu = spaces.GPU
-except Exception:  # pragma: no cover - depends on the host
-    def gpu(fn=None, **_kwargs):
-        return fn if fn is not None else (lambda f: f)
-
-
-def _translate(err: Exception) -> gr.Error:
-    if isinstance(err, gr.Error):
-        return err
-    if isinstance(err, (UserError, ImageError)):   # expected: one log line, no traceback
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        log.info("user error: %s", message[:300])
-        return gr.Error(message, print_exception=False)
-    if isinstance(err, Cancelled):
-        return gr.Error("cancelled", print_exception=False)
-    log.exception("unexpected error in a UI handler")
-    first = str(err).splitlines()[0][:200] if str(err) else ""
-    return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
 
 
 def _input_error(block_fn, inputs, err: Exception) -> str:
@@ -103,7 +86,7 @@ def handle_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as err:
-                raise _translate(err) from None
+                raise to_gr_error(err) from None
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -111,7 +94,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            raise _translate(err) from None
+            raise to_gr_error(err) from None
     return wrapper
 
 
@@ -191,48 +174,60 @@ def load_model_checked(model_id):
     return load_model(model_id.strip(), runtime=runtime())
 
 
-def _gr_progress(progress):
-    """A feature ``Progress`` that reports stages to ``gr.Progress`` and lets it track tqdm bars."""
+def _first_message(progress, feature, settings) -> None:
+    """A first progress line at once (the feature's own come after its model loads)."""
     if progress is None:
-        return Progress(None, bars=True)
-
-    def show(fraction, message):
-        if fraction is not None and fraction >= 1.0:
-            return   # the result itself says the run ended (a 100% bar would cover it until the event closes)
-        try:
-            progress(fraction, desc=message)
-        except Exception:  # progress is best effort (e.g. outside a Gradio event)
-            pass
-    return Progress(show, bars=True)
+        return
+    model = getattr(settings, "model", None)
+    try:
+        progress(0.0, desc=f"loading {model}" if isinstance(model, str) and model else f"{feature.name}: starting")
+    except Exception:  # progress is best effort (e.g. outside a Gradio event)
+        pass
 
 
-def _duration(feature, settings, rt, prog, inputs, seconds) -> int:
-    return seconds
+LANES = Lanes()
+_computing = {"n": 0}
+_computing_lock = threading.Lock()
 
 
-@gpu(duration=_duration)
-def _run_on_device(feature, settings, rt, prog, inputs, seconds):
-    return feature.run(settings, runtime=rt, progress=prog, **inputs)
+@contextmanager
+def _computing_now() -> Iterator[int]:
+    """Count this run among the computations the process does now (the threads rule divides by it)."""
+    with _computing_lock:
+        _computing["n"] += 1
+        n = _computing["n"]
+    try:
+        yield n
+    finally:
+        with _computing_lock:
+            _computing["n"] -= 1
 
 
-def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
-    """Run a feature for a UI event: runtime from the environment, stages to ``gr.Progress``, on the
-    GPU when one is attached (ZeroGPU, for a duration sized from the request's cost); a request over
-    the operator's per-request budget is refused with the CLI command that runs it elsewhere."""
-    from ..diffusion.registry import unet_config
-    from ..features import budget
+def run_model_job(feature, settings, flag: "RunFlag", progress=None, **inputs):
+    """One model action for a UI event: admitted by the feature runner (the operator's budget), in its
+    lane (:mod:`.lanes`), its model loaded once in this process, then run by :func:`.device.run_job` --
+    on the GPU in a ZeroGPU worker on a Space, in this thread elsewhere."""
+    from ..features import runner
 
     rt = runtime()
-    model_id = getattr(settings, "model", None)
-    config = unet_config(model_id, rt) if isinstance(model_id, str) else None
-    if isinstance(model_id, str) and config is None:
-        est = budget.estimate(feature, settings, rt)   # the model cannot be read: the run says why, first
-    else:
-        est = budget.check(feature, settings, rt, config)
-    prog = _gr_progress(progress)
-    if should_stop is not None:
-        prog.should_stop = should_stop
-    return _run_on_device(feature, settings, rt, prog, inputs, budget.gpu_duration(est, rt.request_budget_s))
+    estimate = runner.admit(feature, settings, rt)
+
+    def waiting(line: str) -> None:
+        if progress is not None:
+            try:
+                progress(0.0, desc=line)
+            except Exception:  # progress is best effort
+                pass
+
+    with LANES.admit(estimate.seconds, should_stop=flag, on_wait=waiting), _computing_now() as concurrent:
+        _first_message(progress, feature, settings)
+        device.preload(settings, rt)
+        job = device.Job(feature.name, settings, rt, device.StopFile(flag.path), runner.gpu_seconds(estimate, rt),
+                         concurrent=concurrent, inputs=inputs)
+        out = device.run_job(job)
+    if isinstance(out, device.Stopped):
+        raise Cancelled()
+    return out
 
 
 HEARTBEAT_S = 0.25
@@ -244,23 +239,30 @@ def unchanged(n: int) -> tuple:
     return tuple(gr.skip() for _ in range(n))
 
 
+def _stream_lab(feature, settings, flag: "RunFlag", **inputs):
+    """A live lab's partial results, computed in this process (labs need no GPU)."""
+    from .. import threads
+
+    with _computing_now() as concurrent:
+        threads.apply(workers=concurrent)
+        prog = Progress(device.show_progress, bars=True, should_stop=flag)
+        yield from feature.stream(settings, runtime=runtime(), progress=prog, **inputs)
+
+
 def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream: bool = False, **inputs):
     """A UI event as a generator over the feature's results, computed in a worker thread.
 
     While the worker runs this yields ``None`` every quarter second (the client sees the run alive,
     and gradio can close the generator at any moment), and each result as it arrives (``stream``:
-    every partial result of ``feature.stream``; else the one result of ``run_feature``, on the GPU
-    when one is attached). Cancel (button), ``job.cancel()`` from gradio_client (which closes this
-    generator) and a closed tab (``demo.unload``) all set the run's stop flag, which the feature
-    polls, so the machine is freed within one polling interval."""
+    every partial result of a live lab's ``feature.stream``, computed here; else the one result of a
+    model action, :func:`run_model_job`). Cancel (button), ``job.cancel()`` from gradio_client (which
+    closes this generator) and a closed tab (``demo.unload``) all set the run's stop flag, which the
+    feature polls -- in a ZeroGPU worker process through the flag's file -- so the machine is freed
+    within one polling interval."""
     import queue
 
-    if progress is not None:    # a first message at once (the feature's own come after its model loads)
-        model = getattr(settings, "model", None)
-        try:
-            progress(0.0, desc=f"loading {model}" if isinstance(model, str) and model else f"{feature.name}: starting")
-        except Exception:  # progress is best effort (e.g. outside a Gradio event)
-            pass
+    if progress is not None and stream:
+        _first_message(progress, feature, settings)
     with STOP_FLAGS.running(request, lab) as flag:
         results: queue.Queue = queue.Queue()
         taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
@@ -276,14 +278,12 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
         def work():
             try:
                 if stream:
-                    prog = _gr_progress(progress)
-                    prog.should_stop = flag
-                    for res in feature.stream(settings, runtime=runtime(), progress=prog, **inputs):
+                    for res in _stream_lab(feature, settings, flag, **inputs):
                         hand_over(res)
                         if flag():
                             break
                 else:
-                    hand_over(run_feature(feature, settings, progress=progress, should_stop=flag, **inputs))
+                    hand_over(run_model_job(feature, settings, flag, progress=progress, **inputs))
             except Cancelled:
                 pass
             except BaseException as err:   # re-raised in the request thread
@@ -316,17 +316,6 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
             raise
 
 
-def stream_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
-    """Partial results of a feature for a streaming UI event (stops quietly on Cancel)."""
-    prog = _gr_progress(progress)
-    if should_stop is not None:
-        prog.should_stop = should_stop
-    try:
-        yield from feature.stream(settings, runtime=runtime(), progress=prog, **inputs)
-    except Cancelled:
-        return
-
-
 def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
     """The Run / Cancel pair of a live lab (``elem_id``: ``{prefix}-run`` / ``{prefix}-cancel``)."""
     return (gr.Button("Run", variant="primary", elem_id=f"{prefix}-run"),
@@ -334,10 +323,14 @@ def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
 
 
 class RunFlag:
-    """One run's stop flag: call it to ask whether to stop (a ``should_stop`` hook); ``set()`` stops."""
+    """One run's stop flag: call it to ask whether to stop (a ``should_stop`` hook); ``set()`` stops.
+
+    ``set()`` also creates the file at ``path``, so that a computation in another process (a ZeroGPU
+    worker, given :class:`.device.StopFile` of that path) stops too; :meth:`close` removes it."""
 
     def __init__(self):
         self._event = threading.Event()
+        self.path = str(_stop_folder() / uuid.uuid4().hex)
 
     def __call__(self) -> bool:
         return self._event.is_set()
@@ -346,6 +339,19 @@ class RunFlag:
 
     def set(self) -> None:
         self._event.set()
+        try:
+            Path(self.path).touch()
+        except OSError:
+            log.warning("cannot create the stop file %s", self.path)
+
+    def close(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _stop_folder() -> Path:
+    folder = Path(tempfile.gettempdir()) / "lowdim-app" / "stop"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class StopFlags:
@@ -381,6 +387,7 @@ class StopFlags:
                 log.info("%s: run stopped by Cancel", lab)
             with self._lock:
                 self._flags.pop(key, None)
+            flag.close()
 
     def _set(self, match) -> int:
         with self._lock:
