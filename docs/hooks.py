@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:   # the `mkdocs` command (unlike `python -m mkdocs`) does not put the checkout on the path
+    sys.path.insert(0, str(REPO))
 EX = str(REPO / "assets" / "examples" / "digit_2_test0.png")
 
 # figure name -> (CLI arguments with {out} for the output path, the file the command writes)

@@ -45,11 +45,19 @@ def _process_group(device: str):
     return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
+def _local_processes() -> int:
+    """Processes of this command on this machine (``torchrun`` / ``accelerate launch`` say how many)."""
+    text = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
 def _run_feature(feature, args) -> int:
+    from . import threads
     from .config import from_environment
     from .features.base import Progress
     from .features.settings import from_args
 
+    threads.apply(workers=_local_processes())
     runtime = from_environment()
     if getattr(args, "device", None):
         runtime = dataclasses.replace(runtime, device=args.device)
@@ -131,6 +139,9 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import threads
+
+    threads.prefer_passive_waiting()     # before torch is imported (OpenMP reads it once)
     from .data.images import ImageError
     from .features.base import Cancelled
 

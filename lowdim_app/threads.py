@@ -26,6 +26,8 @@ from . import forksafe
 SAMPLE_S = 0.1            # how long to watch /proc/stat for other processes' load
 CACHE_S = 2.0             # a measured load is reused this long (the app asks once per request)
 USER_ENV = ("LOWDIM_THREADS", "OMP_NUM_THREADS")
+CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1 = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 
 _lock = forksafe.Lock()
 _state = {"set": None, "load": None, "load_at": 0.0}
@@ -48,14 +50,14 @@ def cores_available() -> float:
 
 def _cgroup_quota() -> float | None:
     try:
-        text = open("/sys/fs/cgroup/cpu.max").read().split()
+        text = open(CGROUP_V2).read().split()
         if text and text[0] != "max":
             return float(text[0]) / float(text[1])
     except (OSError, ValueError, IndexError):
         pass
     try:
-        quota = float(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
-        period = float(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        quota = float(open(CGROUP_V1[0]).read())
+        period = float(open(CGROUP_V1[1]).read())
         if quota > 0 and period > 0:
             return quota / period
     except (OSError, ValueError):
@@ -132,6 +134,5 @@ def apply(workers: int = 1) -> int:
     with _lock:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-        if chosen is None:
-            _state["set"] = n
+        _state["set"] = n           # what we set: a later difference is the user's own call
     return n

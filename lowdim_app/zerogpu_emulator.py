@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
+    from .threads import prefer_passive_waiting
+
+    prefer_passive_waiting()
     api = DeviceAPI(reuse=args.reuse).start()
     install(api)
     print(f"ZeroGPU device API stand-in at {api.url} (GET /calls lists what it scheduled)", flush=True)

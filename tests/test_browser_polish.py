@@ -114,7 +114,7 @@ def test_an_unavailable_hub_model_is_marked_and_explained(page, artifacts):
     # the old grid and reproduce line no longer match the chosen model: gone
     assert page.locator("#models-grid img").count() == 0
     assert "--steps 5" not in page.locator("#models-reproduce").inner_text()
-    assert "huggingface-cli download google/ddpm-cifar10-32" in page.locator("#models-card").inner_text()
+    assert "hf download google/ddpm-cifar10-32 --include" in page.locator("#models-card").inner_text()
     page.screenshot(path=str(artifacts / "polish_models_unavailable.png"), full_page=False)
 
 

@@ -65,7 +65,7 @@ def test_unavailable_hub_model_gives_a_note_not_an_error(monkeypatch):
     assert labels[hub].startswith(hub) and "not" in labels[hub][len(hub):]
     assert labels["digits-gen"] == "digits-gen"
     card = models_tab.model_card(hub)
-    assert "not available here" in card and f"huggingface-cli download {hub}" in card
+    assert "not available here" in card and f"hf download {hub} --include" in card
     assert common.unavailable_note("digits-gen") == ""
     grid, note = models_tab._samples_stale(hub, Image.new("RGB", (4, 4)))
     assert grid is None and "not available here" in note

@@ -163,3 +163,31 @@ def test_every_lab_runs_on_the_space(server, client, api_name, args):
     out = client.predict(*args, api_name=api_name)
     text = " ".join(str(o) for o in out)
     assert "done in" in text or "Reproduce" in text, text[:500]
+
+
+def test_a_small_job_does_not_wait_behind_a_large_one(server, artifacts):
+    """While a 64-image x 1000-step sample computes, a 1-image 4-step sample and a k = 1 direction search
+    (each estimated at a few seconds: the quick lane) finish before it -- not queued behind it."""
+    from gradio_client import Client
+
+    heavy_client, small_client = Client(server, verbose=False), Client(server, verbose=False)
+    heavy = heavy_client.submit(*HEAVY, api_name="/sample")
+    before = len(server.calls()["schedule"])
+    deadline = time.time() + 60
+    while time.time() < deadline and len(server.calls()["schedule"]) == before:
+        time.sleep(0.2)
+    time.sleep(2.0)                                            # the heavy job holds the long lane and computes
+    latencies = {}
+    t0 = time.perf_counter()
+    small_client.predict("digits-gen", 1, 0, 4, "", 7.5, api_name="/sample")
+    latencies["sample 1 image x 4 steps"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    small_client.predict(_editor(EX[0]), "digits-gen", 0.7, 1, 4, "", False, 400, 0.05, "central",
+                         api_name="/find_directions")
+    latencies["find_directions k=1, 4 steps"] = time.perf_counter() - t0
+    heavy_still_running = not heavy.done()
+    heavy.cancel()
+    with open(artifacts / "fairness_seconds.txt", "w") as f:
+        for name, s in latencies.items():
+            f.write(f"{name} while a 64 x 1000-step sample runs: {s:.2f} s\n")
+    assert heavy_still_running, "the heavy job ended first: the test shows nothing"

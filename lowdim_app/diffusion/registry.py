@@ -87,9 +87,16 @@ def _is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
+def download_command(model_id: str) -> str:
+    """The ``hf`` command (huggingface_hub >= 1.0) that puts exactly what this app loads into the cache."""
+    include = " ".join(f'--include "{p}"' for p in ("*.json", "*.txt", "*.safetensors", "*.model"))
+    exclude = " ".join(f'--exclude "{p}"' for p in ("*fp16*", "*non_ema*", "*.ema.*", "safety_checker/*"))
+    return f"hf download {model_id} {include} {exclude}"
+
+
 def _unavailable_message(model_id: str) -> str:
     return (f"{model_id} is not in the local Hugging Face cache and the hub cannot be reached. "
-            f"On a machine with internet run `huggingface-cli download {model_id}` (same HF_HOME), "
+            f"On a machine with internet run `{download_command(model_id)}` (same HF_HOME), "
             "or pass a local diffusers folder as the model; the built-in models keep working.")
 
 

@@ -62,8 +62,10 @@ def launch(host: str | None = None, port: int | None = None, **kwargs):
     from .common import runtime
     from .device import preload_at_start
 
-    loaded = preload_at_start(runtime())
+    rt = runtime()
+    loaded = preload_at_start(rt)
     if loaded:
         app_log.info("models loaded at start-up (inherited by every GPU worker): %s", ", ".join(loaded))
     demo = build_app()
+    kwargs.setdefault("max_file_size", rt.max_upload_mb * 1024 * 1024)   # refused before it is stored
     return demo.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=["api"], **kwargs)

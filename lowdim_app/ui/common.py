@@ -58,12 +58,28 @@ def _input_error(block_fn, inputs, err: Exception) -> str:
 MAX_ERROR_CHARS = 300
 
 
+def _check_file_counts(block_fn, inputs) -> None:
+    """Refuse more files than an input takes (its ``max_files``, else the settings' list bound) from the
+    request's payload alone -- no file is moved, hashed or opened first."""
+    from ..features.settings import MAX_ITEMS
+
+    if not isinstance(inputs, (list, tuple)):
+        return
+    for block, value in zip(getattr(block_fn, "inputs", []), inputs):
+        if isinstance(block, (gr.File, gr.Gallery)) and isinstance(value, (list, tuple)):
+            limit = getattr(block, "max_files", None) or MAX_ITEMS
+            if len(value) > limit:
+                label = getattr(block, "label", None) or type(block).__name__
+                raise gr.Error(f"{label}: at most {limit} files per request, got {len(value)}", print_exception=False)
+
+
 class Blocks(gr.Blocks):
     """``gr.Blocks`` whose input handling never answers with gradio's generic "upstream" error: a
     value gradio cannot even preprocess (a string for a slider, a missing argument, a malformed
     file payload) becomes one ``gr.Error`` line."""
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        _check_file_counts(block_fn, inputs)      # before gradio moves or reads any of the files
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error as err:   # gradio's own input errors echo the value: keep them one short line
@@ -149,7 +165,7 @@ def model_dropdown_choices() -> list[tuple[str, str]]:
 
 def unavailable_note(model_id) -> str:
     """A Markdown note for a listed model that cannot be loaded here ('' when it can, or is not listed)."""
-    from ..diffusion.registry import list_models
+    from ..diffusion.registry import download_command, list_models
 
     if not isinstance(model_id, str):   # the API may send anything; the run itself says what is wrong
         return ""
@@ -157,7 +173,7 @@ def unavailable_note(model_id) -> str:
         if e.model_id == model_id.strip() and not e.available:
             if e.kind == "hub":
                 how = (f"its weights are not in the local Hugging Face cache{' and this server is offline' if _offline() else ''}."
-                       f" On a machine with internet run `huggingface-cli download {e.model_id}` (same HF_HOME), "
+                       f" On a machine with internet run `{download_command(e.model_id)}` (same HF_HOME), "
                        "or pick a built-in model (they run offline on a CPU)")
             else:
                 how = e.detail or "it is missing from this installation"

@@ -33,6 +33,7 @@ from .common import (
     unchanged,
     unavailable_note,
 )
+from .lanes import MODEL_EVENTS
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 MAX_K = 16
@@ -373,7 +374,7 @@ def build() -> None:
             edit_info = gr.Markdown(elem_id="edit-edit-info")
             files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
 
-    heavy = dict(concurrency_limit=1, concurrency_id="heavy")
+    heavy = MODEL_EVENTS
     events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
                          [spectrum, vgal, ugal, info, state, index], api_name="find_directions", **heavy),
               go.click(edit, [editor, state, index, amax, count, seed, keep], [strip_raw, effect, edit_info, files],

@@ -16,6 +16,9 @@ from ..features.base import Cancelled
 
 QUICK_S = 10.0          # estimated seconds up to which a request counts as quick
 POLL_S = 0.25
+# gradio's side: every model action shares one concurrency group wide enough that requests waiting
+# for the long lane never hold the places quick ones need (gradio queues beyond it, first come first served)
+MODEL_EVENTS = {"concurrency_id": "models", "concurrency_limit": 8}
 
 
 class Lanes:

@@ -17,6 +17,7 @@ from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
 from .common import handle_errors, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .lanes import MODEL_EVENTS
 
 MAX_NOISE_DRAWS = 16
 
@@ -134,7 +135,7 @@ def build_audit() -> None:
             table = gr.File(label="scores.csv", elem_id="audit-csv")
             report = gr.File(label="report.html (self-contained)", elem_id="audit-report")
     wire_cancellable((go, stop), audit, [folder, model, out, batch, invert, seed], [summary, counts, table, report],
-                     api_name="audit", concurrency_limit=1, concurrency_id="heavy")
+                     api_name="audit", **MODEL_EVENTS)
 
 
 def build() -> None:
@@ -199,6 +200,6 @@ def build() -> None:
     if not runtime().public:
         build_audit()
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert],
-             [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=2, concurrency_id="light")
+             [table, csv_file, hist, summary, nn, repro], api_name="score", **MODEL_EVENTS)
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
-                 api_name="calibrate", concurrency_limit=2, concurrency_id="light")
+                 api_name="calibrate", **MODEL_EVENTS)

@@ -11,6 +11,7 @@ from ..features.sample import FEATURE as SAMPLE
 from ..features.sample import SampleSettings
 from .common import (handle_errors, model_dropdown_choices, run_in_worker, runtime, unavailable_note, unchanged,
                      wire_cancellable)
+from .lanes import MODEL_EVENTS
 
 MAX_STEPS = 1000
 
@@ -108,7 +109,7 @@ def build() -> None:
                              interactive=False, elem_id="models-table")
 
     wire_cancellable((go, stop), sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
-                     lab="sample", status=repro, concurrency_limit=1, concurrency_id="heavy")
+                     lab="sample", status=repro, **MODEL_EVENTS)
     model.change(model_card, model, card, api_name="model_card", show_progress="hidden")
     # the user's own pick only (.input): an example sets the model and its grid together
     model.input(_samples_stale, [model, grid], [grid, repro], api_name=False, queue=False, show_progress="hidden")

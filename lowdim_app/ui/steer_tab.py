@@ -23,6 +23,7 @@ from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
 from .common import (Image, cancel_button, handle_errors, model_dropdown_choices, request_folder, run_in_worker,
                      unavailable_note, unchanged)
+from .lanes import MODEL_EVENTS
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
@@ -207,8 +208,7 @@ def build() -> None:
                     label="Examples (the first click runs one, later clicks show the stored result)")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
                           contrast, seed, vector_in],
-                  [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", concurrency_limit=1,
-                  concurrency_id="heavy")
+                  [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", **MODEL_EVENTS)
     cancel_button(stop, [ev], "steer", status=info, outputs=[strip_raw, curve, contrast_raw, used, vector_out])
     # an example fills the raw strips without a click: label whatever they hold when it changes
     for raw in (strip_raw, contrast_raw):
