@@ -191,3 +191,59 @@ def test_a_small_job_does_not_wait_behind_a_large_one(server, artifacts):
         for name, s in latencies.items():
             f.write(f"{name} while a 64 x 1000-step sample runs: {s:.2f} s\n")
     assert heavy_still_running, "the heavy job ended first: the test shows nothing"
+
+
+def _upload(server, name: str, data: bytes):
+    """POST one file to gradio's upload route; (HTTP status, the stored path or the error text)."""
+    import json
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{server}gradio_api/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.load(r)[0]
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def _call(server, api_name: str, data: list) -> tuple[float, dict]:
+    """One queued call through gradio's HTTP API: (seconds from joining the queue to its end, the message)."""
+    import json
+    import urllib.request
+    import uuid
+
+    config = json.load(urllib.request.urlopen(f"{server}config", timeout=30))
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name.strip("/"))
+    session = uuid.uuid4().hex
+    payload = json.dumps({"data": data, "fn_index": fn, "session_hash": session}).encode()
+    t0 = time.perf_counter()
+    urllib.request.urlopen(urllib.request.Request(f"{server}gradio_api/queue/join", data=payload,
+                                                  headers={"Content-Type": "application/json"}), timeout=30)
+    with urllib.request.urlopen(f"{server}gradio_api/queue/data?session_hash={session}", timeout=120) as r:
+        for line in r:
+            line = line.decode().strip()
+            if '"process_completed"' in line:
+                return time.perf_counter() - t0, json.loads(line[5:])
+    raise AssertionError("no completion message")
+
+
+def test_uploads_are_capped_before_they_are_read(server, artifacts):
+    """1000 files in one request are refused from the payload alone (no file moved or opened), in one
+    line; a file over the size limit is refused by the upload route before it is stored."""
+    status, path = _upload(server, "d.png", Path(EX[0]).read_bytes())
+    assert status == 200
+    ref = {"path": path, "orig_name": "d.png", "meta": {"_type": "gradio.FileData"}}
+    seconds, msg = _call(server, "/score", [[ref] * 1000, "digits-dup", "", 50, "", 4, 0, 0, None, False])
+    assert msg["success"] is False and "at most 256 files per request, got 1000" in msg["output"]["error"]
+    status, text = _upload(server, "big.png", b"\0" * (21 * 1024 * 1024))
+    with open(artifacts / "fairness_seconds.txt", "a") as f:
+        f.write(f"1000-file /score refused after {seconds:.2f} s (server side, from joining the queue)\n"
+                f"21 MB upload: HTTP {status}\n")
+    assert status == 413 and "maximum" in text.lower()
+    assert seconds < 10            # from the payload alone: no 1000 file moves or image checks

@@ -15,11 +15,21 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
          "Every result here is reproducible from the CLI (`python -m lowdim_app ...`) with the seed shown.")
 
 
+def _import_libraries() -> None:
+    """Import the libraries requests load lazily, once, before requests run side by side: diffusers'
+    and transformers' lazy module loaders (and matplotlib's pyplot) fail when two threads import the same
+    name at once ("cannot import name 'UNet2DModel' from 'diffusers'")."""
+    import matplotlib.pyplot  # noqa: F401
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+
 def build_app() -> gr.Blocks:
     from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab, theory
 
     from .common import Blocks
 
+    _import_libraries()
     with Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):

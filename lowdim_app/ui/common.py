@@ -247,7 +247,6 @@ def run_model_job(feature, settings, flag: "RunFlag", progress=None, **inputs):
 
 
 HEARTBEAT_S = 0.25
-STOP_WAIT_S = 15.0
 
 
 def unchanged(n: int) -> tuple:
@@ -279,57 +278,57 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
 
     if progress is not None and stream:
         _first_message(progress, feature, settings)
-    with STOP_FLAGS.running(request, lab) as flag:
-        results: queue.Queue = queue.Queue()
-        taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
-        done = object()
+    flag = STOP_FLAGS.start(request, lab)     # dropped by the worker when its computation has ended
+    results: queue.Queue = queue.Queue()
+    taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
+    done = object()
 
-        def hand_over(item) -> None:
-            results.put(item)
-            while not taken.wait(HEARTBEAT_S):
-                if flag():
-                    return
-            taken.clear()
+    def hand_over(item) -> None:
+        results.put(item)
+        while not taken.wait(HEARTBEAT_S):
+            if flag():
+                return
+        taken.clear()
 
-        def work():
-            try:
-                if stream:
-                    for res in _stream_lab(feature, settings, flag, **inputs):
-                        hand_over(res)
-                        if flag():
-                            break
-                else:
-                    hand_over(run_model_job(feature, settings, flag, progress=progress, **inputs))
-            except Cancelled:
-                pass
-            except BaseException as err:   # re-raised in the request thread
-                results.put(err)
-            finally:
-                results.put(done)
-
-        # in a copy of the event's context: gr.Progress finds its event there (progress bars from the worker)
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
-                                  daemon=True)
-        worker.start()
+    def work():
         try:
-            while True:
-                try:
-                    item = results.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    yield None
-                    continue
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                taken.set()
-        except GeneratorExit:
-            flag.set()
-            worker.join(STOP_WAIT_S)      # the run counts as active until its computation has stopped
-            if worker.is_alive():
-                log.warning("%s: cancelled run still finishing a step after %s s", lab, STOP_WAIT_S)
-            raise
+            if stream:
+                for res in _stream_lab(feature, settings, flag, **inputs):
+                    hand_over(res)
+                    if flag():
+                        break
+            else:
+                hand_over(run_model_job(feature, settings, flag, progress=progress, **inputs))
+        except Cancelled:
+            pass
+        except BaseException as err:   # re-raised in the request thread
+            results.put(err)
+        finally:
+            STOP_FLAGS.finish(flag)
+            results.put(done)
+
+    # in a copy of the event's context: gr.Progress finds its event there (progress bars from the worker)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
+                              daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = results.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield None
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            taken.set()
+    except GeneratorExit:
+        # Cancel, a closed tab or a disconnected client: the computation stops at its next poll (a step, a
+        # network call); the flag stays registered until it has, without holding gradio's cancel request
+        flag.set()
+        raise
 
 
 def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
@@ -347,6 +346,7 @@ class RunFlag:
     def __init__(self):
         self._event = threading.Event()
         self.path = str(_stop_folder() / uuid.uuid4().hex)
+        self.key: tuple | None = None        # (session, lab, serial) while registered in StopFlags
 
     def __call__(self) -> bool:
         return self._event.is_set()
@@ -389,21 +389,30 @@ class StopFlags:
     def _session(request):
         return getattr(request, "session_hash", None)
 
-    @contextmanager
-    def running(self, request, lab: str):
+    def start(self, request, lab: str) -> "RunFlag":
+        """Register a fresh flag for a run of ``lab`` in the caller's session; :meth:`finish` drops it."""
         flag = RunFlag()
         with self._lock:
             self._next += 1
-            key = (self._session(request), lab, self._next)
-            self._flags[key] = flag
+            flag.key = (self._session(request), lab, self._next)
+            self._flags[flag.key] = flag
+        return flag
+
+    def finish(self, flag: "RunFlag") -> None:
+        """The run's computation has ended (stopped by Cancel or not)."""
+        if flag():   # Cancel, a cancelled request or a closed tab
+            log.info("%s: run stopped by Cancel", flag.key[1])
+        with self._lock:
+            self._flags.pop(flag.key, None)
+        flag.close()
+
+    @contextmanager
+    def running(self, request, lab: str):
+        flag = self.start(request, lab)
         try:
             yield flag
         finally:
-            if flag():   # Cancel, a cancelled request or a closed tab
-                log.info("%s: run stopped by Cancel", lab)
-            with self._lock:
-                self._flags.pop(key, None)
-            flag.close()
+            self.finish(flag)
 
     def _set(self, match) -> int:
         with self._lock:
