@@ -247,3 +247,32 @@ def test_uploads_are_capped_before_they_are_read(server, artifacts):
                 f"21 MB upload: HTTP {status}\n")
     assert status == 413 and "maximum" in text.lower()
     assert seconds < 10            # from the payload alone: no 1000 file moves or image checks
+
+
+def test_browser_walkthrough_on_the_emulated_space(server, page, artifacts):
+    """A visitor on the Space: the sample's DDIM progress (counted in the forked worker) shows in the
+    page's progress bar, Cancel stops it, the next sample shows its grid; then the next sample."""
+    page.locator("#models-n input[type=number]").fill("32")
+    page.locator("#models-n input[type=number]").press("Enter")
+    page.locator("#models-steps input[type=number]").fill("1000")
+    page.locator("#models-steps input[type=number]").press("Enter")
+    page.locator("#models-sample-btn").click()
+    shown = page.wait_for_function(
+        "() => { const e = [...document.querySelectorAll('.progress-level-inner, .progress-text')].find(x => "
+        "x.offsetParent && /DDIM sampling/.test(x.innerText)); return e ? e.innerText : false }",
+        timeout=120_000, polling=100)
+    assert "DDIM sampling" in shown.json_value()
+    page.screenshot(path=str(artifacts / "zerogpu_progress.png"), full_page=False)
+    workers = _worker_pids(server)
+    page.locator("#models-cancel").click()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 10 and _cpu_over(workers | {server.pid}, 1.0) > 0.3:
+        pass
+    assert _cpu_over(workers | {server.pid}, 1.0) < 0.3
+    page.locator("#models-steps input[type=number]").fill("10")
+    page.locator("#models-steps input[type=number]").press("Enter")
+    page.locator("#models-sample-btn").click()
+    page.wait_for_function("document.querySelector('#models-reproduce')?.innerText.includes('--steps 10')",
+                           timeout=120_000)
+    assert page.locator("#models-grid img").evaluate("i => i.naturalWidth") >= 128
+    page.screenshot(path=str(artifacts / "zerogpu_models.png"), full_page=False)
