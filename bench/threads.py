@@ -40,14 +40,14 @@ COMMANDS = {
 SETTINGS = {
     "rule": {},
     "one": {"OMP_NUM_THREADS": "1"},
-    "all": {"LOWDIM_THREADS": str(CORES), "OMP_WAIT_POLICY": ""},
+    "all": {"OMP_NUM_THREADS": str(CORES), "OMP_WAIT_POLICY": ""},
 }
 LOAD = ("import torch\ntorch.set_num_threads({n})\na = torch.randn(384, 384)\n"
         "while True:\n    a = torch.tanh(a @ a)\n")
 
 
 def run_once(command: list[str], env_extra: dict) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOWDIM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     env.update(env_extra, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO))
     with tempfile.TemporaryDirectory() as tmp:
         argv = [a.replace("{tmp}", tmp) for a in command]

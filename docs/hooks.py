@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:   # the `mkdocs` command (unlike `python -m mkdocs`) does not put the checkout on the path
-    sys.path.insert(0, str(REPO))
 EX = str(REPO / "assets" / "examples" / "digit_2_test0.png")
 
 # figure name -> (CLI arguments with {out} for the output path, the file the command writes)
@@ -41,6 +39,8 @@ def cache_dir() -> Path:
 
 def make_figures(log=print) -> dict[str, Path]:
     """Run each figure's command (once per distinct command line); ``{name: png path}``."""
+    if str(REPO) not in sys.path:   # the `mkdocs` command (unlike `python -m mkdocs`) does not put the checkout
+        sys.path.insert(0, str(REPO))    # on the path, and mkdocs restores sys.path after loading a hook
     from lowdim_app.cli import main
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

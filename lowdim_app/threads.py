@@ -9,7 +9,7 @@
 * **concurrent computations**: the runs this process is doing at once (the app passes how many of
   its requests compute now; the CLI and a library call are one).
 
-The user's choice always wins: ``OMP_NUM_THREADS`` (or ``LOWDIM_THREADS``) in the environment, or a
+The user's choice always wins: ``OMP_NUM_THREADS`` in the environment, or a
 ``torch.set_num_threads`` call made before ours, is kept as it is.
 
 :func:`prefer_passive_waiting` (called by the CLI and the app before torch is imported) also asks
@@ -25,7 +25,7 @@ from . import forksafe
 
 SAMPLE_S = 0.1            # how long to watch /proc/stat for other processes' load
 CACHE_S = 2.0             # a measured load is reused this long (the app asks once per request)
-USER_ENV = ("LOWDIM_THREADS", "OMP_NUM_THREADS")
+USER_ENV = ("OMP_NUM_THREADS",)
 CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
 CGROUP_V1 = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 

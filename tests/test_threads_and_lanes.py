@@ -35,9 +35,6 @@ def test_the_users_choice_wins(monkeypatch):
         monkeypatch.setattr(threads, "rule", lambda workers=1, **kw: 2)
         assert threads.apply() == 1 and torch.get_num_threads() == 1
         monkeypatch.delenv("OMP_NUM_THREADS")
-        monkeypatch.setenv("LOWDIM_THREADS", "1")
-        assert threads.apply() == 1
-        monkeypatch.delenv("LOWDIM_THREADS")
         assert threads.apply() == 2 and torch.get_num_threads() == 2        # nothing chosen: the rule
         torch.set_num_threads(1)                                             # the user calls torch after us
         assert threads.apply() == 1 and torch.get_num_threads() == 1
