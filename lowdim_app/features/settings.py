@@ -288,19 +288,20 @@ class Settings:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                 for f in dataclasses.fields(self)}
 
-    def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "") -> str:
+    def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "", omit=()) -> str:
         """The exact command line that reproduces these settings.
 
         Every setting is spelled out -- so the line means the same when a later version changes a
-        default -- except ``auto`` (``None``), empty texts and empty lists left at their default.
-        ``placeholders`` replaces the values of path fields the caller cannot know
+        default -- except ``auto`` (``None``), empty texts and empty lists left at their default, and
+        the settings named in ``omit`` (those the model does not use, e.g. guidance of an unconditional
+        model). ``placeholders`` replaces the values of path fields the caller cannot know
         (e.g. ``{"image": "IMAGE.png"}``)."""
         placeholders = placeholders or {}
         positional: list[str] = []
         flags: list[str] = []
         for f in dataclasses.fields(self):
             spec = spec_of(f)
-            if not spec.cli:
+            if not spec.cli or f.name in omit:
                 continue
             v = getattr(self, f.name)
             if f.name in placeholders:
