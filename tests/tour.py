@@ -27,17 +27,17 @@ TABS = [
      {"#steer-count input[type=number]": "4"}, ("#steer-info", "python -m lowdim_app")),
     ("phase", "Theory labs", "Phase transition", "#molrg-phase-run", "#molrg-phase-plot", "#molrg-phase-cli",
      {"#molrg-phase-trials input": "3"}, ("#molrg-phase-status", "done")),
-    ("rank", "Theory labs", "Low-rank denoiser", "#molrg-rank-run", "#molrg-rank-plot", "#molrg-rank-cli",
+    ("rank", "Theory labs", "Low-rank", "#molrg-rank-run", "#molrg-rank-plot", "#molrg-rank-cli",
      {"#molrg-rank-n input": "16", "#molrg-rank-d1 input": "2", "#molrg-rank-d2 input": "2",
       "#molrg-rank-N input": "100", "#molrg-rank-traj input": "2", "#molrg-rank-dae input": "20",
       "#molrg-rank-mlp input": "0"}, ("#molrg-rank-cli", "python -m lowdim_app")),
-    ("gl", "Theory labs", "Generalization score", "#molrg-gl-run", "#molrg-gl-plot", "#molrg-gl-cli",
+    ("gl", "Theory labs", "GL score", "#molrg-gl-run", "#molrg-gl-plot", "#molrg-gl-cli",
      {"#molrg-gl-steps input": "200", "#molrg-gl-neval input": "100"}, ("#molrg-gl-status", "done")),
-    ("relu", "Theory labs", "Memorize vs generalize", "#theory-relu-run", "#theory-relu-figure", "#theory-relu-cli",
-     {}, ("#theory-relu-status", "done")),
-    ("mog", "Theory labs", "Gaussian mixtures via DDPM", "#theory-mog-run", "#theory-mog-figure", "#theory-mog-cli",
+    ("relu", "Theory labs", "Memorize/generalize", "#theory-relu-run", "#theory-relu-figure", "#theory-relu-cli",
+     {"open:#theory-relu-advanced": "", "#theory-relu-steps input": "300"}, ("#theory-relu-status", "done")),
+    ("mog", "Theory labs", "MoG via DDPM", "#theory-mog-run", "#theory-mog-figure", "#theory-mog-cli",
      {}, ("#theory-mog-status", "done")),
-    ("molr", "Theory labs", "MoLR-MoG experts", "#theory-molr-run", "#theory-molr-figure", "#theory-molr-cli",
+    ("molr", "Theory labs", "MoLR-MoG", "#theory-molr-run", "#theory-molr-figure", "#theory-molr-cli",
      {}, ("#theory-molr-status", "done")),
     ("edit", "Edit", None, "#edit-go-btn", "#edit-strip", "#edit-edit-info",
      {"#edit-steps input[type=number]": "20"}, ("#edit-edit-info", "python -m lowdim_app")),
@@ -50,13 +50,16 @@ def open_tab(page, tab: str, sub: str | None) -> None:
         page.get_by_role("tab", name=sub, exact=True).click()
 
 
-def _wait_text(page, selector: str, text: str, timeout: int = 240_000) -> None:
+def _wait_text(page, selector: str, text: str, timeout: int = 480_000) -> None:
     page.wait_for_function(f"document.querySelector({selector!r})?.innerText.includes({text!r})", timeout=timeout)
 
 
 def run_main_action(page, name, tab, sub, button, result, reproduce, setup, wait) -> None:
     open_tab(page, tab, sub)
     for selector, value in setup.items():
+        if selector.startswith("open:"):   # an accordion holding the next inputs
+            page.locator(selector[5:]).locator("button").first.click()
+            continue
         page.locator(selector).first.fill(value)
     if name == "edit":
         page.locator("#edit-find-btn").click()
@@ -74,12 +77,20 @@ def boxes(page, selectors) -> list[dict | None]:
     return out
 
 
-def one_screen(page, button: str, result: str, reproduce: str, height: int) -> dict:
-    """Scroll so that ``button``, ``result`` and ``reproduce`` are in view; their span and whether it fits."""
+CONTROLS = {"models": "#models-controls", "memorization": "#mem-controls", "steer": "#steer-controls",
+            "phase": "#molrg-phase-controls", "rank": "#molrg-rank-controls", "gl": "#molrg-gl-controls",
+            "relu": "#theory-relu-controls", "mog": "#theory-mog-controls", "molr": "#theory-molr-controls",
+            "edit": "#edit-edit-controls"}
+
+
+def one_screen(page, button: str, result: str, reproduce: str, height: int, controls: str | None = None) -> dict:
+    """Scroll so that the ``controls`` (the inputs of the main action, when given), ``button``, ``result`` and
+    ``reproduce`` are in view; their span and whether it fits in ``height``."""
     page.evaluate("window.scrollTo(0, 0)")
-    found = boxes(page, (button, result, reproduce))
+    wanted = (button, result, reproduce) + ((controls,) if controls else ())
+    found = boxes(page, wanted)
     if any(b is None for b in found):
-        return {"fits": False, "missing": [s for s, b in zip((button, result, reproduce), found) if b is None]}
+        return {"fits": False, "missing": [s for s, b in zip(wanted, found) if b is None]}
     top = min(b["y"] for b in found)
     bottom = max(b["y"] + b["height"] for b in found)
     page.evaluate(f"window.scrollTo(0, {max(0, top - 8)})")
@@ -87,7 +98,7 @@ def one_screen(page, button: str, result: str, reproduce: str, height: int) -> d
     return {"fits": bottom - top <= height, "span": round(bottom - top), "top": round(top)}
 
 
-def tour(url: str, out: Path, only: list[str] | None = None) -> dict:
+def tour(url: str, out: Path, only: list[str] | None = None, controls: bool = True) -> dict:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +123,7 @@ def tour(url: str, out: Path, only: list[str] | None = None) -> dict:
                 page.set_viewport_size({"width": width, "height": height})
                 page.wait_for_timeout(500)
                 open_tab(page, tab, sub) if width == WIDTHS[0][0] else None
-                check = one_screen(page, button, result, reproduce, height)
+                check = one_screen(page, button, result, reproduce, height, CONTROLS.get(name) if controls else None)
                 if failed:
                     check["failed"] = failed
                 report[f"{width}_{name}"] = check

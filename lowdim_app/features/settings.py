@@ -126,10 +126,13 @@ def _short(value) -> str:
 
 
 def fmt(v) -> str:
-    """A bound or value for messages: whole numbers without exponent, others shortest."""
+    """A bound or value for messages: whole numbers without exponent, others shortest; a huge whole number
+    (a seed of 1e308 arrives as a 309-digit int) in exponent form, as it was typed."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**15:
+        v = float(v)
     if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
         return str(int(v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:g}".replace("e+", "e") if isinstance(v, float) else str(v)
 
 
 def _check_bounds(label: str, value, spec: Spec) -> None:

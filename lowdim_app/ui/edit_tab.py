@@ -331,8 +331,6 @@ def build() -> None:
             editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
                                  height=260, value=EXAMPLES[0] if EXAMPLES else None,
                                  brush=gr.Brush(default_size=2, colors=["#ff3030"], color_mode="fixed"))
-            if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
             model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="edit-model")
             model_note = gr.Markdown(elem_id="edit-model-note")
@@ -356,6 +354,8 @@ def build() -> None:
             with gr.Row():
                 find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
+            if EXAMPLES:
+                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
             with gr.Accordion("Save a direction, or apply a saved one (transfer)", open=False, elem_id="edit-transfer"):
                 save = gr.Button("Save direction v_i", elem_id="edit-save-btn")
                 saved = gr.File(label="saved direction", elem_id="edit-saved", visible=False, height=80)
@@ -373,13 +373,13 @@ def build() -> None:
                                       fit_columns=False, object_fit="contain", elem_id="edit-v")
                     ugal = gr.Gallery(label="u_i = J v_i / σ_i: what each changes in x0_hat", columns=8,
                                       height=104, fit_columns=False, object_fit="contain", elem_id="edit-u")
-            with gr.Row(elem_id="edit-edit-controls", equal_height=True):
+            with gr.Row(elem_id="edit-edit-controls", equal_height=False):
                 index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index", min_width=140)
                 amax = gr.Number(value=6, label="α range A ([-A, A])", elem_id="edit-amax", min_width=100)
                 count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of α", elem_id="edit-count",
                                   min_width=140)
                 seed = gr.Number(value=0, precision=0, label="seed (random row)", elem_id="edit-seed", min_width=100)
-                go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn", min_width=90)
+                go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn", min_width=90, scale=0, size="lg")
             keep = gr.Slider(0, 1, value=KEEP_OUTSIDE, step=0.05, elem_id="edit-keep", visible=False,
                              label="keep outside the mask (share of the steps on the unedited trajectory)")
             strip = gr.Image(label="edit strip: along v_i (top) and a random direction (bottom), α = 0 framed",
@@ -389,7 +389,7 @@ def build() -> None:
                 effect = gr.Image(label="change vs α", elem_id="edit-effect", height=220, show_label=False,
                                   min_width=260)
                 files = gr.File(label="files for the reproduce line", file_count="multiple", elem_id="edit-files",
-                                min_width=260)
+                                min_width=260, elem_classes=["compact-file"])
 
     heavy = dict(concurrency_limit=1, concurrency_id="heavy")
     events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],

@@ -53,7 +53,7 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
     are used and its threshold gives the verdicts; otherwise the model's shipped calibration."""
     paths, cal_paths = _paths(files), _paths(calibration_file)
     if not paths and _is_zero(n_generate):
-        raise UserError("nothing to score: upload images, or set *also generate samples* to 1 or more")
+        raise UserError("nothing to score: upload images, or set 'also generate samples' to 1 or more")
     uploaded = bool(cal_paths)
     settings = ScoreSettings.from_raw(
         images=_names(paths), model=model_id, layer=(layer or "").strip(),
@@ -167,7 +167,7 @@ def build() -> None:
         with gr.Column(scale=1, min_width=300, elem_id="mem-controls"):
             # no file_types filter: a file that is not an image reaches the feature, which names it as skipped
             files = gr.File(label="Images (PNG, JPEG, ...; a file that is not an image is named as skipped)",
-                            file_count="multiple", elem_id="mem-files", height=130)
+                            file_count="multiple", elem_id="mem-files")
             model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="mem-model")
             with gr.Row():
@@ -200,7 +200,7 @@ def build() -> None:
             with gr.Row(equal_height=False):
                 with gr.Accordion("What the columns mean", open=False, elem_id="mem-columns-help"):
                     gr.Markdown("\n".join(f"* **{k}**: {v}" for k, v in COLUMN_HELP.items()), elem_id="mem-columns")
-                csv_file = gr.File(label="scores.csv", elem_id="mem-csv", height=80)
+                csv_file = gr.File(label="scores.csv", elem_id="mem-csv", elem_classes=["compact-file"])
     with gr.Accordion("Calibrate a threshold from known images", open=False):
         with gr.Row():
             mem_files = gr.File(label="Known memorized", file_count="multiple", file_types=["image"], elem_id="cal-mem")

@@ -173,9 +173,9 @@ def build() -> None:
             files = gr.File(label="concept images", file_count="multiple", file_types=["image"], elem_id="steer-files",
                             visible=False)
             with gr.Row():
-                source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed", min_width=80)
-                a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax", min_width=80)
-                count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count", min_width=120)
+                source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed", min_width=100)
+                a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax", min_width=100)
+            count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
             contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
                                    elem_id="steer-contrast")
             with gr.Row():
@@ -203,9 +203,9 @@ def build() -> None:
                                  show_label=False, min_width=300)
                 with gr.Column(min_width=240):
                     used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
-                                   interactive=False, elem_id="steer-files-out")
+                                   interactive=False, elem_id="steer-files-out", elem_classes=["compact-file"])
                     vector_out = gr.File(label="steering vector (upload it to steer again without a concept set)",
-                                         interactive=False, elem_id="steer-vector-out")
+                                         interactive=False, elem_id="steer-vector-out", elem_classes=["compact-file"])
     outputs = [strip, curve, contrast_img, info, used, vector_out]
     with examples_slot:
         gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
