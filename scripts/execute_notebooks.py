@@ -34,6 +34,14 @@ def execute(path: Path, work: Path, timeout: int = 600):
     return nb
 
 
+def tidy(nb):
+    """The outputs a reader should see: progress bars and warnings (stderr) are left out."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+    return nb
+
+
 def environment() -> None:
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     os.environ.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg", GRADIO_ANALYTICS_ENABLED="False")
@@ -48,9 +56,9 @@ def main(names: list[str]) -> int:
     for path in paths:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="lowdim-notebook-") as tmp:
-            nb = execute(path, Path(tmp) / "work")
+            nb = tidy(execute(path, Path(tmp) / "work"))
         text = nbformat.writes(nb)
-        if tmp in text or str(REPO) in text:
+        if tmp in text or str(REPO) in text or "site-packages" in text:
             print(f"{path.name}: an output names a machine path; not stored", file=sys.stderr)
             return 1
         path.write_text(text)

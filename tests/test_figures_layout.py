@@ -72,6 +72,22 @@ def test_molrg_lab_figures():
     assert layout_problems(gl_figure(rows)) == []
 
 
+def test_editing_figures():
+    from lowdim_app.plots.editing import effect_figure, spectrum_figure
+
+    assert layout_problems(spectrum_figure(np.logspace(0.3, -3, 256), 220, title="digits-gen: spectrum of J_t")) == []
+    alphas = [-6, -3, 0, 3, 6]
+    assert layout_problems(effect_figure(alphas, [0.3, 0.15, 0, 0.15, 0.3], [0.05, 0.02, 0, 0.02, 0.05],
+                                         label="v1 (jacobian)")) == []
+
+
+def test_steering_curve():
+    from lowdim_app.plots.steering import strength_curve_figure
+
+    curves = {"this source": [0, 1, 1, 1], "memorized sample (#7)": [0, 0, 1, 1], "generalized sample (#0)": [0, .1, 1, 1]}
+    assert layout_problems(strength_curve_figure([0, .5, 1, 1.5], curves, "P(digit 4) (classifier)")) == []
+
+
 def test_memorization_histogram():
     from lowdim_app.plots.memorization import scores_histogram
 

@@ -263,3 +263,10 @@ def test_cli_output_paths_it_cannot_create_exit_2_before_any_work(argv, capsys, 
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: --") and "cannot write there" in err, err
+
+
+def test_every_api_output_is_named_after_what_it_holds(client):
+    """gradio names an output without a label value_<id>: every endpoint's outputs carry a label."""
+    for name, ep in endpoints(client).items():
+        labels = [r.get("label") or "" for r in ep["returns"]]
+        assert all(label and not label.startswith("value_") for label in labels), (name, labels)

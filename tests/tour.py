@@ -61,6 +61,9 @@ def run_main_action(page, name, tab, sub, button, result, reproduce, setup, wait
             page.locator(selector[5:]).locator("button").first.click()
             continue
         page.locator(selector).first.fill(value)
+    for selector in setup:
+        if selector.startswith("open:"):   # folded again, as a visitor finds it
+            page.locator(selector[5:]).locator("button").first.click()
     if name == "edit":
         page.locator("#edit-find-btn").click()
         _wait_text(page, "#edit-info", "numerical rank")
@@ -114,6 +117,7 @@ def tour(url: str, out: Path, only: list[str] | None = None, controls: bool = Tr
             if only and name not in only:
                 continue
             page.set_viewport_size({"width": WIDTHS[0][0], "height": WIDTHS[0][1]})
+            print(name, "running", flush=True)
             try:
                 run_main_action(page, name, tab, sub, button, result, reproduce, setup, wait)
                 failed = None

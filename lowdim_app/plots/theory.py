@@ -30,9 +30,9 @@ def relu_dae_figure(res):
     legends beside or under the data, never over it."""
     regimes = [r for r in ("memorize", "generalize", "hybrid") if r in res.models]
     numbers = res.values
-    fig = Figure(figsize=(10, 12), dpi=90)
-    gs = fig.add_gridspec(4, 6, hspace=1.0, wspace=0.45, left=0.06, right=0.98, top=0.9, bottom=0.03,
-                          height_ratios=(0.65, 1.1, 1.1, 1.0))
+    fig = Figure(figsize=(10, 9.5), dpi=90)
+    gs = fig.add_gridspec(4, 6, hspace=0.95, wspace=0.45, left=0.06, right=0.98, top=0.88, bottom=0.03,
+                          height_ratios=(0.6, 1, 1, 0.95))
     mem = res.data.get("memorize")
     shape = mem.image_shape if mem is not None and mem.image_shape else None
     # row 0: W1 columns of the memorizing model (images) or their first entries
@@ -47,7 +47,7 @@ def relu_dae_figure(res):
                 ax.bar(range(min(32, W.shape[0])), W[:32, c].numpy())
                 ax.tick_params(labelsize=7)
             ax.set_title(f"column {c}\n|w| = {float(W[:, c].norm()):.2f}", fontsize=9)
-        fig.text(0.5, 0.945, "memorize: the largest columns of W1 (copies of training samples, eq. 9)",
+        fig.text(0.5, 0.93, "memorize: the largest columns of W1 (copies of training samples, eq. 9)",
                  ha="center", fontsize=10)
     # row 1: eq. 9 match, then one representation per regime
     ax = fig.add_subplot(gs[1, 0:2])

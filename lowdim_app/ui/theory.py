@@ -96,8 +96,8 @@ def _input(feature, name: str, elem_id: str, label: str, value=None):
 def _outputs(prefix: str):
     with gr.Column(scale=2, elem_id=f"theory-{prefix}-results"):
         fig = gr.Image(label="figure (PNG)", type="filepath", elem_id=f"theory-{prefix}-figure", show_label=False)
-        status_md = gr.Markdown(elem_id=f"theory-{prefix}-status", label="status and summary")
         cli = gr.Markdown(elem_id=f"theory-{prefix}-cli", label="reproduce line")
+        status_md = gr.Markdown(elem_id=f"theory-{prefix}-status", label="status and summary")
         with gr.Row(equal_height=False):
             with gr.Accordion("All numbers (JSON)", open=False):
                 nums = gr.Code(label="all numbers (JSON)", language="json", elem_id=f"theory-{prefix}-numbers")
