@@ -16,7 +16,8 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 
 # Page-wide display rules: a tab's "About" line folded and quiet; captions of the image pairs wrap instead of
 # being cut; an error is said once, in its toast, not again as a red badge on every output of the failed run;
-# a download box waiting for its first file is one line high, not a drop zone.
+# a download box waiting for its first file is one line high, not a drop zone; on a narrow window a lab's
+# figure goes under its inputs at full width (beside them it would be too small to read).
 CSS = """
 .tab-intro details { margin-top: 2px; color: var(--body-text-color-subdued); }
 .tab-intro summary { cursor: pointer; font-weight: 600; }
@@ -24,6 +25,10 @@ CSS = """
 [data-testid='status-tracker'] span.error, [data-testid='status-tracker'] .clear-status { display: none; }
 .compact-file:has([aria-label='Empty value']) { min-height: 0 !important; height: 64px !important; }
 .compact-file [aria-label='Empty value'] { min-height: 0 !important; }
+@media (max-width: 1000px) {
+  .lab-row { flex-direction: column !important; }
+  .lab-row > .column { width: 100% !important; max-width: 100% !important; }
+}
 """
 
 # The next action clears the last error: any button press (a run, a tab) closes the open error toasts, so an

@@ -189,7 +189,7 @@ def build() -> None:
             summary = gr.Markdown(elem_id="mem-summary", label="summary")
             table = gr.Dataframe(headers=["image", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms",
                                           "reason"], elem_id="mem-table", interactive=False, wrap=True, max_height=300,
-                                 column_widths=["20%", "10%", "9%", "13%", "11%", "13%", "24%"],
+                                 column_widths=["19%", "12%", "9%", "15%", "10%", "12%", "23%"],
                                  label="scores (one row per image)", show_label=False)
             repro = gr.Markdown(elem_id="mem-reproduce", label="reproduce line")
             with gr.Row(equal_height=False):

@@ -193,7 +193,7 @@ def build() -> None:
     with gr.Tab("Phase transition", elem_id="molrg-phase-tab"):
         intro(PHASE_INTRO, PHASE_ABOUT)
         examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
+        with gr.Row(elem_classes=["lab-row"]):
             with gr.Column(scale=1, min_width=300, elem_id="molrg-phase-controls"):
                 with gr.Row():
                     n = _number(48, "n", P, "n", "molrg-phase-n")
@@ -240,7 +240,7 @@ def build() -> None:
     with gr.Tab("Low-rank", elem_id="molrg-rank-tab"):
         intro(RANK_INTRO, RANK_ABOUT)
         examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
+        with gr.Row(elem_classes=["lab-row"]):
             with gr.Column(scale=1, min_width=300, elem_id="molrg-rank-controls"):
                 with gr.Row():
                     rn = _number(48, "n", R, "n", "molrg-rank-n")
@@ -274,7 +274,7 @@ def build() -> None:
     with gr.Tab("GL score", elem_id="molrg-gl-tab"):
         intro(GL_INTRO, GL_ABOUT)
         examples_slot = gr.Column()   # the examples sit above the inputs
-        with gr.Row():
+        with gr.Row(elem_classes=["lab-row"]):
             with gr.Column(scale=1, min_width=300, elem_id="molrg-gl-controls"):
                 with gr.Row():
                     gn = _number(48, "n", G, "n", "molrg-gl-n")

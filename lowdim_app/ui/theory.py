@@ -119,7 +119,7 @@ def _lab(feature, prefix: str, fn, api_name: str, main: list[tuple], advanced: l
         return out
 
     examples_slot = gr.Column()   # the examples sit above the inputs
-    with gr.Row():
+    with gr.Row(elem_classes=["lab-row"]):
         with gr.Column(scale=1, min_width=300, elem_id=f"theory-{prefix}-controls"):
             c = inputs(main)
             if advanced:
