@@ -41,15 +41,19 @@ def test_intros_say_what_to_do_and_fold_their_references(page):
                       ("Theory labs", list(LABS))):
         for sub in subs:
             open_tab(page, tab, sub)
-            intro = [i for i in page.locator(".tab-intro").all() if i.is_visible()]
-            assert len(intro) == 1, (tab, sub)
-            shown = intro[0].evaluate("e => [...e.querySelectorAll('p')].filter(p => !p.closest('details'))"
-                                      ".map(p => p.innerText).join(' ')")
+            page.wait_for_timeout(300)
+            intros = page.evaluate(   # the visible intro (outermost element of its class): text outside About
+                "() => [...document.querySelectorAll('.tab-intro')]"
+                ".filter(e => e.offsetParent && !e.parentElement.closest('.tab-intro'))"
+                ".map(e => ({shown: [...e.querySelectorAll('p')].filter(p => !p.closest('details'))"
+                ".map(p => p.innerText).join(' '), open: e.querySelector('details')?.open,"
+                " summary: e.querySelector('summary')?.innerText}))")
+            assert len(intros) == 1, (tab, sub, intros)
+            shown = intros[0]["shown"]
             assert "press" in shown.lower() and "look" in shown.lower(), (tab, sub, shown)
             for reference in ("arXiv", "Thm.", "App. ", "bench/", "et al."):
                 assert reference not in shown, (tab, sub, reference)
-            details = intro[0].locator("details")
-            assert details.get_attribute("open") is None and details.locator("summary").inner_text() == "About"
+            assert intros[0]["open"] is False and intros[0]["summary"] == "About", (tab, sub, intros[0])
 
 
 def test_every_lab_tab_is_reachable_at_800_px(page):

@@ -17,7 +17,7 @@ INTRO = (f"# LowDim Lab <small>v{__version__}</small>\n"
 # Page-wide display rules: a tab's "About" line folded and quiet; captions of the image pairs wrap instead of
 # being cut; an error is said once, in its toast, not again as a red badge on every output of the failed run;
 # a download box waiting for its first file is one line high, not a drop zone; on a narrow window a lab's
-# figure goes under its inputs at full width (beside them it would be too small to read).
+# figure (and the Edit strip) goes under its inputs at full width (beside them it would be too small to read).
 CSS = """
 .tab-intro details { margin-top: 2px; color: var(--body-text-color-subdued); }
 .tab-intro summary { cursor: pointer; font-weight: 600; }

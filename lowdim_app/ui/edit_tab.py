@@ -313,7 +313,8 @@ def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, pr
 
 INTRO = ("**Find directions** for the image (a held-out digit is loaded), then pick a direction `v_i` and press "
          "**Edit**: the top row moves the image along `v_i`, the bottom row along a random direction of the same "
-         "length. A direction of the Jacobian changes the digit's shape; the random one barely changes anything. "
+         "length. Look at the difference: a direction of the Jacobian changes the digit's shape, the random one "
+         "barely changes anything. "
          "Paint on the image and tick *local edit* to edit only the painted region.")
 ABOUT = ("The directions are the top right singular vectors `v_i` of the denoiser's Jacobian "
          "`J_t = d x0_hat / d x_t` at the image's DDIM inversion `x_t` (Wang et al. 2024, arXiv:2409.02426, §4.2, "
@@ -326,7 +327,7 @@ ABOUT = ("The directions are the top right singular vectors `v_i` of the denoise
 def build() -> None:
     intro(INTRO, ABOUT, elem_id="edit-intro")
     state = gr.State()
-    with gr.Row():
+    with gr.Row(elem_classes=["lab-row"]):   # below 1000 px the strip goes under the search inputs, full width
         with gr.Column(scale=1, min_width=300, elem_id="edit-controls"):
             editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
                                  height=260, value=EXAMPLES[0] if EXAMPLES else None,

@@ -73,9 +73,10 @@ def _hub_examples() -> list[list]:
 
 
 def build() -> None:
-    intro("Pick a model and press **Sample**: a grid of images drawn with deterministic DDIM from the seed. Compare "
-          "the three built-in digit models (an example each, above): digits-mem reproduces its few training digits, "
-          "digits-gen draws new ones; the card below says how each was trained and what was measured.",
+    intro("Pick a model and press **Sample**: a grid of images drawn with deterministic DDIM from the seed. Look at "
+          "how the three built-in digit models differ (an example each, above): digits-mem reproduces its few "
+          "training digits, digits-gen draws new ones; the card below says how each was trained and what was "
+          "measured.",
           "Built-in models run offline on a CPU; allow-listed hub models (Stable Diffusion v1.4, DDPM CIFAR-10 and "
           "CelebA-HQ) need their weights in the local Hugging Face cache. A local diffusers folder works too. The "
           "same seed and settings give the same grid from the reproduce line.", elem_id="models-intro")
