@@ -35,6 +35,7 @@ def test_mkdocs_build_strict(tmp_path, artifacts):
     for notebook in ("edit_digit", "phase_transition", "own_pipeline", "audit_folder"):   # with their stored figures
         assert "data:image/png" in (site / "examples" / notebook / "index.html").read_text(), notebook
     assert not list(REPO.glob("docs/figures"))        # the build writes nothing into the repository
+    assert not (REPO / ".cache" / "mkdocs-jupyter").exists()
 
 
 def test_each_capability_page_cites_its_paper():
