@@ -14,8 +14,8 @@ def test_phase_lab_in_browser(page, artifacts):
 
 def test_theory_labs_in_browser(page, artifacts):
     page.get_by_role("tab", name="Theory labs").click()
-    for tab, prefix in (("Memorize vs generalize", "relu"), ("Gaussian mixtures via DDPM", "mog"),
-                        ("MoLR-MoG experts", "molr")):
+    for tab, prefix in (("Memorize/generalize", "relu"), ("MoG via DDPM", "mog"),
+                        ("MoLR-MoG", "molr")):
         page.get_by_role("tab", name=tab).click()
         page.locator(f"#theory-{prefix}-run").click()
         page.wait_for_function(f"document.querySelector('#theory-{prefix}-status')?.innerText.toLowerCase().includes('done')",
@@ -29,7 +29,7 @@ def test_cancel_in_browser_stops_the_server_run(page, artifacts):
     from tests.conftest import cancel_in_browser
 
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="Generalization score").click()
+    page.get_by_role("tab", name="GL score").click()
     page.locator("#molrg-gl-steps input").fill("12000")
     assert cancel_in_browser(page, artifacts / "server.log", "gl_score", "#molrg-gl-run", "#molrg-gl-cancel") == 1
     assert "done" not in page.locator("#molrg-gl-status").inner_text()
@@ -40,7 +40,7 @@ def test_rank_lab_in_browser_streams_and_shows_its_files(page, artifacts):
     """Low-rank denoiser lab with a small budget: the curves arrive, then the CSV/PNG/JSON files and the
     reproduce line (which names out.json and out.png)."""
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="Low-rank denoiser").click()
+    page.get_by_role("tab", name="Low-rank").click()
     for name, value in (("n", "16"), ("d1", "2"), ("d2", "2"), ("N", "100"), ("traj", "2"), ("dae", "20"),
                         ("mlp", "0")):
         page.locator(f"#molrg-rank-{name} input").fill(value)
@@ -60,7 +60,7 @@ def test_lab_progress_has_words_before_the_result(page, artifacts):
     run is still going (the worker thread runs in the event's context, where gr.Progress finds its event;
     without it only a bare timer showed). bench/ui_progress.py measures the seconds."""
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="MoLR-MoG experts").click()
+    page.get_by_role("tab", name="MoLR-MoG").click()
     page.locator("#theory-molr-run").click()
     handle = page.wait_for_function(
         "() => { const e = [...document.querySelectorAll('.progress-level-inner')].find(x => x.offsetParent "

@@ -1,5 +1,6 @@
 """The documentation site: `mkdocs build --strict` (warnings are errors; the API reference comes from the
-docstrings; the figures are made by the build from the CLI), one page per capability citing its
+docstrings; the figures are made by the build from the CLI; the example notebooks are pages, shown with
+their stored outputs), one page per capability citing its
 paper, and the README's public-API snippets run as printed."""
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def test_mkdocs_build_strict(tmp_path, artifacts):
                  "lowdim_app.diffusion.model.DiffusionModel.from_pipeline"):
         assert f'id="{name}"' in ref, name
     assert "Wang et al." in (site / "PAPERS" / "index.html").read_text()
+    for notebook in ("edit_digit", "phase_transition", "own_pipeline", "audit_folder"):   # with their stored figures
+        assert "data:image/png" in (site / "examples" / notebook / "index.html").read_text(), notebook
     assert not list(REPO.glob("docs/figures"))        # the build writes nothing into the repository
+    assert not (REPO / ".cache" / "mkdocs-jupyter").exists()
 
 
 def test_each_capability_page_cites_its_paper():

@@ -57,6 +57,28 @@ def save_figure(fig, path, dpi: int | None = 110, tight: bool = True) -> Path:
     return path
 
 
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    with RENDER_LOCK:
+        fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def show_in_notebooks() -> None:
+    """In IPython / Jupyter, a figure a cell returns displays as PNG (this module selects the Agg backend,
+    which has no display hook of its own)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "display_formatter"):
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _png)
+
+
+show_in_notebooks()
+
+
 def to_pil(fig) -> Image.Image:
     """Render ``fig`` to an RGB PIL image and close it."""
     buf = io.BytesIO()

@@ -132,6 +132,21 @@ def request_folder(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
 
 
+def intro(what: str, about: str, elem_id: str | None = None) -> gr.Markdown:
+    """A tab's first lines: what to do and what to look at; the papers, equations and measurements behind
+    it folded in an "About" line."""
+    return gr.Markdown(f"{what}\n\n<details><summary>About</summary>\n\n{about}\n\n</details>",
+                       elem_id=elem_id, elem_classes=["tab-intro"])
+
+
+def own_name(upload, fallback: str, reserved=()) -> str:
+    """The name a user knows an uploaded file by (gradio keeps it as the upload's base name): messages
+    and reproduce lines then name the user's own file; ``fallback`` where it is not a usable file name or
+    clashes with a ``reserved`` name of the request's other files."""
+    name = Path(str(upload)).name
+    return fallback if name in ("", ".", "..", *reserved) else name
+
+
 def runtime() -> Runtime:
     """The operator's settings (read from the environment by the adapter, passed to features)."""
     return from_environment()
