@@ -210,6 +210,8 @@ def _upload(server, name: str, data: bytes):
             return r.status, json.load(r)[0]
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
+    except (urllib.error.URLError, ConnectionError) as err:     # the server may close while we still send
+        return 0, f"connection closed by the server: {err}"
 
 
 def _call(server, api_name: str, data: list) -> tuple[float, dict]:
@@ -245,7 +247,8 @@ def test_uploads_are_capped_before_they_are_read(server, artifacts):
     with open(artifacts / "fairness_seconds.txt", "a") as f:
         f.write(f"1000-file /score refused after {seconds:.2f} s (server side, from joining the queue)\n"
                 f"21 MB upload: HTTP {status}\n")
-    assert status == 413 and "maximum" in text.lower()
+    assert (status == 413 and "maximum" in text.lower()) or (status == 0 and "closed" in text), (status, text)
+    assert _upload(server, "d.png", Path(EX[0]).read_bytes())[0] == 200       # and the server goes on
     assert seconds < 10            # from the payload alone: no 1000 file moves or image checks
 
 
