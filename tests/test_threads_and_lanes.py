@@ -7,6 +7,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from lowdim_app import threads
@@ -162,3 +163,33 @@ def test_the_emulator_runs_the_real_fork_and_pickle_path(mode):
         assert len(set(pids)) == 1 and [c["idle"] for c in out["record"]["schedule"][:3]] == [False, True, True]
     else:
         assert len(set(pids)) == 3 and not any(out["alive"])
+
+
+def test_image_outputs_are_written_atomically(tmp_path):
+    """Two requests returning the same image at once share one cache file: it is never seen partly written
+    (gradio 6.31 rewrote it in place, and a client downloaded an empty image)."""
+    import gradio.processing_utils as pu
+    from PIL import Image
+
+    from lowdim_app.ui import gradio_fixes
+
+    gradio_fixes.install()
+    assert pu.save_pil_to_cache is gradio_fixes.save_pil_to_cache
+    img = Image.fromarray((np.arange(256 * 256 * 3) % 251).astype("uint8").reshape(256, 256, 3))
+    seen, errors = [], []
+
+    def save_and_read():
+        path = pu.save_pil_to_cache(img, str(tmp_path), format="png")
+        for _ in range(20):
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                    seen.append(im.size)
+            except Exception as err:
+                errors.append(repr(err))
+
+    workers = [threading.Thread(target=save_and_read) for _ in range(8)]
+    [w.start() for w in workers]
+    [w.join() for w in workers]
+    assert not errors and seen and set(seen) == {(256, 256)}
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["image.png"]     # no staging file left

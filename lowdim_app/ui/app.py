@@ -54,9 +54,11 @@ def _import_libraries() -> None:
 def build_app() -> gr.Blocks:
     from . import edit_tab, memorization_tab, models_tab, molrg, steer_tab, theory
 
+    from . import gradio_fixes
     from .common import Blocks
 
     _import_libraries()
+    gradio_fixes.install()
     with Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs(elem_id="tabs"):
