@@ -166,6 +166,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
     import numpy as np
 
     from ..data.images import load_image, to_pil
+    from ..methods.memorization import paper_direction
     from ..metrics import auroc, roc, tpr_at_fpr
     from ..plots.html_report import Report
     from ..plots.memorization import audit_histogram, roc_figure
@@ -186,7 +187,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
                                metric=how.metric), "histogram of scores", elem_id="histogram")
     if s.labels:
         labels = read_labels(s.labels)
-        sign = cal.direction if cal else (-1 if how.metric == "denoising_error" else 1)
+        sign = cal.direction if cal else paper_direction(how.metric)
         pos = [sign * float(r["score"]) for r in scored if labels.get(r["path"]) == 1]
         neg = [sign * float(r["score"]) for r in scored if labels.get(r["path"]) == 0]
         rep.heading("ROC on your labels")
@@ -201,7 +202,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
         if cal is not None:
             order = sorted(scored, key=lambda r: (float(r["implied_fpr"] or 1), -cal.direction * float(r["score"])))
         else:
-            sign = -1 if how.metric == "denoising_error" else 1
+            sign = paper_direction(how.metric)
             order = sorted(scored, key=lambda r: -sign * float(r["score"]))
         top = order[:s.top]
         c, h, w = model.image_shape

@@ -80,7 +80,8 @@ class BenchmarkSettings(Settings):
     suite: str = setting("memorization", positional=True, choices=SUITES, help="the benchmark to run: memorization")
     model: str = model_setting("CompVis/stable-diffusion-v1-4")
     out: str = sharding.out_setting("scores.csv, prompts.csv, table.csv, table.json, roc.png, images/")
-    n: int = setting(4, lo=1, hi=64, label="images per prompt", help="images generated per prompt (n)")
+    images_per_prompt: int = setting(4, lo=1, hi=64, label="images per prompt",
+                                     help="images generated per prompt (n; text models) / per batch (built-ins)")
     limit: int = setting(0, lo=0, hi=100_000, help="prompts per set, the first ones (0: all 500); rerun with a larger "
                                                     "limit and the same --out to extend a run")
     samples: int = setting(384, lo=2, hi=100_000, help="unconditional built-in models: samples generated")
@@ -209,16 +210,18 @@ def plan(model, s: BenchmarkSettings) -> tuple[list[Unit], dict, str]:
         units = []
         for stream, (name, pset) in enumerate(zip(SETS, sets)):
             take = pset.prompts[:s.limit] if s.limit else pset.prompts
-            units += [Unit(name, i, p, list(range(s.n)), stream) for i, p in enumerate(take)]
+            units += [Unit(name, i, p, list(range(s.images_per_prompt)), stream) for i, p in enumerate(take)]
         note = (f"prompt label = its list ({sets[0].name}: memorized, {sets[1].name}: generalized), "
-                f"{s.n} images per prompt, a prompt's value = the mean over its images")
+                f"{s.images_per_prompt} images per prompt, a prompt's value = the mean over its images")
         return units, {"memorized_prompts": sets[0].digest, "nonmemorized_prompts": sets[1].digest}, note
+    if s.memorized_prompts or s.nonmemorized_prompts:
+        raise UserError(f"{model.model_id} is unconditional: prompt sets apply to text-to-image models only")
     if model.model_id not in BUILTIN_MODELS:
         raise UserError(f"{model.model_id} is unconditional and not a built-in model: the benchmark needs a "
                         "text-to-image pipeline (the prompt sets) or a built-in digit model (known training set); "
                         "for your own labelled images use `audit --labels`")
-    chunks = range(0, s.samples, s.n)
-    units = [Unit(SAMPLE_SET, c // s.n, "", list(range(min(s.n, s.samples - c))), 0) for c in chunks]
+    per = s.images_per_prompt
+    units = [Unit(SAMPLE_SET, c // per, "", list(range(min(per, s.samples - c))), 0) for c in range(0, s.samples, per)]
     note = ("samples labelled by their nearest training image: RMS < 0.07 memorized, > 0.10 generalized "
             "(ambiguous ones left out)")
     return units, {}, note
@@ -250,7 +253,7 @@ class Benchmark(Feature):
 
     def cost(self, s: BenchmarkSettings, unet_config: dict | None = None) -> Cost:
         text = bool(unet_config and unet_config.get("cross_attention_dim")) if unet_config is not None else True
-        images = (2 * (s.limit or 500) * s.n) if text else s.samples
+        images = (2 * (s.limit or 500) * s.images_per_prompt) if text else s.samples
         names = s.detectors or ("std", "denoising_error", "flipd") + (("text_noise_norm", "sharpness") if text else ())
         per = s.steps * (2 if text and s.guidance != 1 else 1)
         per += s.noise_draws * (("std" in names or any(m in names for m in ("l4_l2", "entropy", "max_min")))
@@ -273,10 +276,11 @@ class Benchmark(Feature):
         spiky = any(D.detector(n).needs_layer for n in names)
         layer = (s.layer or mz.default_layer(model, rt.assets)) if spiky else ""
         opts = D.DetectorOptions(layer=layer, t=s.t, noise_draws=s.noise_draws, seed=s.seed, steps=s.steps,
-                                 guidance=s.guidance, first_steps=s.first_steps, batch_size=max(s.n, 1))
+                                 guidance=s.guidance, first_steps=s.first_steps, batch_size=max(s.images_per_prompt, 1))
         units, parts, note = plan(model, s)
         header = BASE_HEADER + [c for n in names for c in (n, f"{n}_seconds")]
-        identity = {"suite": s.suite, "model": model.model_id, "n": s.n, "steps": s.steps,
+        identity = {"suite": s.suite, "model": model.model_id, "images_per_prompt": s.images_per_prompt,
+                    "steps": s.steps,
                     "guidance": s.guidance if model.is_text else None, "detectors": list(names), "layer": layer,
                     "t": s.t, "noise_draws": s.noise_draws, "first_steps": s.first_steps if model.is_text else None,
                     "seed": s.seed, **parts}

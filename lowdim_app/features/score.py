@@ -1,6 +1,8 @@
 """``score``: is an image memorized? Spikiness of the U-Net's pooled representation against a
-calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1), with the nearest training
-image of each image for the built-in models (their training sets are known)."""
+calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1) -- or another prompt-free
+detector (the denoising error, FLIPD; :mod:`lowdim_app.methods.detectors`) -- with the nearest training
+image of each image for the built-in models (their training sets are known). The prompt detectors
+(Wen et al. 2024, Jeon et al. 2025) score generations, not images: ``benchmark memorization`` runs them."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +19,11 @@ from .settings import Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
-METRICS = SPIKINESS_METRICS + ("denoising_error",)
+METRICS = SPIKINESS_METRICS + ("denoising_error", "flipd")     # the prompt-free detectors
+NO_CALIBRATION = ("No calibration matches these settings: scores only. Fit one under Calibrate: a one-class "
+                  "calibration needs only images known not to be training data (or, for a text model, generations "
+                  "of non-memorized prompts) and states the false-positive rate it promises; or keep the "
+                  "calibration's layer, t and metric.")
 CSV_HEADER = ["path", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason"]
 COLOUR_THRESHOLD = 0.02   # mean |channel - gray| (in [0, 1]) above which an image counts as colour
 COLUMN_HELP = {
@@ -41,7 +47,8 @@ class ScoreSettings(Settings):
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
     metric: str | None = setting(None, choices=METRICS,
-                                 help="detector: a spikiness measure or denoising_error (auto: the calibration's, else std)")
+                                 help="detector: a spikiness measure, denoising_error or flipd (auto: the calibration's, "
+                                      "else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
@@ -126,12 +133,12 @@ class ScoreResult(Result):
     def headline(self) -> str:
         cal = self.calibration
         if cal is None:
-            return ("No calibration matches these settings: scores only (fit one with Calibrate, "
-                    "or keep the calibration's layer, t and metric).")
+            return NO_CALIBRATION
         area = "n/a" if cal.auroc is None else round(cal.auroc, 3)
         counts = {v: sum(r.verdict == v for r in self.rows) for v in ("uncertain", "out-of-domain")}
-        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} "
-                f"(calibrated FPR {cal.fpr:.3f}; AUROC {area}). "
+        quality = (f"one-class: {cal.promise_text()}" if cal.kind == "one-class" else
+                   f"calibrated FPR {cal.fpr:.3f}; AUROC {area}")
+        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} ({quality}). "
                 f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged"
                 + "".join(f", {n} {v}" for v, n in counts.items() if n) + ".")
         name = Path(self.settings.calibration).name
