@@ -166,7 +166,7 @@ class Calibrate(Feature):
         sets, skipped = [], []
         for label, paths, given in (("memorized", s.memorized, memorized_images),
                                     ("generalized", s.generalized, generalized_images)):
-            if not paths and given is None:
+            if not paths and (given is None or len(given) == 0):
                 sets.append((None, []))
                 continue
             tens, names, problems = load_images(model, given if given is not None else paths,
