@@ -66,6 +66,7 @@ class CalibrateResult(Result):
     memorized_names: list[str] = field(default_factory=list)
     generalized_names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    direction_source: str = ""               # one-class: where the sign came from
 
     def numbers(self) -> dict:
         return {**self.calibration.headline(), "n_memorized": len(self.memorized_names),
@@ -76,7 +77,8 @@ class CalibrateResult(Result):
 
         c = self.calibration
         if c.kind == "one-class":
-            return scores_histogram([], generalized=c.generalized_scores, threshold=c.threshold, fpr=c.fpr, metric=c.metric)
+            return scores_histogram([], generalized=c.generalized_scores, threshold=c.threshold,
+                                    fpr=c.fpr_promise["expected_fpr"], metric=c.metric)     # the promised rate
         return roc_figure(c.roc_fpr, c.roc_tpr, c.auroc, c.tpr_at_1pct_fpr)
 
     def summary(self) -> str:
@@ -84,8 +86,7 @@ class CalibrateResult(Result):
         side = "higher" if c.direction > 0 else "lower"
         if c.kind == "one-class":
             text = (f"One-class calibration (no memorized set) from {len(self.generalized_names)} known non-training "
-                    f"images: threshold {c.threshold:.4g} ({side} score = memorized, the "
-                    f"{'paper' if self.settings.direction == 'auto' else 'chosen'} direction); "
+                    f"images: threshold {c.threshold:.4g} ({side} score = memorized: {self.direction_source}); "
                     f"{c.promise_text()}. Detector: {c.detector_name()}.")
         else:
             text = (f"AUROC {c.auroc:.3f}, TPR at 1% FPR {c.tpr_at_1pct_fpr:.3f}; threshold {c.threshold:.4g} "
@@ -124,16 +125,17 @@ def reference_generations(model, s: CalibrateSettings, prog: Progress):
     return torch.cat(images), names
 
 
-def _direction(s: CalibrateSettings, model, layer: str, assets) -> int:
+def _direction(s: CalibrateSettings, model, layer: str, assets) -> tuple[int, str]:
+    """The one-class sign and where it came from."""
     from ..methods import memorization as mz
 
     if s.direction != "auto":
-        return 1 if s.direction == "higher" else -1
+        return (1 if s.direction == "higher" else -1), "the direction asked for"
     shipped = mz.default_calibration(model.model_id, assets)
     for d in ([shipped.__dict__] + list(shipped.detectors)) if shipped is not None else []:
         if (d.get("metric"), d.get("layer") or "", d.get("t")) == (s.metric, layer, s.t):
-            return int(d["direction"])
-    return mz.paper_direction(s.metric)
+            return int(d["direction"]), "the sign the model's shipped two-class calibration fitted for this detector"
+    return mz.paper_direction(s.metric), "the detector's paper direction"
 
 
 class Calibrate(Feature):
@@ -187,10 +189,11 @@ class Calibrate(Feature):
         sg = mz.scores(model, gen, layer, s.t, s.metric, s.noise_draws, s.seed)
         sources = " ".join(s.generalized) + (f" + {s.reference_prompts} generations of non-memorized prompts"
                                              if s.reference_prompts else "")
+        direction, why = _direction(s, model, layer, rt.assets)
         if mem is None:
-            cal = mz.calibrate_one_class(sg, model.model_id, layer, s.t, s.metric, _direction(s, model, layer, rt.assets),
-                                         s.target_fpr, s.confidence, s.noise_draws,
-                                         notes=f"one-class; known non-training images: {sources.strip()}")
+            cal = mz.calibrate_one_class(sg, model.model_id, layer, s.t, s.metric, direction, s.target_fpr,
+                                         s.confidence, s.noise_draws,
+                                         notes=f"one-class ({why}); known non-training images: {sources.strip()}")
         else:
             cal = mz.calibrate(sm, sg, model.model_id, layer, s.t, s.metric, s.target_fpr, s.noise_draws,
                                notes=f"memorized: {' '.join(s.memorized)}; generalized: {sources.strip()}")
@@ -199,7 +202,7 @@ class Calibrate(Feature):
             err = mz.denoising_error_draws(model, gen, mz.OOD_T, s.noise_draws, s.seed).mean(1)
             mz.fit_ood(cal, err, mz.OOD_T, 0.01, "the known-generalized images")
         return CalibrateResult(settings=s, calibration=cal, memorized_names=mem_names, generalized_names=gen_names,
-                               skipped=skipped)
+                               skipped=skipped, direction_source=why if mem is None else "")
 
     # CLI: the calibration file, its headline numbers as JSON on stdout
     def add_output_arguments(self, parser) -> None:

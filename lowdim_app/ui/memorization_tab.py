@@ -196,7 +196,8 @@ def build() -> None:
                           label="text models: also generate N reference images from non-memorized prompts")
         cal_go = gr.Button("Calibrate", elem_id="cal-btn")
         with gr.Row():
-            roc = gr.Image(label="ROC", elem_id="cal-roc", height=320)
+            roc = gr.Image(label="ROC (two-class) or reference scores and threshold (one-class)", elem_id="cal-roc",
+                           height=320)
             with gr.Column():
                 cal_text = gr.Markdown(elem_id="cal-text")
                 cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
