@@ -19,7 +19,8 @@ run, its reproducibility, and the cost of the SD v1.4 run a GPU user makes.
    float32 passes of FLIPD and sharpness, the measured float32 JVP of that run (0.545 s for 5 directions,
    counted as 2.5 forwards each). These are estimates, not a run with the SD v1.4 weights.
 
-Usage: python bench/memorization_benchmark.py [--limit 16] [--samples 384] [--seed 8] [--threads 2]
+Usage: python bench/memorization_benchmark.py [--limit 10] [--samples 384] [--seed 8] [--threads 2]
+       [--skip tiny digits repro sd]   (rows of the skipped parts already in the results file are kept)
 Writes bench/results/memorization_benchmark.csv (all parts) and one ROC figure per model
 (bench/results/memorization_benchmark_<model>.png).
 """
@@ -143,7 +144,7 @@ def sd14_estimate() -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limit", type=int, default=16, help="tiny SD: prompts per set")
+    ap.add_argument("--limit", type=int, default=10, help="tiny SD: prompts per set")
     ap.add_argument("--images-per-prompt", type=int, default=4)
     ap.add_argument("--samples", type=int, default=384, help="digit models: samples")
     ap.add_argument("--seed", type=int, default=8)
@@ -179,10 +180,13 @@ def main() -> None:
             rows += reproducibility(tiny, tmp)
     if "sd" not in args.skip:
         rows += sd14_estimate()
-    with open(RESULTS / "memorization_benchmark.csv", "w", newline="") as f:
+    path = RESULTS / "memorization_benchmark.csv"
+    redone = {(r["part"], r["model"]) for r in rows}           # rows of the parts skipped now are kept
+    kept = [r for r in read(path) if (r["part"], r["model"]) not in redone] if path.is_file() else []
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(kept + rows)
     print(f"wrote {RESULTS / 'memorization_benchmark.csv'} (threads {args.threads}, load "
           f"{os.getloadavg()[0]:.1f} at the end)")
 

@@ -243,8 +243,9 @@ class Audit(Feature):
     distributed = True
 
     def cost(self, s: AuditSettings, unet_config: dict | None = None) -> Cost:
-        return Cost(forward=2 * (s.noise_draws or 4),
-                    note="per image: one early-stopped U-Net pass per noise draw and one for the out-of-domain check")
+        return Cost(forward=(4 if s.metric == "flipd" else 2) * (s.noise_draws or 4),
+                    note="per image: one early-stopped U-Net pass per noise draw (FLIPD: 3) and one for the "
+                         "out-of-domain check")
 
     def run(self, s: AuditSettings, *, runtime=None, progress=None, should_stop=None, model=None,
             state=None) -> AuditResult:

@@ -231,8 +231,10 @@ class Score(Feature):
 
     def cost(self, s: ScoreSettings) -> Cost:
         n = len(s.images) + s.n_generate
-        return Cost(forward=2 * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
-                    note="one (early-stopped) U-Net pass per image and noise draw, one more for the out-of-domain check, "
+        per_draw = 3 if s.metric == "flipd" else 1      # FLIPD: one pass + a central difference per probe
+        return Cost(forward=(per_draw + 1) * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
+                    note="one (early-stopped) U-Net pass per image and noise draw (FLIPD: 3), one more for the "
+                         "out-of-domain check, "
                          "plus 50 DDIM steps per generated "
                          "sample; a folder counts as one image")
 
