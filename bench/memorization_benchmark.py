@@ -56,6 +56,15 @@ def run(model, out, **kw):
     return FEATURE.run(BenchmarkSettings.from_raw(model=str(model), out=str(out), **kw), runtime=from_environment())
 
 
+def _round(v):
+    """Numbers to 4 decimals (the files are read by people); text as it is."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return v if isinstance(v, (bool, int)) or float(f).is_integer() else round(f, 4)
+
+
 def table_rows(res, part: str, label: str, note: str = "") -> list[dict]:
     return [{"part": part, "model": label, **{k: r[k] for k in FIELDS if k in r}, "note": note} for r in res.table]
 
@@ -186,7 +195,7 @@ def main() -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(kept + rows)
+        w.writerows([{k: _round(v) for k, v in r.items()} for r in kept + rows])
     print(f"wrote {RESULTS / 'memorization_benchmark.csv'} (threads {args.threads}, load "
           f"{os.getloadavg()[0]:.1f} at the end)")
 
