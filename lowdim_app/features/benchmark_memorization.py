@@ -166,7 +166,8 @@ class BenchmarkResult(Result):
         n_gen = self.table[0]["units_generalized"] if self.table else 0
         curves = {f"{d} (AUROC {next(r['auroc'] for r in self.table if r['detector'] == d):.3f})": c
                   for d, c in self.curves.items()}
-        return benchmark_roc(curves, f"{self.model_id}: {n_mem} memorized vs {n_gen} generalized {self.unit_kind}s")
+        shown = Path(self.model_id).name if Path(self.model_id).is_dir() else self.model_id   # a local folder: its name
+        return benchmark_roc(curves, f"{shown}: {n_mem} memorized vs {n_gen} generalized {self.unit_kind}s")
 
     def summary(self) -> str:
         if not self.main:
