@@ -44,6 +44,7 @@ from lowdim_app.config import from_environment  # noqa: E402
 from lowdim_app.features.benchmark_memorization import FEATURE, BenchmarkSettings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+MODELS = ["tiny-sd (random weights)", "digits-dup", "digits-mem", "digits-gen"]
 FIELDS = ["part", "model", "detector", "auroc", "tpr_at_1pct_fpr", "tpr_at_3pct_fpr", "auroc_per_image",
           "s_per_image", "images", "units_memorized", "units_generalized", "direction", "note"]
 # bench/results/gpu.csv (NVIDIA H100 80GB HBM3, fp16, SD v1.4 architecture with random weights, batch 32)
@@ -195,7 +196,10 @@ def main() -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
         w.writeheader()
-        w.writerows([{k: _round(v) for k, v in r.items()} for r in kept + rows])
+        parts = ["table", "reproducibility", "sd-v1-4 estimate"]
+        order = sorted(kept + rows, key=lambda r: (parts.index(r["part"]), MODELS.index(r["model"])
+                                                   if r["model"] in MODELS else len(MODELS)))
+        w.writerows([{k: _round(v) for k, v in r.items()} for r in order])
     print(f"wrote {RESULTS / 'memorization_benchmark.csv'} (threads {args.threads}, load "
           f"{os.getloadavg()[0]:.1f} at the end)")
 
