@@ -59,7 +59,9 @@ def main() -> None:
     for mid in BUILTIN_MODELS:
         model = load_model(mid)
         cal = mz.default_calibration(mid, Runtime().assets)
-        score = lambda x, cal=cal, model=model: mz.scores(model, x, cal.layer, cal.t, cal.metric, args.draws, 0)  # noqa: E731
+        def score(x, cal=cal, model=model):
+            return mz.scores(model, x, cal.layer, cal.t, cal.metric, args.draws, 0) if len(x) else np.array([])
+
         s_test = score(test)
         samples = model.generate(args.samples, seed=args.seed, steps=50)
         lab = copy_labels(nearest_training(model, samples)[0].nearest)
