@@ -113,6 +113,7 @@ def test_bad_requests_are_one_line_errors(tiny_pixel_dir, tmp_path, capsys):
     assert "output folder" in capsys.readouterr().err
     assert main(["benchmark", "speed", "--out", str(tmp_path)]) == 2
     assert "memorization" in capsys.readouterr().err
+    assert main(["--help"]) == 0 and "benchmark" in capsys.readouterr().out     # help texts format (no bare %)
 
 
 def test_prompt_sets_ship_and_user_files_load(tmp_path):

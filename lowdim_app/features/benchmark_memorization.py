@@ -247,7 +247,7 @@ def _save_png(img, path: Path) -> None:
 class Benchmark(Feature):
     name = "benchmark"
     help = ("memorization benchmark: n images per memorized / non-memorized prompt (SD v1.4 sets shipped), every "
-            "detector side by side (AUROC, TPR@1%/3% FPR, s/image); sharded (torchrun) and resumable")
+            "detector side by side (AUROC, TPR at 1 and 3 percent FPR, s/image); sharded (torchrun), resumable")
     Settings = BenchmarkSettings
     outputs = ("png",)
     distributed = True
