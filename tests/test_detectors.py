@@ -147,6 +147,14 @@ def test_registry_applicability_and_strict_tpr(tiny_sd, digits_gen):
         D.applicable(digits_gen, ("nope",))
     with pytest.raises(UserError, match="needs the prompt"):
         D.score_images(tiny_sd, ["text_noise_norm"], torch.zeros(1, 3, 128, 128), D.DetectorOptions())
+    from lowdim_app.features.audit import AuditSettings
+    from lowdim_app.features.calibrate import CalibrateSettings
+    from lowdim_app.features.score import ScoreSettings
+
+    for cls, raw in ((ScoreSettings, dict(images=("x.png",))), (CalibrateSettings, dict(generalized=("x",))),
+                     (AuditSettings, dict(source="x", out="o"))):     # the commands that score images say why not
+        with pytest.raises(UserError, match="sharpness .* needs the prompt: it reads the first steps of a generation"):
+            cls.from_raw(metric="sharpness", **raw)
     # strict TPR at FPR: the best threshold whose FPR is at most the target, no interpolation
     pos, neg = [5, 4, 3, 0.5], [2, 1, 0, -1, -2, -3, -4, -5, -6, 0.6] * 10
     assert D.tpr_at_fpr_strict(pos, neg, 0.01) == 0.75

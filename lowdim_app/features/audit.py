@@ -17,7 +17,7 @@ from . import sharding
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting
-from .score import COLUMN_HELP, METRICS, nearest_of, score_tensors
+from .score import COLUMN_HELP, METRIC_CHOICES, check_image_metric, nearest_of, score_tensors
 from .settings import Settings, seed_setting, setting
 
 HEADER = ["path", "sha256", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason", "error"]
@@ -36,7 +36,7 @@ class AuditSettings(Settings):
                                max_chars=1000)
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS, help="detector (auto: the calibration's, else std)")
+    metric: str | None = setting(None, choices=METRIC_CHOICES, help="detector (auto: the calibration's, else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
@@ -48,6 +48,7 @@ class AuditSettings(Settings):
     seed: int = seed_setting(help="seed of the noise draws (per image: the same row on any process)")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.source:
             raise UserError("name the images to audit: a folder, a text file of paths, or a glob pattern")
         if not self.out:

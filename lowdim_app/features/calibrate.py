@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, dumps, runtime_or_default
 from .common import load, model_setting
-from .score import METRICS, load_images
+from .score import METRIC_CHOICES, check_image_metric, load_images
 from .settings import Settings, seed_setting, setting
 
 REFERENCE_SEED_SET = 2    # seed stream of the reference generations (the benchmark uses 0 and 1 for its sets)
@@ -33,7 +33,7 @@ class CalibrateSettings(Settings):
     generalized: tuple[str, ...] = setting((), help="known-generalized (not training) image files or folders")
     layer: str = setting("", help="U-Net module (empty: the model's calibrated layer)", max_chars=200)
     t: int = setting(50, lo=0, hi=999, label="timestep t", help="timestep")
-    metric: str = setting("std", choices=METRICS, help="detector: a spikiness measure, denoising_error or flipd")
+    metric: str = setting("std", choices=METRIC_CHOICES, help="detector: a spikiness measure, denoising_error or flipd")
     noise_draws: int = setting(4, lo=1, hi=64, label="noise draws", help="noise draws averaged")
     target_fpr: float = setting(0.01, lo=0.0, hi=0.5, label="target FPR",
                                 help="false-positive rate on the generalized images at the threshold")
@@ -51,6 +51,7 @@ class CalibrateSettings(Settings):
     seed: int = seed_setting(help="seed of the noise draws and of the reference generations")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.generalized and not self.reference_prompts:
             raise UserError("give known-generalized (not training) images (upload them, or --generalized "
                             "FILES_OR_FOLDER), or --reference-prompts N for a text model")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..methods.detectors import PROMPT_DETECTORS
 from ..metrics import SPIKINESS_METRICS
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
@@ -19,7 +20,8 @@ from .settings import Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
-METRICS = SPIKINESS_METRICS + ("denoising_error", "flipd")     # the prompt-free detectors
+METRICS = SPIKINESS_METRICS + ("denoising_error", "flipd")     # the prompt-free detectors: they score an image
+METRIC_CHOICES = METRICS + PROMPT_DETECTORS   # accepted, so that a prompt detector is refused with its reason
 NO_CALIBRATION = ("No calibration matches these settings: scores only. Fit one under Calibrate: a one-class "
                   "calibration needs only images known not to be training data (or, for a text model, generations "
                   "of non-memorized prompts) and states the false-positive rate it promises; or keep the "
@@ -39,6 +41,15 @@ COLUMN_HELP = {
 }
 
 
+def check_image_metric(metric: str | None) -> None:
+    """A prompt detector cannot score an image: say why and what runs it."""
+    if metric in PROMPT_DETECTORS:
+        from ..methods.detectors import detector
+
+        raise UserError(f"{metric} ({detector(metric).paper}) needs the prompt: it reads the first steps of a "
+                        "generation, not an image; `python -m lowdim_app benchmark memorization` runs it")
+
+
 @dataclass(frozen=True)
 class ScoreSettings(Settings):
     COMMAND = "score"
@@ -46,7 +57,7 @@ class ScoreSettings(Settings):
     model: str = model_setting()
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS,
+    metric: str | None = setting(None, choices=METRIC_CHOICES,
                                  help="detector: a spikiness measure, denoising_error or flipd (auto: the calibration's, "
                                       "else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
@@ -59,6 +70,7 @@ class ScoreSettings(Settings):
     seed: int = seed_setting(help="seed of the noise draws and of the generated samples")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.images and not self.n_generate:
             raise UserError("upload at least one image or ask for generated samples (image paths or --n-generate N)")
 
