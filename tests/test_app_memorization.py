@@ -106,3 +106,29 @@ def test_one_class_calibration_offered_and_used(client, tmp_path):
     table, _, _, summary, _, _ = client.predict([handle_file(EX[0])], "digits-dup", "", 50, "std", 1, 0, 0,
                                                 handle_file(cal_path), api_name="/score")
     assert "one-class: promised false-positive rate" in summary and table["data"][0][3] != "n/a"
+
+
+def test_one_class_calibration_in_browser(page, artifacts, tmp_path):
+    """The Calibrate panel with no memorized set: 24 known non-training digits at a 5 % target give a one-class
+    calibration with its promise, and the fitted file lands in the score's calibration upload."""
+    from lowdim_app.data.digits import load_digits_split
+    from lowdim_app.data.images import to_pil
+
+    refs = []
+    for i, img in enumerate(to_pil(load_digits_split().test_images[:24])):
+        img.save(tmp_path / f"ref{i:02d}.png")
+        refs.append(str(tmp_path / f"ref{i:02d}.png"))
+    page.get_by_role("tab", name="Memorization").click()
+    page.locator("#cal-panel").get_by_text("Calibrate a threshold from known images").click()
+    page.locator("#cal-gen input[type=file]").set_input_files(refs)
+    page.locator("#cal-gen").get_by_text("ref23.png").wait_for(state="attached", timeout=60_000)
+    page.locator("#cal-fpr input").fill("0.05")
+    page.locator("#cal-btn").click()
+    page.wait_for_function("document.querySelector('#cal-text')?.innerText.includes('One-class calibration')",
+                           timeout=180_000)
+    assert "promised false-positive rate" in page.locator("#cal-text").inner_text()
+    page.get_by_text("Layer, timestep, metric").click()          # the score's calibration upload holds the fit
+    page.wait_for_function("document.querySelector('#mem-cal-upload')?.innerText.includes('digits-dup_calibration')",
+                           timeout=60_000)
+    page.locator("#cal-panel").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "memorization_one_class.png"), full_page=True)
