@@ -1,6 +1,8 @@
 """``score``: is an image memorized? Spikiness of the U-Net's pooled representation against a
-calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1), with the nearest training
-image of each image for the built-in models (their training sets are known)."""
+calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1) -- or another prompt-free
+detector (the denoising error, FLIPD; :mod:`lowdim_app.methods.detectors`) -- with the nearest training
+image of each image for the built-in models (their training sets are known). The prompt detectors
+(Wen et al. 2024, Jeon et al. 2025) score generations, not images: ``benchmark memorization`` runs them."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..methods.detectors import PROMPT_DETECTORS
 from ..metrics import SPIKINESS_METRICS
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
@@ -17,7 +20,12 @@ from .settings import Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
-METRICS = SPIKINESS_METRICS + ("denoising_error",)
+METRICS = SPIKINESS_METRICS + ("denoising_error", "flipd")     # the prompt-free detectors: they score an image
+METRIC_CHOICES = METRICS + PROMPT_DETECTORS   # accepted, so that a prompt detector is refused with its reason
+NO_CALIBRATION = ("No calibration matches these settings: scores only. Fit one under Calibrate: a one-class "
+                  "calibration needs only images known not to be training data (or, for a text model, generations "
+                  "of non-memorized prompts) and states the false-positive rate it promises; or keep the "
+                  "calibration's layer, t and metric.")
 CSV_HEADER = ["path", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason"]
 COLOUR_THRESHOLD = 0.02   # mean |channel - gray| (in [0, 1]) above which an image counts as colour
 COLUMN_HELP = {
@@ -33,6 +41,15 @@ COLUMN_HELP = {
 }
 
 
+def check_image_metric(metric: str | None) -> None:
+    """A prompt detector cannot score an image: say why and what runs it."""
+    if metric in PROMPT_DETECTORS:
+        from ..methods.detectors import detector
+
+        raise UserError(f"{metric} ({detector(metric).paper}) needs the prompt: it reads the first steps of a "
+                        "generation, not an image; `python -m lowdim_app benchmark memorization` runs it")
+
+
 @dataclass(frozen=True)
 class ScoreSettings(Settings):
     COMMAND = "score"
@@ -40,8 +57,9 @@ class ScoreSettings(Settings):
     model: str = model_setting()
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS,
-                                 help="detector: a spikiness measure or denoising_error (auto: the calibration's, else std)")
+    metric: str | None = setting(None, choices=METRIC_CHOICES,
+                                 help="detector: a spikiness measure, denoising_error or flipd (auto: the calibration's, "
+                                      "else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
@@ -52,6 +70,7 @@ class ScoreSettings(Settings):
     seed: int = seed_setting(help="seed of the noise draws and of the generated samples")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.images and not self.n_generate:
             raise UserError("upload at least one image or ask for generated samples (image paths or --n-generate N)")
 
@@ -126,12 +145,12 @@ class ScoreResult(Result):
     def headline(self) -> str:
         cal = self.calibration
         if cal is None:
-            return ("No calibration matches these settings: scores only (fit one with Calibrate, "
-                    "or keep the calibration's layer, t and metric).")
+            return NO_CALIBRATION
         area = "n/a" if cal.auroc is None else round(cal.auroc, 3)
         counts = {v: sum(r.verdict == v for r in self.rows) for v in ("uncertain", "out-of-domain")}
-        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} "
-                f"(calibrated FPR {cal.fpr:.3f}; AUROC {area}). "
+        quality = (f"one-class: {cal.promise_text()}" if cal.kind == "one-class" else
+                   f"calibrated FPR {cal.fpr:.3f}; AUROC {area}")
+        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} ({quality}). "
                 f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged"
                 + "".join(f", {n} {v}" for v, n in counts.items() if n) + ".")
         name = Path(self.settings.calibration).name
@@ -224,8 +243,10 @@ class Score(Feature):
 
     def cost(self, s: ScoreSettings) -> Cost:
         n = len(s.images) + s.n_generate
-        return Cost(forward=2 * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
-                    note="one (early-stopped) U-Net pass per image and noise draw, one more for the out-of-domain check, "
+        per_draw = 3 if s.metric == "flipd" else 1      # FLIPD: one pass + a central difference per probe
+        return Cost(forward=(per_draw + 1) * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
+                    note="one (early-stopped) U-Net pass per image and noise draw (FLIPD: 3), one more for the "
+                         "out-of-domain check, "
                          "plus 50 DDIM steps per generated "
                          "sample; a folder counts as one image")
 
