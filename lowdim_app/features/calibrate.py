@@ -18,8 +18,8 @@ from pathlib import Path
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, dumps, runtime_or_default
 from .common import load, model_setting
-from .score import METRIC_CHOICES, check_image_metric, load_images
-from .settings import Settings, seed_setting, setting
+from .score import MAX_IMAGE_MB, METRIC_CHOICES, check_image_metric, load_images
+from .settings import FileRef, Settings, file_texts, seed_setting, setting
 
 REFERENCE_SEED_SET = 2    # seed stream of the reference generations (the benchmark uses 0 and 1 for its sets)
 
@@ -28,9 +28,11 @@ REFERENCE_SEED_SET = 2    # seed stream of the reference generations (the benchm
 class CalibrateSettings(Settings):
     COMMAND = "calibrate"
     model: str = model_setting()
-    memorized: tuple[str, ...] = setting((), help="known-memorized image files or folders (none: a one-class "
-                                                  "calibration from the generalized / reference images alone)")
-    generalized: tuple[str, ...] = setting((), help="known-generalized (not training) image files or folders")
+    memorized: tuple[FileRef, ...] = setting((), help="known-memorized image files or folders (none: a one-class "
+                                                      "calibration from the generalized / reference images alone)",
+                                             max_mb=MAX_IMAGE_MB)
+    generalized: tuple[FileRef, ...] = setting((), help="known-generalized (not training) image files or folders",
+                                               max_mb=MAX_IMAGE_MB)
     layer: str = setting("", help="U-Net module (empty: the model's calibrated layer)", max_chars=200)
     t: int = setting(50, lo=0, hi=999, label="timestep t", help="timestep")
     metric: str = setting("std", choices=METRIC_CHOICES, help="detector: a spikiness measure, denoising_error or flipd")
@@ -156,8 +158,8 @@ class Calibrate(Feature):
 
     def run(self, s: CalibrateSettings, *, runtime=None, progress=None, should_stop=None, model=None,
             memorized_images=None, generalized_images=None) -> CalibrateResult:
-        """``memorized_images`` / ``generalized_images``: what the UI holds (uploaded files or tensors)
-        in place of the paths in ``s``, named by ``s.memorized`` / ``s.generalized``."""
+        """``memorized_images`` / ``generalized_images``: in-memory images (PIL, arrays, tensors) of a
+        library caller in place of the files in ``s``, named by ``s.memorized`` / ``s.generalized``."""
         import torch
 
         from ..methods import memorization as mz
@@ -173,7 +175,7 @@ class Calibrate(Feature):
                 sets.append((None, []))
                 continue
             tens, names, problems = load_images(model, given if given is not None else paths,
-                                                list(paths) if given is not None else None)
+                                                list(file_texts(paths)) if given is not None else None)
             if tens is None:
                 raise UserError(f"no readable {label} image: {problems[0]}" if problems else f"no {label} images")
             sets.append((tens, names))
@@ -188,7 +190,7 @@ class Calibrate(Feature):
             sm = mz.scores(model, mem, layer, s.t, s.metric, s.noise_draws, s.seed)
         prog(0.6, f"scoring {len(gen)} generalized images")
         sg = mz.scores(model, gen, layer, s.t, s.metric, s.noise_draws, s.seed)
-        sources = " ".join(s.generalized) + (f" + {s.reference_prompts} generations of non-memorized prompts"
+        sources = " ".join(file_texts(s.generalized)) + (f" + {s.reference_prompts} generations of non-memorized prompts"
                                              if s.reference_prompts else "")
         direction, why = _direction(s, model, layer, rt.assets)
         if mem is None:
@@ -197,7 +199,7 @@ class Calibrate(Feature):
                                          notes=f"one-class ({why}); known non-training images: {sources.strip()}")
         else:
             cal = mz.calibrate(sm, sg, model.model_id, layer, s.t, s.metric, s.target_fpr, s.noise_draws,
-                               notes=f"memorized: {' '.join(s.memorized)}; generalized: {sources.strip()}")
+                               notes=f"memorized: {' '.join(file_texts(s.memorized))}; generalized: {sources.strip()}")
         if len(gen) >= 2:   # out-of-domain reference: the known-generalized (real, in-domain) images
             prog(0.8, "out-of-domain reference")
             err = mz.denoising_error_draws(model, gen, mz.OOD_T, s.noise_draws, s.seed).mean(1)

@@ -5,18 +5,20 @@ image of each image for the built-in models (their training sets are known). The
 (Wen et al. 2024, Jeon et al. 2025) score generations, not images: ``benchmark memorization`` runs them."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..data.images import MAX_FILE_BYTES
 from ..errors import UserError
 from ..methods.detectors import PROMPT_DETECTORS
 from ..metrics import SPIKINESS_METRICS
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
-from .settings import Settings, seed_setting, setting
+from .settings import FileRef, Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
@@ -50,10 +52,14 @@ def check_image_metric(metric: str | None) -> None:
                         "generation, not an image; `python -m lowdim_app benchmark memorization` runs it")
 
 
+MAX_IMAGE_MB = MAX_FILE_BYTES / 2**20   # one image file (what the image loader reads)
+MAX_CALIBRATION_MB = 5     # a calibration JSON (the shipped ones are < 0.1 MB)
+
+
 @dataclass(frozen=True)
 class ScoreSettings(Settings):
     COMMAND = "score"
-    images: tuple[str, ...] = setting((), positional=True, help="image files or folders")
+    images: tuple[FileRef, ...] = setting((), positional=True, help="image files or folders", max_mb=MAX_IMAGE_MB)
     model: str = model_setting()
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
@@ -63,8 +69,8 @@ class ScoreSettings(Settings):
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
-    calibration: str = setting("", help="calibration JSON from `calibrate` (empty: the model's shipped one)",
-                               max_chars=1000)
+    calibration: FileRef | None = setting(None, help="calibration JSON from `calibrate` (none: the model's shipped one)",
+                                          max_chars=1000, max_mb=MAX_CALIBRATION_MB)
     n_generate: int = setting(0, lo=0, hi=10_000, label="generated samples",
                               help="also score this many fresh DDIM samples (seeded, 50 steps)")
     seed: int = seed_setting(help="seed of the noise draws and of the generated samples")
@@ -153,7 +159,7 @@ class ScoreResult(Result):
         text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} ({quality}). "
                 f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged"
                 + "".join(f", {n} {v}" for v, n in counts.items() if n) + ".")
-        name = Path(self.settings.calibration).name
+        name = Path(str(self.settings.calibration)).name
         if self.calibration_source == "uploaded":
             text += f" Settings and threshold from the uploaded calibration file {name}."
         elif self.calibration_source == "file":
@@ -180,7 +186,7 @@ def load_images(model, sources, names=None, invert: bool = False,
     from ..data.images import ImageError, list_image_files, load_image
 
     if isinstance(sources, torch.Tensor):
-        names = list(names) if names is not None else [f"image {i}" for i in range(len(sources))]
+        names = [str(n) for n in names] if names is not None else [f"image {i}" for i in range(len(sources))]
         if len(names) != len(sources):
             raise UserError(f"{len(sources)} images but {len(names)} names")
         if colour is not None:
@@ -188,10 +194,12 @@ def load_images(model, sources, names=None, invert: bool = False,
         return (-sources.float() if invert else sources.float()), names, []
     items = []
     for i, src in enumerate(sources):
-        given = None if names is None else names[i]
+        given = str(src) if isinstance(src, FileRef) else None if names is None else str(names[i])
+        if isinstance(src, FileRef):
+            src = os.fspath(src)
         if isinstance(src, (str, Path)) and Path(src).is_dir():
             try:
-                items += [(f, str(f)) for f in list_image_files(src)]
+                items += [(f, str(f) if given is None else f"{given.rstrip('/')}/{f.name}") for f in list_image_files(src)]
             except ImageError as err:
                 items.append((None, str(err)))
         else:
@@ -251,17 +259,16 @@ class Score(Feature):
                          "sample; a folder counts as one image")
 
     def run(self, s: ScoreSettings, *, runtime=None, progress=None, should_stop=None, model=None,
-            images=None, names=None, calibration_file: str | Path | None = None) -> ScoreResult:
-        """``images``/``names``: what the UI holds (uploaded files or tensors) in place of ``s.images``;
-        ``calibration_file``: the real path of the file ``s.calibration`` names (an upload)."""
+            images=None, names=None) -> ScoreResult:
+        """``images``/``names``: in-memory images (PIL, arrays, tensors) of a library caller, shown under
+        ``names``, in place of the files ``s.images``."""
         from ..methods import memorization as mz
         from ..methods.memorization_builtin import BUILTIN_MODELS
 
         rt = runtime_or_default(runtime)
         prog = Progress.wrap(progress, should_stop)
         model = load(s.model, rt, model)
-        cal_path = calibration_file or s.calibration
-        uploaded = mz.Calibration.load(cal_path) if cal_path else None
+        uploaded = mz.Calibration.load(s.calibration) if s.calibration else None
         how = mz.setup(model, rt.assets, s.layer, s.t, s.metric, s.noise_draws, uploaded)
 
         parts, shown, skipped, colour = [], [], [], []
@@ -283,7 +290,7 @@ class Score(Feature):
 
         res = ScoreResult(settings=s, rows=rows, layer=how.layer, t=how.t, metric=how.metric, noise_draws=how.n_noise,
                           calibration=how.calibration, skipped=skipped, scored=scored,
-                          calibration_source={"file": "uploaded" if calibration_file else "file",
+                          calibration_source={"file": "uploaded" if s.calibration and s.calibration.uploaded else "file",
                                               "shipped": "shipped"}.get(how.source, ""))
         if model.model_id in BUILTIN_MODELS:
             prog(0.9, "nearest training images")

@@ -16,7 +16,8 @@ from ..features.audit import REPORT, TABLE, AuditSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .common import (handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged,
+                     uploads, wire_cancellable)
 from .lanes import MODEL_EVENTS
 
 MAX_NOISE_DRAWS = 16
@@ -27,17 +28,6 @@ ONE_CLASS_HELP = ("**Two-class**: known memorized and known generalized images (
                   "threshold then promises a false-positive rate, stated with its uncertainty for the number of "
                   "references (at least 1/FPR - 1 of them: 99 for 1 %, 19 for 5 %). The fitted file is put into "
                   "*calibration file* above, so the next Score gives verdicts with it.")
-
-
-def _paths(files) -> list[str]:
-    if not files:
-        return []
-    return [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
-
-
-def _names(paths: list[str]) -> list[str]:
-    """Upload base names: what the user's own copies are called, so the reproduce line names them."""
-    return [Path(p).name for p in paths]
 
 
 def _is_zero(value) -> bool:
@@ -59,28 +49,26 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
 
     With ``calibration_file`` (a JSON saved by *Calibrate* or the CLI) its layer, t, metric and noise draws
     are used and its threshold gives the verdicts; otherwise the model's shipped calibration."""
-    paths, cal_paths = _paths(files), _paths(calibration_file)
-    if not paths and _is_zero(n_generate):
+    images, cal = uploads(files), uploads(calibration_file)
+    if not images and _is_zero(n_generate):
         raise UserError("nothing to score: upload images, or set 'also generate samples' to 1 or more")
-    uploaded = bool(cal_paths)
+    uploaded = bool(cal)
     settings = ScoreSettings.from_raw(
-        images=_names(paths), model=model_id, layer=(layer or "").strip(),
+        images=images, model=model_id, layer=(layer or "").strip(),
         t=None if uploaded else t, metric=None if uploaded or not metric else metric, noise_draws=None if uploaded else n_noise,
-        calibration=_names(cal_paths)[0] if uploaded else "", n_generate=n_generate, seed=seed, invert=bool(invert))
+        calibration=cal[0] if uploaded else None, n_generate=n_generate, seed=seed, invert=bool(invert))
     if not uploaded and (settings.noise_draws or 0) > MAX_NOISE_DRAWS:
         raise UserError(f"noise draws must be at most {MAX_NOISE_DRAWS} here (the CLI allows 64)")
     limit = runtime().max_samples
     if settings.n_generate > limit:
         raise UserError(f"generated samples must be at most {limit} here (the CLI has no such limit)")
-    for result in run_in_worker(SCORE, settings, request=request, lab="score", progress=progress,
-                                images=paths or None, names=settings.images or None,
-                                calibration_file=cal_paths[0] if uploaded else None):
+    for result in run_in_worker(SCORE, settings, request=request, lab="score", progress=progress):
         if result is None:
             yield unchanged(6)
             continue
         csv_path = result.write_csv(request_folder("score") / "scores.csv")
         yield (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), _pairs(result.neighbour_pairs()),
-               _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
+               _reproduce(result.reproduce(extra="--csv scores.csv"), bool(images or cal)))
 
 
 def _pairs(pairs: list) -> list:
@@ -94,12 +82,10 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, refe
     """Fit a threshold from uploaded known-memorized and known-generalized images (two-class), or from
     known non-training images alone and/or ``reference_prompts`` generations of non-memorized prompts
     (one-class, with its promised FPR): figure, text with the reproduce line, calibration JSON."""
-    mem, gen = _paths(mem_files), _paths(gen_files)
-    settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
+    settings = CalibrateSettings.from_raw(model=model_id, memorized=uploads(mem_files), generalized=uploads(gen_files),
                                           layer=(layer or "").strip(), t=t, metric=metric or "std",
                                           target_fpr=target_fpr, reference_prompts=reference_prompts or 0)
-    for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress,
-                                memorized_images=mem, generalized_images=gen):
+    for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress):
         if result is None:
             yield unchanged(3)
             continue
