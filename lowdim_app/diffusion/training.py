@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, progress: bool = True, should_stop=None, checkpoint_
         opt.step()
         sched.step()
         ema.step(unet.parameters())
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             if should_stop is not None and should_stop():

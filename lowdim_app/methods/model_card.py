@@ -125,7 +125,8 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
         f"{card.get('scheduler', {}).get('beta_schedule', '?')} schedule"
         f"{', antithetic noise pairs' if tr.get('antithetic') else ''}; U-Net widths {tr.get('block_out_channels')} |",
         f"| final loss (mean of last 200 steps) | {card.get('final_loss_last200_mean', float('nan')):.4f} |",
-        f"| wall time | {card.get('wall_time_s')} s ({card.get('hardware', '')}) |",
+        f"| wall time | {card.get('wall_time_s')} s ({card.get('hardware', '')})"
+        + (f"; {card['wall_time_note']}" if card.get("wall_time_note") else "") + " |",
         f"| parameters | {card.get('n_params')} |",
         f"| command | `{tr.get('command', '')}` |", "",
     ]
@@ -147,13 +148,16 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
         lines += structure_lines(card["structure"])
     if card.get("classifier_path"):
         cp = card["classifier_path"]
+        shown = [i for i, a in enumerate(cp["alphas"]) if float(a).is_integer()] or list(range(len(cp["alphas"])))
         lines += [f"### Classifier along an edit of `{cp['image']}` at {cp['t_fraction']}T", "",
-                  "| alpha | " + " | ".join(f"{a:+g}" for a in cp["alphas"]) + " |",
-                  "|---|" + "---|" * len(cp["alphas"])]
+                  "Class (probability) of the edited digit; alphas in steps of "
+                  f"{cp['alphas'][1] - cp['alphas'][0]:g} were measured, whole ones are shown.", "",
+                  "| alpha | " + " | ".join(f"{cp['alphas'][i]:+g}" for i in shown) + " |",
+                  "|---|" + "---|" * len(shown)]
         for name in ("v1", "random"):
             p = np.asarray(cp[name]["probabilities"])
-            lines.append(f"| {name}: class (p) | " + " | ".join(f"{c} ({p[i, c]:.2f})" for i, c in
-                                                              enumerate(cp[name]["classes"])) + " |")
+            cls = cp[name]["classes"]
+            lines.append(f"| {name} | " + " | ".join(f"{cls[i]} ({p[i, cls[i]]:.2f})" for i in shown) + " |")
         lines += ["", f"Largest step between neighbouring alphas (total variation of the class probabilities): "
                       f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}.", ""]
     lines += ["![samples](samples.png)", ""]

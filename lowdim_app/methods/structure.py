@@ -158,7 +158,7 @@ def structure_evidence(model, *, n_digits: int = 8, fractions=TIME_FRACTIONS, se
     return out
 
 
-def classifier_path(model, image: torch.Tensor, t_fraction: float = 0.7, alphas=tuple(np.linspace(-6, 6, 13)),
+def classifier_path(model, image: torch.Tensor, t_fraction: float = 0.7, alphas=tuple(np.linspace(-6, 6, 25)),
                     seed: int = 0, steps: int = 50) -> dict:
     """The digit classifier's class probabilities along an edit of ``image`` (DDIM-inverted to
     ``t_fraction`` T) along ``v1`` of the exact ``J_t`` and along a random unit direction (seeded): is the
