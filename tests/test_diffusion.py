@@ -227,7 +227,7 @@ def test_latent_pipeline_end_to_end(tiny_sd):
 def test_registry_errors(tmp_path):
     with pytest.raises(UserError, match="unknown model"):
         load_model("no/such-model")
-    with pytest.raises(ModelUnavailable, match="huggingface-cli download google/ddpm-cifar10-32"):
+    with pytest.raises(ModelUnavailable, match="hf download google/ddpm-cifar10-32 --include"):
         load_model("google/ddpm-cifar10-32")
     with pytest.raises(UserError, match="model_index.json"):
         load_model(str(tmp_path))
