@@ -15,12 +15,18 @@ def direction_images(T: torch.Tensor) -> torch.Tensor:
 
 
 @locked
-def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = ""):
+def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = "",
+                    data_dim: int | None = None):
+    """Singular values of ``J_t`` with the numerical rank; ``data_dim``: the dimension of the span of the
+    training images (the posterior mean's Jacobian has at most that rank), drawn when the spectrum reaches it."""
     s = np.asarray(singular_values, dtype=float)
     fig, ax = new_figure()
     ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), "o-", ms=3, lw=1)
     if numerical_rank is not None:
         ax.axvline(numerical_rank, color="C3", ls="--", label=f"numerical rank r = {numerical_rank} (eta = {eta})")
+    if data_dim and data_dim < len(s):
+        ax.axvline(data_dim, color="C2", ls=":", label=f"data dimension {data_dim} (span of the training images)")
+    if numerical_rank is not None or (data_dim and data_dim < len(s)):
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False)   # off the data
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value of J_t")
