@@ -68,7 +68,7 @@ def rank_snr_figure(points, title: str = "", data_dim: int | None = None):
     ax.set_xlabel("SNR = 1 / sigma_t")
     ax.set_ylabel("rank(J_t) / n")
     ax.set_ylim(0, max(1.0, max(frac) * 1.05))
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)   # beside the data
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)   # under the axis, off the data
     ax.set_title(title or "Low-rank Jacobian along a sampling trajectory (Wang et al. 2024, Fig. 3a)", fontsize=10)
     fig.tight_layout()
     return fig
