@@ -90,12 +90,17 @@ def test_gen_edit_along_v1_beats_random(gen):
 
 
 def test_gen_rank_rises_toward_low_noise(gen):
-    """Fig. 3a: along a sampling trajectory the rank is low at high noise and rises toward low noise."""
+    """Fig. 3a: along a sampling trajectory the rank stays under the data dimension, low at high noise and
+    rising toward low noise, over the SNR range of the paper's figures (>= 0.01). The first point, t = T - 1,
+    is left out of the trend: the cosine schedule has abar = 2.4e-9 there (SNR 5e-5), where the true posterior
+    mean's J is about sqrt(abar) = 5e-5 times the data covariance (numerical rank 11) and the measured rank
+    (56 for seed 0) is that of what the network adds to so small a J."""
     from lowdim_app.methods.lowrank import rank_along_trajectory
 
-    pts = rank_along_trajectory(gen, steps=10, points=4, seed=0, solver="exact")
-    ranks = [p.rank for p in pts]    # from t = T - 1 down to 0
-    assert ranks[0] <= 64 and ranks[0] < ranks[-1], ranks
+    pts = rank_along_trajectory(gen, steps=10, points=4, seed=0, solver="exact")    # t = T - 1 down to 0
+    assert all(p.rank <= 64 for p in pts), [p.rank for p in pts]
+    ranks = [p.rank for p in pts if p.snr >= 0.01]
+    assert len(ranks) == 3 and ranks[0] <= 16 and ranks[0] < ranks[-1], ranks
 
 
 @pytest.mark.parametrize("model_id", ["digits-mem", "digits-dup"])
