@@ -73,9 +73,16 @@ def test_molrg_lab_figures():
 
 
 def test_editing_figures():
-    from lowdim_app.plots.editing import effect_figure, spectrum_figure
+    from lowdim_app.methods.lowrank import RankPoint
+    from lowdim_app.plots.editing import effect_figure, rank_snr_figure, spectrum_figure
 
     assert layout_problems(spectrum_figure(np.logspace(0.3, -3, 256), 220, title="digits-gen: spectrum of J_t")) == []
+    assert layout_problems(spectrum_figure(np.logspace(0.3, -3, 256), 17, title="digits-gen: spectrum of J_t",
+                                           data_dim=62)) == []
+    pts = [RankPoint(t=t, sigma=s, snr=1 / s, rank=r, rank_is_lower_bound=False, n=256)
+           for t, s, r in ((999, 80.0, 12), (500, 1.0, 20), (10, 0.01, 90))]
+    assert layout_problems(rank_snr_figure(pts, "digits-gen: rank of J_t along a DDIM trajectory (seed 0)",
+                                           data_dim=62)) == []
     alphas = [-6, -3, 0, 3, 6]
     assert layout_problems(effect_figure(alphas, [0.3, 0.15, 0, 0.15, 0.3], [0.05, 0.02, 0, 0.02, 0.05],
                                          label="v1 (jacobian)")) == []
@@ -86,6 +93,10 @@ def test_steering_curve():
 
     curves = {"this source": [0, 1, 1, 1], "memorized sample (#7)": [0, 0, 1, 1], "generalized sample (#0)": [0, .1, 1, 1]}
     assert layout_problems(strength_curve_figure([0, .5, 1, 1.5], curves, "P(digit 4) (classifier)")) == []
+    ref = {label: {"strengths": [0, .5, 1, 1.5], "p_median": [0, .2, .8, 1], "p_q25": [0, .1, .6, .9],
+                   "p_q75": [0, .4, .9, 1], "n": 20} for label in ("memorized", "generalized")}
+    contrast = {k: v for k, v in curves.items() if k != "this source"}
+    assert layout_problems(strength_curve_figure([0, .5, 1, 1.5], contrast, "P(digit 4) (classifier)", reference=ref)) == []
 
 
 def test_memorization_histogram():
