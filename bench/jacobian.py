@@ -4,10 +4,11 @@
 Points: DDIM-inverted images (what the editor searches at) and the same images forward-noised, at t = 0.5T and
 0.7T. Reference: the exact Jacobian (n VJPs, float64 SVD) where n <= --exact-max-n, else a long Krylov run.
 
-Part ``solvers`` (bench/results/jacobian.csv, jacobian.png): one operator per point, forward-mode JVPs, float32
-network, float64 linear algebra. For each solver and k, the passes (network evaluations: JVP + VJP directions;
-forward-mode, so one each), the sequential batched calls and the seconds until its iterate first reaches a
-smallest principal cosine >= 0.99 and >= 0.999 to the reference. A solver that does not reach a level within its
+Part ``solvers`` (bench/results/jacobian.csv, jacobian.png): one operator per point (``--jvp``: central-difference
+JVPs by default, as the app runs them), float32 network, float64 linear algebra. For each solver and k, the passes
+(network evaluations: a central-difference JVP direction is two, a VJP one), the sequential batched calls and the
+CPU seconds of the process (``time.process_time``: the machine is shared, so wall seconds are not comparable)
+until its iterate first reaches a smallest principal cosine >= 0.99 and >= 0.999 to the reference. A solver that does not reach a level within its
 cap is "not reached (cap N)" -- a cap is never reported as a count.
 
   * krylov-bB -- ``top_k_svd`` with block B, for every B of ``--blocks`` and the search plan's block;
@@ -23,7 +24,7 @@ Part ``stop`` (bench/results/jacobian_stop.csv): the plan's Krylov search at tol
 central-difference (float32) and forward-mode JVPs: passes at the stop against passes at the first iterate with
 cosine >= 0.99, and the cosine at the stop.
 
-Wall seconds are measured on whatever else runs on the machine: each row carries the 1-minute load average.
+Each row carries the 1-minute load average of the machine when it was measured.
 
 Usage: python bench/jacobian.py [--models digits-gen,tiny-sd] [--parts solvers,stop] [--ks 1,3,5,10] [--points 3,1]
   digits-gen, 3 images x 2 kinds x 2 t, both parts: about 30 min on 2 cores; tiny-sd, 1 image: about 40 min.
@@ -110,18 +111,18 @@ class Trace:
     def __init__(self, op, ref, k):
         self.op, self.ref, self.k = op, ref, k
         self.start = op.counter.snapshot()
-        self.t0 = time.perf_counter()
-        self.excluded = 0.0        # time spent measuring (cosines), not charged to the method
+        self.t0 = time.process_time()
+        self.excluded = 0.0        # CPU time spent measuring (cosines), not charged to the method
         self.points = []
 
     def record(self, Vk):
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         used = self.op.counter.since(self.start)
         V = torch.as_tensor(Vk).double()          # n x c
         if V.shape[1] >= self.k:
             c = jac.subspace_cosine(V.T[:self.k], self.ref)
             self.points.append((used.passes, used.calls, t1 - self.t0 - self.excluded, c))
-        self.excluded += time.perf_counter() - t1
+        self.excluded += time.process_time() - t1
 
     def done(self) -> bool:
         return bool(self.points) and self.points[-1][3] >= LEVELS[-1]
@@ -204,7 +205,7 @@ def run_arpack(op, ref, k, cap, seed):
     v0 = np.random.default_rng(seed).standard_normal(op.n)
     runs = []
     for tol in ARPACK_TOLS:
-        s0, t0 = op.counter.snapshot(), time.perf_counter()
+        s0, t0 = op.counter.snapshot(), time.process_time()
         try:
             _, _, vh = svds(jac.linear_operator(op, _guard(op, cap)), k=k, tol=tol, v0=v0,
                             return_singular_vectors="vh", maxiter=max(1, cap // 2), solver="arpack")
@@ -215,7 +216,7 @@ def run_arpack(op, ref, k, cap, seed):
             continue
         used = op.counter.since(s0)
         c = jac.subspace_cosine(torch.as_tensor(vh.copy()), tr.ref) if used.passes <= cap else -1.0
-        runs.append((used.passes, used.calls, time.perf_counter() - t0, c))
+        runs.append((used.passes, used.calls, time.process_time() - t0, c))
     tr.points = sorted(runs)
     return tr, f"cap {cap}, tol sweep {ARPACK_TOLS[0]}..{ARPACK_TOLS[-1]}"
 
@@ -241,7 +242,7 @@ def run_lobpcg(op, ref, k, cap, seed):
 
     def run(m):
         if m not in cache:
-            s0, t0 = op.counter.snapshot(), time.perf_counter()
+            s0, t0 = op.counter.snapshot(), time.process_time()
             guard[0] = _guard(op, cap + 1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -253,7 +254,7 @@ def run_lobpcg(op, ref, k, cap, seed):
             c = -1.0
             if lam is not None and used.passes <= cap:
                 c = jac.subspace_cosine(torch.as_tensor(X[:, np.argsort(-lam)[:k]].T.copy()), tr.ref)
-            cache[m] = (used.passes, used.calls, time.perf_counter() - t0, c)
+            cache[m] = (used.passes, used.calls, time.process_time() - t0, c)
         return cache[m]
 
     max_m = max(1, cap // (b * (op.jvp_evaluations + 1)))
@@ -273,10 +274,10 @@ def run_lobpcg(op, ref, k, cap, seed):
 
 def run_auto(op, ref, k, level, seed):
     """The library's plan with its own stop rule at the tol of ``level``."""
-    s0, t0 = op.counter.snapshot(), time.perf_counter()
+    s0, t0 = op.counter.snapshot(), time.process_time()
     r = jac.jacobian_svd(op, k=k, method="auto", tol=math.sqrt(1 - level ** 2), seed=seed, max_passes=100_000)
     used = op.counter.since(s0)
-    return r, used, time.perf_counter() - t0, jac.subspace_cosine(r.V, ref)
+    return r, used, time.process_time() - t0, jac.subspace_cosine(r.V, ref)
 
 
 # ----------------------------------------------------------------------------- parts
@@ -331,7 +332,7 @@ def solver_rows(op, name, n, label, kind, fr, t, ref_V, ref_kind, sv, exact_cost
                 rows.append({"model": name, "n": n, "point": label, "kind": kind, "t_frac": fr, "t": t, "k": k,
                              "level": level, "s_k_over_s_k+1": round(float(sv[k - 1] / sv[k]), 4), "method": m_,
                              "detail": extra, "reached": hit is not None, "passes": hit[0] if hit else "",
-                             "calls": hit[1] if hit else "", "time_s": round(hit[2], 3) if hit else "",
+                             "calls": hit[1] if hit else "", "cpu_s": round(hit[2], 3) if hit else "",
                              "note": "" if hit else f"not reached ({note})",
                              "passes_over_arpack": round(hit[0] / arp[0], 3) if hit and arp else "",
                              "calls_over_arpack": round(hit[1] / arp[1], 3) if hit and arp else "",
@@ -360,7 +361,7 @@ def stop_rows(m, name, x_t, t, cond, label, kind, fr, ref_V, ks, seed):
                          "stop_calls": res.batched_calls, "stop_over_first": round(res.passes / first[0], 3) if first
                          else "", "status": res.stop_reason, "cos_at_stop": round(cos_stop, 5),
                          "error_estimate": round(res.error_estimate, 4),
-                         "rule": res.history[-1]["rule"] if res.history else "", "time_s": round(res.wall_time_s, 2),
+                         "rule": res.history[-1]["rule"] if res.history else "", "wall_s": round(res.wall_time_s, 2),
                          "load_1min": round(os.getloadavg()[0], 1)})
             r = rows[-1]
             print(f"  stop {mode:7s} k={k:2d}: first cos>=0.99 at {r['first_099_passes']} passes, stopped at "
@@ -379,6 +380,7 @@ def main() -> int:
     ap.add_argument("--fracs", default="0.5,0.7")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--blocks", default="1,2,3,4,6,k+1", help="Krylov blocks measured (the plan's is added)")
+    ap.add_argument("--jvp", default="central", choices=jac.JVP_MODES, help="JVP kind of the solvers part")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact-max-n", type=int, default=1024)
     ap.add_argument("--cap", type=int, default=0, help="pass cap per method run (0: 60 k + 60, at least 400)")
@@ -403,15 +405,15 @@ def main() -> int:
         for label, kind, fr, x_t, t in points_of(m, name, npts[min(mi, len(npts) - 1)], args.seed, cond,
                                                  args.kinds.split(","), [float(f) for f in args.fracs.split(",")]):
             with m.float32_unet():
-                op = jac.x0_hat_operator(m, x_t, t, cond, jvp_mode="forward")
+                op = jac.x0_hat_operator(m, x_t, t, cond, jvp_mode=args.jvp)
                 op.jvp(torch.randn(1, *m.sample_shape))    # warm-up (one-off initialisation)
                 op.vjp(torch.randn(1, *m.sample_shape))
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 top = max(ks) + 1
                 if m.n <= args.exact_max_n:
                     ex = jac.exact_svd(op, k=top)
                     ref_V, ref_kind, sv = ex.V.reshape(top, -1).double(), "exact (jacrev + float64 SVD)", ex.spectrum
-                    exact_cost = (ex.passes, ex.batched_calls, time.perf_counter() - t0)
+                    exact_cost = (ex.passes, ex.batched_calls, time.process_time() - t0)
                 else:
                     ref = jac.top_k_svd(op, k=top, tol=1e-3, max_passes=20000, seed=args.seed + 99)
                     ref_V, sv = ref.V.reshape(top, -1).double(), ref.singular_values
@@ -453,7 +455,7 @@ def _median_table(rows, kind=None):
     for key, rs in groups.items():
         hit = [r for r in rs if str(r["reached"]) == "True"]
         med = (lambda f: float(np.median([float(r[f]) for r in hit]))) if hit else (lambda f: None)
-        out[key] = (med("passes"), med("calls"), med("time_s"), len(hit), len(rs))
+        out[key] = (med("passes"), med("calls"), med("cpu_s"), len(hit), len(rs))
     return out
 
 
@@ -468,8 +470,11 @@ def summary(rows):
                 continue
             a = tab.get((model, k, level, "arpack"), (None,) * 5)
             rat = f"  passes/arpack {p / a[0]:.2f} calls/arpack {c / a[1]:.2f}" if a[0] else ""
-            print(f"  {model:10s} k={k:2d} cos>={level}: {meth:10s} {p:7.0f} / {c:5.0f} / {s:7.2f} s "
+            print(f"  {model:10s} k={k:2d} cos>={level}: {meth:10s} {p:7.0f} / {c:5.0f} / {s:7.2f} CPU s "
                   f"({hit}/{tot}){rat}")
+    for model, (c0, c1, n) in call_cost_fit(rows).items():
+        print(f"\n{model} (n = {n}): CPU seconds ~ {c0:.4f} x calls + {c1:.4f} x passes: a call's fixed part = "
+              f"{c0 / c1:.1f} passes")
     planned = [r for r in rows if r["method"] == f"krylov-b{plan_block(int(r['n']), int(r['k']))}"]
     worse = [r for r in planned if r["passes_over_arpack"] not in ("", None)
              and (float(r["passes_over_arpack"]) > 1 or float(r["calls_over_arpack"]) > 0.25)]
@@ -478,6 +483,19 @@ def summary(rows):
     for r in worse:
         print(f"  {r['model']} {r['point']} {r['kind']} {r['t_frac']}T k={r['k']} cos>={r['level']}: passes/arpack "
               f"{r['passes_over_arpack']} calls/arpack {r['calls_over_arpack']} (s_k/s_k+1 {r['s_k_over_s_k+1']})")
+
+
+def call_cost_fit(rows):
+    """{model: (c0, c1)}: least squares of CPU seconds ~ c0 calls + c1 passes over the reached Krylov runs; c0 / c1 is
+    a batched call's fixed part in passes (the plan's ``_CPU_PASSES_PER_CALL``)."""
+    out = {}
+    for model in sorted({r["model"] for r in rows}):
+        rs = [r for r in rows if r["model"] == model and str(r["reached"]) == "True" and r["method"].startswith("krylov")]
+        if len(rs) >= 3:
+            X = np.array([[float(r["calls"]), float(r["passes"])] for r in rs])
+            (c0, c1), *_ = np.linalg.lstsq(X, np.array([float(r["cpu_s"]) for r in rs]), rcond=None)
+            out[model] = (float(c0), float(c1), int(rs[0]["n"]))
+    return out
 
 
 def stop_summary(stops):
