@@ -7,7 +7,8 @@ Points: DDIM-inverted images (what the editor searches at) and the same images f
 Part ``solvers`` (bench/results/jacobian.csv, jacobian.png): one operator per point (``--jvp``: central-difference
 JVPs by default, as the app runs them), float32 network, float64 linear algebra. For each solver and k, the passes
 (network evaluations: a central-difference JVP direction is two, a VJP one), the sequential batched calls and the
-CPU seconds of the process (``time.process_time``: the machine is shared, so wall seconds are not comparable)
+CPU seconds of the process (``time.process_time``, one torch thread: the machine is shared, so wall seconds are
+not comparable)
 until its iterate first reaches a smallest principal cosine >= 0.99 and >= 0.999 to the reference. A solver that does not reach a level within its
 cap is "not reached (cap N)" -- a cap is never reported as a count.
 
@@ -381,20 +382,29 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--blocks", default="1,2,3,4,6,k+1", help="Krylov blocks measured (the plan's is added)")
     ap.add_argument("--jvp", default="central", choices=jac.JVP_MODES, help="JVP kind of the solvers part")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU seconds are the work done)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact-max-n", type=int, default=1024)
     ap.add_argument("--cap", type=int, default=0, help="pass cap per method run (0: 60 k + 60, at least 400)")
     ap.add_argument("--out", default=str(RESULTS / "jacobian.csv"))
     ap.add_argument("--stop-out", default=str(RESULTS / "jacobian_stop.csv"))
     ap.add_argument("--merge", default="", help="CSVs from earlier runs: write them to --out, print, plot")
+    ap.add_argument("--merge-stop", default="", help="stop-part CSVs from earlier runs: write them to --stop-out")
+    ap.add_argument("--markdown", default="", help="with --merge: write the docs' tables to this file")
     args = ap.parse_args()
     if args.merge:
         rows = [r for path in args.merge.split(",") for r in csv.DictReader(open(path))]
+        stops = [r for path in args.merge_stop.split(",") if path for r in csv.DictReader(open(path))]
         _write(args.out, rows)
+        _write(args.stop_out, stops)
         summary(rows)
+        if stops:
+            stop_summary(stops)
         plot(rows, Path(args.out).with_suffix(".png"))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(rows, stops) + "\n")
         return 0
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
     methods, parts = args.methods.split(","), args.parts.split(",")
     blocks = [b for b in args.blocks.split(",") if b]
@@ -504,6 +514,75 @@ def stop_summary(stops):
     ratios = [float(r["stop_over_first"]) for r in stops if r["stop_over_first"] != ""]
     print(f"\nstop rule: {len(stops)} runs; stop / first cos 0.99 from {min(ratios):.2f} to {max(ratios):.2f} "
           f"(median {np.median(ratios):.2f}); over 1.5x: {len(late)}; converged below cos 0.99: {len(below)}")
+
+
+def markdown(rows, stops) -> str:
+    """The tables of docs/editing.md: medians over points of each kind (passes / calls / CPU s), the plan's block
+    against ARPACK per regime, and the stop rule per point."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        n = int(next(r["n"] for r in rows if r["model"] == model))
+        for kind in sorted({r["kind"] for r in rows if r["model"] == model}):
+            tab = _median_table([r for r in rows if r["model"] == model], kind)
+            ks = sorted({k for (_m, k, _l, _me) in tab})
+            for level in LEVELS:
+                out.append(f"\n**{model}** (n = {n}), {kind} points, cosine >= {level}: passes / calls / CPU s "
+                           "(median over points)\n")
+                out.append("| solver | " + " | ".join(f"k = {k}" for k in ks) + " |")
+                out.append("|---|" + "---|" * len(ks))
+                meths = sorted({me for (_m, _k, lv, me) in tab if lv == level},
+                               key=lambda m: (not m.startswith("krylov"), int(m[8:]) if m.startswith("krylov-b") else 0, m))
+                plan_row = []
+                for k in ks:
+                    v = tab.get((model, k, level, f"krylov-b{plan_block(n, k)}"))
+                    plan_row.append(_cell(v, f" (b = {plan_block(n, k)})"))
+                out.append("| Krylov, the plan's block | " + " | ".join(plan_row) + " |")
+                for meth in meths:
+                    label = {"arpack": "ARPACK", "exact": "exact", "auto": "auto (own stop rule)",
+                             "power": "power (LOCO)"}.get(meth, meth.replace("krylov-b", "Krylov, block "))
+                    out.append(f"| {label} | " + " | ".join(_cell(tab.get((model, k, level, meth))) for k in ks) + " |")
+    out.append("\n**The plan's block against ARPACK** (medians of passes / ARPACK's and calls / ARPACK's over the "
+               "points of a regime; over 1 or over 0.25 in bold)\n")
+    out.append("| model | points | t | level | " + " | ".join(f"k = {k}" for k in sorted({int(r['k']) for r in rows}))
+               + " |")
+    out.append("|---|---|---|---|" + "---|" * len({int(r['k']) for r in rows}))
+    groups = {}
+    for r in rows:
+        if r["method"] == f"krylov-b{plan_block(int(r['n']), int(r['k']))}" and r["passes_over_arpack"] != "":
+            groups.setdefault((r["model"], r["kind"], r["t_frac"], r["level"]), {}).setdefault(int(r["k"]), []).append(
+                (float(r["passes_over_arpack"]), float(r["calls_over_arpack"])))
+    for (model, kind, fr, level), by_k in sorted(groups.items()):
+        cells = []
+        for k in sorted({int(r['k']) for r in rows}):
+            v = by_k.get(k)
+            if not v:
+                cells.append("-")
+                continue
+            p, c = float(np.median([a for a, _ in v])), float(np.median([b for _, b in v]))
+            cells.append(("**%.2f**" if p > 1 else "%.2f") % p + " / " + ("**%.2f**" if c > 0.25 else "%.2f") % c)
+        out.append(f"| {model} | {kind} | {fr}T | {level} | " + " | ".join(cells) + " |")
+    if stops:
+        out.append("\n**Stop rule** (the plan's Krylov search at tol 0.141): network evaluations at the first "
+                   "iterate with cosine >= 0.99 -> at the stop (ratio), cosine at the stop\n")
+        ks = sorted({int(r["k"]) for r in stops})
+        out.append("| model | point | t | JVP | " + " | ".join(f"k = {k}" for k in ks) + " |")
+        out.append("|---|---|---|---|" + "---|" * len(ks))
+        keyed = {}
+        for r in stops:
+            keyed.setdefault((r["model"], r["point"], r["t_frac"], r["jvp"]), {})[int(r["k"])] = r
+        for (model, point, fr, jvp), by_k in sorted(keyed.items()):
+            cells = [f"{r['first_099_passes']} -> {r['stop_passes']} ({float(r['stop_over_first']):.2f}), "
+                     f"{float(r['cos_at_stop']):.4f}" if (r := by_k.get(k)) and r["stop_over_first"] != "" else "-"
+                     for k in ks]
+            out.append(f"| {model} | {point} | {fr}T | {jvp} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _cell(v, extra=""):
+    if v is None or v[0] is None:
+        return "not reached" if v else "-"
+    p, c, s, hit, tot = v
+    return f"{p:.0f} / {c:.0f} / {s:.2f}{extra}" + ("" if hit == tot else f" ({hit} of {tot})")
 
 
 def plot(rows, path):

@@ -49,6 +49,10 @@ from .result import JacobianSVD
 FIRST_ORDER_GAP = 0.5
 FIRST_ORDER_WEDIN = 0.5
 FIRST_ORDER_SPECTRUM = 0.9
+# ... and only once s_{k+1} has settled: it moved by at most FIRST_ORDER_SETTLED x (s_k - s_{k+1}) since the
+# iterate before (Ritz-type values rise towards the true ones; a (k+1)-th value still rising means the space has
+# not yet seen the spectrum behind the gap)
+FIRST_ORDER_SETTLED = 0.25
 # Where first order holds and puts the previous iterate within this x tol (at most CONTRACTION_CAP), the new
 # iterate's space holds that iterate's first-order correction, so the new one is the closer by a wide margin
 # and the angle between the two bounds the new one's error.
@@ -104,6 +108,7 @@ class Iterate:
     jvp_error: float = math.nan
     residuals: torch.Tensor | None = None
     R: torch.Tensor | None = None
+    before: torch.Tensor | None = None     # the previous iterate's singular values
     E: float = math.nan
     leak: float = 0.0
 
@@ -186,7 +191,10 @@ class BlockGKL:
         sk2 = float(s[k - 1]) ** 2
         gap2 = sk2 - float(s[k]) ** 2 if s.numel() > k else 0.0
         wedin = (_norm2(R[:, :k]) + it.leak * float(s[0])) / it.gap if it.gap > 0 else math.inf
-        trusted = gap2 > 0 and (E * E <= FIRST_ORDER_GAP * gap2 or wedin <= FIRST_ORDER_WEDIN or self.b > k)
+        settled = (it.before is not None and it.before.numel() > k and s.numel() > k
+                   and abs(float(s[k] - it.before[k])) <= FIRST_ORDER_SETTLED * it.gap)
+        trusted = settled and gap2 > 0 and (E * E <= FIRST_ORDER_GAP * gap2 or wedin <= FIRST_ORDER_WEDIN
+                                            or self.b > k)
         if not (trusted and E * E <= FIRST_ORDER_SPECTRUM * sk2):
             it.error, it.rule = wedin, "Wedin"
             return it
@@ -277,7 +285,9 @@ def top_k_svd(f_or_op, x: torch.Tensor | None = None, k: int = 5, *, block: int 
             if search.m == n:                 # span(V) is everything: exact
                 current, estimate, reason = search.exact_pairs(), 0.0, "converged"
                 break
-            current = search.one_sided()
+            previous, current = current, search.one_sided()
+            if current is not None and previous is not None:
+                current.before = previous.s
             if measured is not None and current is not None:
                 step = subspace_sine(measured.V, current.V)
                 contracting = (measured.rule == "perturbation"
