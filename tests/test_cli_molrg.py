@@ -52,15 +52,19 @@ def test_molrg_rank_cli(tmp_path):
 
 
 def test_rank_cli_mlp_recipe(tmp_path):
-    """The MLP's width and budget reach the trainer; the curve is labelled with them."""
+    """The MLP's width, budget and parameterization reach the trainer; the curve is labelled with them."""
     js = tmp_path / "r.json"
     rc = main(["molrg-rank", "--n", "12", "--dims", "2,2", "--N", "50", "--steps", "6", "--trajectories", "2",
                "--dae-iters", "0", "--mlp-steps", "20", "--mlp-width", "16", "--mlp-batch", "8", "--json", str(js),
                "--quiet"])
     assert rc == 0
     models = json.loads(js.read_text())["models"]
-    name = "MLP denoiser (width 16, 0.16 kimg)"
+    name = "MLP denoiser (predicts x0, width 16, 0.16 kimg)"
     assert name in models and len(models[name]) == 6 and all(0 < v <= 1 for v in models[name])
+    rc = main(["molrg-rank", "--n", "12", "--dims", "2,2", "--N", "50", "--steps", "6", "--trajectories", "2",
+               "--dae-iters", "0", "--mlp-steps", "20", "--mlp-width", "16", "--mlp-batch", "8", "--mlp-param", "edm",
+               "--json", str(js), "--quiet"])
+    assert rc == 0 and "MLP denoiser (EDM preconditioning, width 16, 0.16 kimg)" in json.loads(js.read_text())["models"]
 
 
 def test_gl_score_cli(tmp_path, capsys):

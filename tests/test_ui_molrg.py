@@ -97,12 +97,12 @@ def test_rank_api_and_reproduce_line(molrg_client, tmp_path):
     assert len(rows) == 19 and all(f in cli for f in ("molrg-rank --n 16 --dims 2,2 --N 100", "--trajectories 2", "--dae-iters 20"))
     ui = json.loads(open(js).read())
     assert list(ui["models"]) == ["posterior mean (Lemma 1)", "low-rank DAE (eq. 9, SGD)",
-                                  "MLP denoiser (width 256, 1.92 kimg)"]
+                                  "MLP denoiser (predicts x0, width 256, 1.92 kimg)"]
     table = list(csv_module.reader(open(csv)))
     assert table[0] == ["sigma", "snr", *ui["models"]]
     for j, vals in enumerate(ui["models"].values()):
         assert [float(r[2 + j]) for r in table[1:]] == pytest.approx(vals, abs=1e-5)
-    assert ui["models"]["MLP denoiser (width 256, 1.92 kimg)"] != ui["models"]["posterior mean (Lemma 1)"]
+    assert ui["models"]["MLP denoiser (predicts x0, width 256, 1.92 kimg)"] != ui["models"]["posterior mean (Lemma 1)"]
     assert _without_timing(reproduce_json(cli, tmp_path)) == _without_timing(ui)
     with pytest.raises(Exception, match="exceeds n"):
         molrg_client.predict(8, 6, 6, 100, 2, 0, 0, 0, api_name="/molrg_rank")

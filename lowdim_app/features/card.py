@@ -1,5 +1,6 @@
 """``card``: re-measure a built-in digits model's regime evidence (near-copy share, classifier
-confidence, duplicated-subset enrichment) and rewrite its model card."""
+confidence, duplicated-subset enrichment) and the low-dimensional structure of its denoiser (rank and
+subspace energy of the exact Jacobian, edits along v1 against random), and rewrite its model card."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,8 @@ class CardSettings(Settings):
     name: str = setting("", help="model name in the card (default: the folder name)")
     summary: str = setting("", help="one line for the card (default: keep the current one)")
     evidence_samples: int = setting(512, lo=8, hi=100_000, help="samples drawn for the evidence")
+    structure_digits: int = setting(20, lo=0, hi=359, help="held-out digits on which the Jacobian's rank and subspace "
+                                    "energy and edits along v1 are measured (0: skip)")
 
 
 @dataclass
@@ -37,12 +40,14 @@ class Card(Feature):
     Settings = CardSettings
 
     def cost(self, s: CardSettings) -> Cost:
-        return Cost(forward=s.evidence_samples * 50, note="evidence samples x 50 DDIM steps")
+        return Cost(forward=s.evidence_samples * 50 + s.structure_digits * 4 * 120, vjp=s.structure_digits * 4 * 256,
+                    note="evidence samples x 50 DDIM steps; per structure digit and t: inversion, edits and an "
+                         "exact Jacobian (256 VJPs)")
 
     def run(self, s: CardSettings, *, runtime=None, progress=None, should_stop=None) -> CardResult:
         from ..data.images import make_grid
         from ..diffusion.registry import load_model, resolve
-        from ..methods.model_card import regime_evidence, write_card
+        from ..methods.model_card import measure_card, write_card
 
         rt = runtime_or_default(runtime)
         prog = Progress.wrap(progress, should_stop)
@@ -56,8 +61,9 @@ class Card(Feature):
             card["summary"] = s.summary
         model = load_model(str(folder), "cpu", runtime=rt)
         prog(0.0, "sampling")
-        evidence, samples = regime_evidence(model, card, n_samples=s.evidence_samples)
-        card["evidence"] = evidence
+        samples = measure_card(model, card, evidence_samples=s.evidence_samples, structure_digits=s.structure_digits,
+                               progress=prog.bars)
+        evidence = card["evidence"]
         make_grid(samples[:64], upscale=4).save(folder / "samples.png")
         write_card(folder, s.name or folder.name, card)
         return CardResult(settings=s, evidence=evidence)

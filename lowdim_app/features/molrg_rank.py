@@ -4,14 +4,15 @@
 Along EDM Heun trajectories of the closed-form posterior mean (Lemma 1), the rank of the Jacobian
 of (i) the closed form, (ii) the low-rank DAE (eq. 9) with bases trained by SGD (Algorithm 1) and
 (iii) an MLP denoiser, against Lemma 2's bounds ``min_k d_k <= rank <= sum_k d_k`` (eq. 44). The
-curves arrive one model at a time. Mathematics: :func:`lowdim_app.synthetic.gl_score.iter_rank_vs_snr`.
+MLP predicts the clean sample by default (``mlp_param``): with EDM's skip connection its Jacobian stays
+near the identity at high SNR. The curves arrive one model at a time. Mathematics: :func:`lowdim_app.synthetic.gl_score.iter_rank_vs_snr`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from ..synthetic.gl_score import DAE_CURVE, iter_rank_vs_snr, rank_curves
+from ..synthetic.gl_score import DAE_CURVE, PARAMETERIZATIONS, iter_rank_vs_snr, rank_curves
 from .base import Cost, Feature, Progress, Result, csv_text
 from .gl_score import mlp_training_seconds
 from .phase import DAE_SECONDS_PER_SAMPLE_STEP, DAE_STEP_SECONDS
@@ -41,6 +42,10 @@ class RankSettings(Settings):
     mlp_depth: int = setting(4, lo=1, hi=8, help="MLP hidden layers")
     mlp_batch: int = setting(128, lo=1, hi=4096, help="MLP batch size")
     mlp_lr: float = setting(2e-3, lo=1e-6, hi=1.0, help="MLP learning rate (Adam, cosine decay)")
+    mlp_param: str = setting("sample", choices=PARAMETERIZATIONS, label="MLP parameterization",
+                             help="sample: the MLP predicts x0 (no skip; inside Lemma 2's band at every SNR, "
+                                  "bench/molrg_parameterization.py); edm: EDM preconditioning (its skip keeps the "
+                                  "Jacobian near the identity at high SNR)")
     # log sigma ~ N(p_mean, p_std^2): wide enough to cover the sampler's sigma range 0.002..80
     p_mean: float = setting(-1.2, lo=-6.0, hi=2.0, help="MLP training noise: mean of log sigma")
     p_std: float = setting(2.0, lo=0.1, hi=4.0, help="MLP training noise: std of log sigma")

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..methods import jacobian as jac
 from ..methods.lowrank import DEFAULT_HUTCHINSON, RANK_SOLVERS, RankPoint, min_passes, rank_along_trajectory
+from ..methods.structure import data_span_dim
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
 from .edit import DEFAULT_TOL, MAX_PASSES, REFERENCE_N, model_n, search_cost
@@ -56,6 +57,7 @@ class RankSettings(Settings):
 class RankResult(Result):
     model_id: str = ""
     points: list[RankPoint] = field(default_factory=list)
+    data_dim: int | None = None      # dimension of the span of the training images (when the card says)
 
     def rows(self) -> list[list]:
         return [[p.t, f"{p.sigma:.6g}", f"{p.snr:.6g}", p.rank, f"{p.rank_fraction:.6g}", int(p.rank_is_lower_bound)]
@@ -65,7 +67,7 @@ class RankResult(Result):
         return csv_text(CSV_HEADER, self.rows())
 
     def numbers(self) -> dict:
-        return {"model": self.model_id, "unresolved": self.unresolved_count,
+        return {"model": self.model_id, "unresolved": self.unresolved_count, "data_dim": self.data_dim,
                 "points": [{"t": p.t, "sigma_t": p.sigma, "snr": p.snr, "numerical_rank": p.rank, "n": p.n,
                             "rank_over_n": p.rank_fraction, "rank_is_lower_bound": p.rank_is_lower_bound,
                             "top_singular_values": p.top_singular_values, "method": p.method, "passes": p.passes,
@@ -86,7 +88,7 @@ class RankResult(Result):
         from ..plots.editing import rank_snr_figure
 
         return rank_snr_figure(self.points, title=f"{self.model_id}: rank of J_t along a DDIM trajectory "
-                                                  f"(seed {self.settings.seed})")
+                                                  f"(seed {self.settings.seed})", data_dim=self.data_dim)
 
     def summary(self) -> str:
         fr = [p.rank_fraction for p in self.points]
@@ -134,7 +136,7 @@ class Rank(Feature):
                                     progress=prog.bars, on_point=lambda i, total: prog(i / total, f"point {i}/{total}"),
                                     max_passes=s.max_passes, tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb,
                                     check=prog.check, solver=s.solver)
-        return RankResult(settings=s, model_id=model.model_id, points=pts)
+        return RankResult(settings=s, model_id=model.model_id, points=pts, data_dim=data_span_dim(model))
 
     def add_output_arguments(self, p) -> None:
         p.add_argument("--out", default="rank", help="output path without suffix: writes OUT.png and OUT.csv")

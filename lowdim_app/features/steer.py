@@ -158,6 +158,9 @@ class SteerResult(Result):
     samples: torch.Tensor | None = None          # one steered sample per strength, pixels in [-1, 1]
     contrast: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)  # label -> (index, samples)
     curves: dict[str, np.ndarray] = field(default_factory=dict)                  # legend label -> strength
+    # the contrast measured over many samples of this model and target (bench/steer_contrast.py): label ->
+    # {"strengths", "p_median", "p_q25", "p_q75", "n", ...}; drawn behind the contrast curves
+    contrast_reference: dict = field(default_factory=dict)
     measure: str = ""
     ylabel: str = ""
     probability: bool = True
@@ -193,6 +196,8 @@ class SteerResult(Result):
         if self.contrast:
             out["contrast"] = {label: {"sample_index": i, "values": _values(self.curves[self.contrast_label(label)])}
                                for label, (i, _) in self.contrast.items()}
+        if self.contrast_reference:
+            out["contrast_reference"] = self.contrast_reference
         if self.notes:
             out["notes"] = list(self.notes)
         return out
@@ -212,7 +217,8 @@ class SteerResult(Result):
 
         if not self.curves:
             return None
-        return strength_curve_figure(self.settings.strengths, self.curves, self.ylabel, self.probability)
+        return strength_curve_figure(self.settings.strengths, self.curves, self.ylabel, self.probability,
+                                     reference=self.contrast_reference)
 
     def to_csv(self) -> str | None:
         if not self.curves:
@@ -280,6 +286,23 @@ class SteerResult(Result):
         if self.settings.vector and self.vector is not None:
             paths.append(self.save_vector(folder / Path(self.settings.vector).name))
         return paths
+
+
+CONTRAST_REFERENCE = "steer_contrast.json"     # in <assets>/calibrations, written by bench/steer_contrast.py
+
+
+def contrast_reference(assets: Path | None, model_id: str, target: int) -> dict:
+    """The contrast of a built-in model measured over many memorized and generalized samples
+    (``bench/steer_contrast.py --reference``): label -> median and quartile curves of P(target) over the
+    strengths; ``{}`` when none was measured for this model and target."""
+    import json
+
+    path = Path(assets or "") / "calibrations" / CONTRAST_REFERENCE
+    if assets is None or not path.is_file():
+        return {}
+    ref = json.loads(path.read_text())
+    curves = ref.get("curves", {}).get(model_id, {}).get(str(int(target)), {})
+    return {label: {"strengths": ref["strengths"], **c} for label, c in curves.items()}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -539,7 +562,7 @@ class Steer(Feature):
                 res.measure = f"CLIP cosine similarity to {concept.text!r} ({scorer.source})"
                 res.ylabel, res.probability = f"CLIP similarity to '{concept.text[:40]}'", False
         if s.contrast:
-            self._contrast(model, s, res, sv, concept, steps, window, prog)
+            self._contrast(model, s, res, sv, concept, steps, window, prog, rt.assets)
         prog(1.0, "done")
         return res
 
@@ -574,7 +597,8 @@ class Steer(Feature):
         return sv, concept, "cache"
 
     @staticmethod
-    def _contrast(model, s, res: SteerResult, sv, concept: Concept, steps: int, window: int, prog) -> None:
+    def _contrast(model, s, res: SteerResult, sv, concept: Concept, steps: int, window: int, prog,
+                  rt_assets: Path | None = None) -> None:
         """Steer a memorized and a generalized sample of a built-in model the same way (Fig. 8)."""
         if concept.target is None:
             res.notes.append("The contrast needs a digit:K concept; skipped.")
@@ -594,6 +618,7 @@ class Steer(Feature):
                                     progress=prog.bars, step_callback=step)
             res.contrast[label] = (i, im)
             res.curves[res.contrast_label(label)] = st.concept_strength_digits(im, concept.target)
+        res.contrast_reference = contrast_reference(rt_assets, model.model_id, concept.target)
 
     # CLI
     def add_output_arguments(self, p) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.classifier import CONFIDENT, predict_proba
 from ..data.digits import load_digits_split
@@ -69,6 +70,45 @@ def regime_evidence(model, card: dict, n_samples: int = 512, steps: int = 50, se
     return ev, samples
 
 
+DEFAULT_EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "digit_0_test3.png"
+
+
+def measure_card(model, card: dict, *, evidence_samples: int = 512, structure_digits: int = 20,
+                 progress: bool = True) -> torch.Tensor:
+    """Fill ``card`` with the regime evidence (``evidence``), the low-dimensional structure of the
+    denoiser on ``structure_digits`` held-out digits (``structure``, 0: skip) and the classifier's path
+    along an edit of the Edit tab's default example (``classifier_path``); returns the evidence samples."""
+    from ..data.images import load_image
+    from .structure import classifier_path, structure_evidence
+
+    evidence, samples = regime_evidence(model, card, n_samples=evidence_samples)
+    card["evidence"] = evidence
+    if structure_digits:
+        card["structure"] = structure_evidence(model, n_digits=structure_digits, progress=progress)
+        if DEFAULT_EXAMPLE.is_file():
+            path = classifier_path(model, load_image(DEFAULT_EXAMPLE, model.image_shape[1:], channels=1))
+            card["classifier_path"] = {"image": f"assets/examples/{DEFAULT_EXAMPLE.name}", **path}
+    return samples
+
+
+def structure_lines(st: dict) -> list[str]:
+    """Markdown lines for the measured low-dimensional structure (see :mod:`.structure`)."""
+    lines = ["## Measured low-dimensional structure", "",
+             f"Exact Jacobian of `x0_hat` (256 x 256) at {st['n_digits']} held-out digits ({st['x_t']}); numerical "
+             f"rank = eq. 46 of Wang et al. 2024 (eta = {st['eta']}); outside = share of ||J||_F^2 not mapping the "
+             "64-dim span of the digits into itself (0 for the true posterior mean); edit v1 / random = mean RMS "
+             "change of a DDIM edit along v1 over a random unit direction (alpha = +-4).", "",
+             "| t | SNR | rank median (min..max) | outside median (max) | edit v1 / random median (min) |",
+             "|---|---|---|---|---|"]
+    for e in st["per_t"]:
+        r, o = e["rank"], e["outside"]
+        ed = e.get("edit_ratio")
+        lines.append(f"| {e['t_fraction']}T | {e['snr']} | {r['median']:g} ({r['min']:g}..{r['max']:g}) | "
+                     f"{o['median']:.4f} ({o['max']:.4f}) | "
+                     + (f"{ed['median']:.2f} ({ed['min']:.2f})" if ed else "") + " |")
+    return lines + [""]
+
+
 def write_card(folder: str | Path, model_id: str, card: dict) -> None:
     """Write ``card.json`` and a human-readable ``README.md`` (Hugging Face model-card front matter)."""
     folder = Path(folder)
@@ -81,8 +121,12 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
         f"| data | {card.get('data', {}).get('source', '')} |",
         f"| training images | {card.get('data', {}).get('n_unique', '?')} unique, {card.get('data', {}).get('n_total', '?')} with duplicates |",
         f"| steps x batch | {tr.get('steps')} x {tr.get('batch_size')} (lr {tr.get('lr')}, EMA {tr.get('ema_decay')}) |",
+        f"| parameterization | {card.get('scheduler', {}).get('prediction_type', '?')}, "
+        f"{card.get('scheduler', {}).get('beta_schedule', '?')} schedule"
+        f"{', antithetic noise pairs' if tr.get('antithetic') else ''}; U-Net widths {tr.get('block_out_channels')} |",
         f"| final loss (mean of last 200 steps) | {card.get('final_loss_last200_mean', float('nan')):.4f} |",
-        f"| wall time | {card.get('wall_time_s')} s ({card.get('hardware', '')}) |",
+        f"| wall time | {card.get('wall_time_s')} s ({card.get('hardware', '')})"
+        + (f"; {card['wall_time_note']}" if card.get("wall_time_note") else "") + " |",
         f"| parameters | {card.get('n_params')} |",
         f"| command | `{tr.get('command', '')}` |", "",
     ]
@@ -100,5 +144,21 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
             du = ev["duplicated"]
             lines += ["### Duplicated subset (hybrid regime)", "", "| measure | value |", "|---|---|"]
             lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in du.items()] + [""]
+    if card.get("structure"):
+        lines += structure_lines(card["structure"])
+    if card.get("classifier_path"):
+        cp = card["classifier_path"]
+        shown = [i for i, a in enumerate(cp["alphas"]) if float(a).is_integer()] or list(range(len(cp["alphas"])))
+        lines += [f"### Classifier along an edit of `{cp['image']}` at {cp['t_fraction']}T", "",
+                  "Class (probability) of the edited digit; alphas in steps of "
+                  f"{cp['alphas'][1] - cp['alphas'][0]:g} were measured, whole ones are shown.", "",
+                  "| alpha | " + " | ".join(f"{cp['alphas'][i]:+g}" for i in shown) + " |",
+                  "|---|" + "---|" * len(shown)]
+        for name in ("v1", "random"):
+            p = np.asarray(cp[name]["probabilities"])
+            cls = cp[name]["classes"]
+            lines.append(f"| {name} | " + " | ".join(f"{cls[i]} ({p[i, cls[i]]:.2f})" for i in shown) + " |")
+        lines += ["", f"Largest step between neighbouring alphas (total variation of the class probabilities): "
+                      f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}.", ""]
     lines += ["![samples](samples.png)", ""]
     (folder / "README.md").write_text("\n".join(lines))

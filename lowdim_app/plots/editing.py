@@ -42,11 +42,17 @@ def effect_figure(alphas, along, control, label: str = "singular direction"):
 
 
 @locked
-def rank_snr_figure(points, title: str = ""):
+def rank_snr_figure(points, title: str = "", data_dim: int | None = None):
+    """Rank / n against the SNR along a trajectory; ``data_dim``: the dimension of the span of the training
+    images, drawn as a line (the posterior mean's Jacobian has at most that rank)."""
     fig, ax = new_figure()
     snr = [p.snr for p in points]
     frac = [p.rank_fraction for p in points]
     ax.semilogx(snr, frac, "o-", label="numerical rank / n")
+    if data_dim and points:
+        n = points[0].n
+        ax.axhline(data_dim / n, color="C2", ls="--",
+                   label=f"data dimension / n = {data_dim}/{n} (span of the training images)")
     lb = [p.snr for p in points if p.rank_is_lower_bound]
     if lb:
         ax.semilogx(lb, [p.rank_fraction for p in points if p.rank_is_lower_bound], "v", color="C3",

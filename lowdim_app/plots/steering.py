@@ -11,11 +11,23 @@ from .common import locked, new_figure
 
 @locked
 def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Sequence[float]], ylabel: str,
-                          probability: bool = True):
-    """One ``o-`` line per ``curves[label]`` over ``strengths``; a probability axis is fixed to [0, 1]."""
+                          probability: bool = True, reference: Mapping[str, Mapping] | None = None):
+    """One ``o-`` line per ``curves[label]`` over ``strengths``; a probability axis is fixed to [0, 1].
+
+    ``reference``: label (``memorized`` / ``generalized``) -> ``{"strengths", "p_median", "p_q25", "p_q75",
+    "n"}``, the contrast measured over many samples, drawn behind as a median line with its quartile band in
+    the colour of the matching contrast curve."""
     fig, ax = new_figure(5.5, 3.2)
-    for label, ys in curves.items():
-        ax.plot(np.asarray(strengths, dtype=float), np.asarray(ys, dtype=float), "o-", label=label)
+    colors = {}
+    for i, (label, ys) in enumerate(curves.items()):
+        colors[label.split(" ")[0]] = f"C{i}"
+        ax.plot(np.asarray(strengths, dtype=float), np.asarray(ys, dtype=float), "o-", color=f"C{i}", label=label)
+    for label, ref in (reference or {}).items():
+        a = np.asarray(ref["strengths"], dtype=float)
+        color = colors.get(label, "0.5")
+        ax.fill_between(a, ref["p_q25"], ref["p_q75"], color=color, alpha=0.15, lw=0)
+        ax.plot(a, ref["p_median"], color=color, lw=1.2, ls="--",
+                label=f"{label}: median and quartiles of {ref.get('n', '?')} samples")
     ax.set_xlabel("steering strength a")
     ax.set_ylabel(ylabel)
     if probability:

@@ -55,19 +55,31 @@ def gl_score(x_gen: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- batched MLP
-class BatchedMLP(torch.nn.Module):
-    """``E`` independent MLP denoisers ``D_e(x; sigma)`` with EDM preconditioning.
+PARAMETERIZATIONS = ("edm", "sample")
 
-    ``D(x; sigma) = c_skip x + c_out F([c_in x, emb(log sigma / 4)])`` with
-    ``c_skip = sd^2 / (sigma^2 + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``,
-    ``c_in = 1 / sqrt(sigma^2 + sd^2)``; ``F`` is ``depth`` SiLU layers of ``width``.
+
+class BatchedMLP(torch.nn.Module):
+    """``E`` independent MLP denoisers ``D_e(x; sigma)``.
+
+    ``D(x; sigma) = c_skip x + c_out F([c_in x, emb(log sigma / 4)])`` with ``c_in = 1 / sqrt(sigma^2 + sd^2)``
+    and, for ``param="edm"`` (EDM preconditioning), ``c_skip = sd^2 / (sigma^2 + sd^2)``,
+    ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``; for ``param="sample"`` (the network predicts the clean
+    sample), ``c_skip = 0``, ``c_out = sd``. ``F`` is ``depth`` SiLU layers of ``width``.
     Input ``x (E, M, n)``, ``sigma (E, M)``.
+
+    The parameterization decides whether the Jacobian can be low-rank at high SNR: with EDM's skip,
+    ``J = c_skip I + ...`` is the identity plus the network's correction, and ``F`` would need a slope of
+    order ``sd / sigma`` to cancel it off the data's subspaces (at sigma = 0.002 the MLP's rank / n was 0.98);
+    predicting the sample has no skip, and the rank stays inside Lemma 2's bounds at every SNR of Fig. 3b
+    (``bench/molrg_parameterization.py``).
     """
 
     def __init__(self, E: int, n: int, width: int = 128, depth: int = 3, sigma_data: float = 0.5,
-                 n_freq: int = 8, generator: torch.Generator | None = None):
+                 n_freq: int = 8, generator: torch.Generator | None = None, param: str = "edm"):
         super().__init__()
-        self.E, self.n, self.sigma_data, self.n_freq = E, n, float(sigma_data), n_freq
+        if param not in PARAMETERIZATIONS:
+            raise ValueError(f"param must be one of {PARAMETERIZATIONS}, got {param!r}")
+        self.E, self.n, self.sigma_data, self.n_freq, self.param = E, n, float(sigma_data), n_freq, param
         sizes = [n + 2 * n_freq] + [width] * depth + [n]
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
@@ -79,12 +91,17 @@ class BatchedMLP(torch.nn.Module):
             self.biases.append(torch.nn.Parameter(torch.zeros(E, 1, b)))
         self.register_buffer("freqs", torch.arange(1, n_freq + 1, dtype=torch.float32) * math.pi / 2)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def coefficients(self, sig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(c_in, c_skip, c_out)`` at noise levels ``sig``."""
         sd = self.sigma_data
-        sig = sigma.unsqueeze(-1)
         c_in = 1 / torch.sqrt(sig ** 2 + sd ** 2)
-        c_skip = sd ** 2 / (sig ** 2 + sd ** 2)
-        c_out = sig * sd / torch.sqrt(sig ** 2 + sd ** 2)
+        if self.param == "sample":
+            return c_in, torch.zeros_like(sig), torch.full_like(sig, sd)
+        return c_in, sd ** 2 / (sig ** 2 + sd ** 2), sig * sd / torch.sqrt(sig ** 2 + sd ** 2)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sig = sigma.unsqueeze(-1)
+        c_in, c_skip, c_out = self.coefficients(sig)
         ang = (torch.log(sig) / 4) * self.freqs
         h = torch.cat([c_in * x, torch.sin(ang), torch.cos(ang)], -1)
         L = len(self.weights)
@@ -108,9 +125,10 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
                     callback: Callable[[int, torch.Tensor], None] | None = None,
                     callback_every: int = 200, should_stop: Callable[[], bool] | None = None,
                     P_mean: float = -1.2, P_std: float = 1.2, ema: float = 0.999,
-                    cosine: bool = True) -> BatchedMLP:
+                    cosine: bool = True, param: str = "edm") -> BatchedMLP:
     """Train ``E`` MLP denoisers at once; member ``e`` sees the first ``n_valid[e]`` rows of
-    ``X[e]`` (``X (E, N, n)``). Adam on the EDM-weighted DAE loss (Algorithm 1 / App. E.2),
+    ``X[e]`` (``X (E, N, n)``). Adam on the DAE loss (Algorithm 1 / App. E.2) weighted by
+    ``1 / c_out^2`` (EDM's weight for ``param="edm"``; the plain loss on the sample for ``"sample"``),
     with a cosine learning-rate decay and an exponential moving average of the weights (the
     returned network; ``ema = 0`` returns the raw weights) as in EDM's training recipe."""
     g = torch.Generator().manual_seed(int(seed))
@@ -118,7 +136,7 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
     Xf = X.to(torch.float32)
     nv = n_valid.to(torch.long).clamp(min=1)
     sd = float(torch.sqrt((Xf ** 2).sum(-1).sum(-1) / (nv * n)).mean()) or 0.5
-    net = BatchedMLP(E, n, width, depth, sigma_data=sd, generator=g)
+    net = BatchedMLP(E, n, width, depth, sigma_data=sd, generator=g, param=param)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, int(steps)), eta_min=lr * 0.02)
              if cosine else None)
@@ -130,7 +148,7 @@ def train_denoisers(X: torch.Tensor, n_valid: torch.Tensor, steps: int = 2000, l
         sigma = torch.exp(P_mean + P_std * torch.randn(E, batch, generator=g))
         eps = torch.randn(E, batch, n, generator=g)
         out = net(x0 + sigma.unsqueeze(-1) * eps, sigma)
-        wgt = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+        wgt = 1 / net.coefficients(sigma)[2] ** 2     # EDM: (sigma^2 + sd^2) / (sigma sd)^2
         loss_e = (wgt * ((out - x0) ** 2).mean(-1)).mean(-1)
         opt.zero_grad(set_to_none=True)
         loss_e.sum().backward()
@@ -223,9 +241,11 @@ POSTERIOR_CURVE = "posterior mean (Lemma 1)"
 DAE_CURVE = "low-rank DAE (eq. 9, SGD)"
 
 
-def mlp_curve_name(width: int, steps: int, batch: int) -> str:
-    """The MLP curve's label: its width and training budget in kimg (steps x batch / 1000, Fig. 7a)."""
-    return f"MLP denoiser (width {width}, {steps * batch / 1000:g} kimg)"
+def mlp_curve_name(width: int, steps: int, batch: int, param: str = "edm") -> str:
+    """The MLP curve's label: its width, parameterization and training budget in kimg (steps x batch / 1000,
+    Fig. 7a)."""
+    what = "predicts x0" if param == "sample" else "EDM preconditioning"
+    return f"MLP denoiser ({what}, width {width}, {steps * batch / 1000:g} kimg)"
 
 
 def rank_curves(st) -> list[str]:
@@ -235,7 +255,7 @@ def rank_curves(st) -> list[str]:
     if len(set(st.dims)) == 1 and st.dae_iters > 0:
         names.append(DAE_CURVE)
     if st.mlp_steps > 0:
-        names.append(mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch))
+        names.append(mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch, getattr(st, "mlp_param", "edm")))
     return names
 
 
@@ -292,7 +312,8 @@ def iter_rank_vs_snr(st, should_stop: Callable[[], bool] | None = None) -> Itera
             return
         net = train_denoisers(X.float().unsqueeze(0), torch.tensor([st.N]), steps=st.mlp_steps, lr=st.mlp_lr,
                               batch=st.mlp_batch, width=st.mlp_width, depth=st.mlp_depth, seed=st.seed,
-                              should_stop=should_stop, P_mean=st.p_mean, P_std=st.p_std)
+                              should_stop=should_stop, P_mean=st.p_mean, P_std=st.p_std,
+                              param=getattr(st, "mlp_param", "edm"))
         if stopped():
             return
         f = net.member(0)
@@ -302,6 +323,6 @@ def iter_rank_vs_snr(st, should_stop: Callable[[], bool] | None = None) -> Itera
         def jac(x, s):
             return torch.stack([torch.func.jacrev(lambda z: f(z, s))(xi.float()) for xi in x]).double()
 
-        out["models"][mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch)] = [
+        out["models"][mlp_curve_name(st.mlp_width, st.mlp_steps, st.mlp_batch, getattr(st, "mlp_param", "edm"))] = [
             r / st.n for r in _traj_rank(jac, visited, st.eta)]
         yield snapshot()
