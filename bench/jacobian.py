@@ -131,6 +131,12 @@ class Trace:
     def first(self, level):
         return next(((p, c, s) for p, c, s, cos in self.points if cos >= level), None)
 
+    def first_label(self, level) -> str:
+        """The label of the first point at ``level`` (ARPACK: the tol of that run)."""
+        labels = getattr(self, "labels", None)
+        i = next((i for i, pt in enumerate(self.points) if pt[3] >= level), None)
+        return labels[i] if labels and i is not None else ""
+
 
 class _Reached(Exception):
     """Raised from a callback once the highest level is reached (no need to run to the cap)."""
@@ -217,8 +223,12 @@ def run_arpack(op, ref, k, cap, seed):
             continue
         used = op.counter.since(s0)
         c = jac.subspace_cosine(torch.as_tensor(vh.copy()), tr.ref) if used.passes <= cap else -1.0
-        runs.append((used.passes, used.calls, time.process_time() - t0, c))
-    tr.points = sorted(runs)
+        runs.append((used.passes, used.calls, time.process_time() - t0, c, tol))
+        if c >= LEVELS[-1]:      # a tighter tol only costs more
+            break
+    runs.sort()
+    tr.points = [r[:4] for r in runs]
+    tr.labels = [f"tol {r[4]:g}" for r in runs]
     return tr, f"cap {cap}, tol sweep {ARPACK_TOLS[0]}..{ARPACK_TOLS[-1]}"
 
 
@@ -322,7 +332,7 @@ def solver_rows(op, name, n, label, kind, fr, t, ref_V, ref_kind, sv, exact_cost
             for m_, fn in runs.items():
                 tr, note = fn()
                 for level in LEVELS:
-                    res[(m_, level)] = (tr.first(level), note, str(krylovs.get(m_, "")))
+                    res[(m_, level)] = (tr.first(level), note, str(krylovs.get(m_, "")) or tr.first_label(level))
         load_avg = round(os.getloadavg()[0], 1)
         for level in LEVELS:
             arp = res.get(("arpack", level), (None,))[0]
@@ -330,7 +340,8 @@ def solver_rows(op, name, n, label, kind, fr, t, ref_V, ref_kind, sv, exact_cost
             for (m_, lv), (hit, note, extra) in res.items():
                 if lv != level:
                     continue
-                rows.append({"model": name, "n": n, "point": label, "kind": kind, "t_frac": fr, "t": t, "k": k,
+                rows.append({"model": name, "n": n, "jvp": op.jvp_mode, "point": label, "kind": kind, "t_frac": fr,
+                             "t": t, "k": k,
                              "level": level, "s_k_over_s_k+1": round(float(sv[k - 1] / sv[k]), 4), "method": m_,
                              "detail": extra, "reached": hit is not None, "passes": hit[0] if hit else "",
                              "calls": hit[1] if hit else "", "cpu_s": round(hit[2], 3) if hit else "",
@@ -482,6 +493,9 @@ def summary(rows):
             rat = f"  passes/arpack {p / a[0]:.2f} calls/arpack {c / a[1]:.2f}" if a[0] else ""
             print(f"  {model:10s} k={k:2d} cos>={level}: {meth:10s} {p:7.0f} / {c:5.0f} / {s:7.2f} CPU s "
                   f"({hit}/{tot}){rat}")
+    for model, (kry, arp) in plan_tables(rows).items():
+        print(f"\n{model}: DDIM-inverted points, cosine 0.99, median (passes with forward-mode JVPs, calls) -- the "
+              f"plan's tables\n  _KRYLOV_MEASURED = {kry}\n  _ARPACK_MEASURED = {arp}")
     for model, (c0, c1, n) in call_cost_fit(rows).items():
         print(f"\n{model} (n = {n}): CPU seconds ~ {c0:.4f} x calls + {c1:.4f} x passes: a call's fixed part = "
               f"{c0 / c1:.1f} passes")
@@ -493,6 +507,32 @@ def summary(rows):
     for r in worse:
         print(f"  {r['model']} {r['point']} {r['kind']} {r['t_frac']}T k={r['k']} cos>={r['level']}: passes/arpack "
               f"{r['passes_over_arpack']} calls/arpack {r['calls_over_arpack']} (s_k/s_k+1 {r['s_k_over_s_k+1']})")
+
+
+def plan_tables(rows, kind="ddim", level=0.99):
+    """{model: (krylov, arpack)} in the form of the plan's ``_KRYLOV_MEASURED`` / ``_ARPACK_MEASURED``: median
+    (passes with forward-mode JVPs, calls) to ``level`` on the points of ``kind``; Krylov keyed by k, then block
+    (0: k + 1). Passes of central-difference runs are converted (an iteration of b directions costs 3b, not 2b)."""
+    out = {}
+    for model in sorted({r["model"] for r in rows}):
+        kry, arp = {}, {}
+        sel = [r for r in rows if r["model"] == model and r["kind"] == kind and float(r["level"]) == level]
+        for k in sorted({int(r["k"]) for r in sel}):
+            for meth in sorted({r["method"] for r in sel if int(r["k"]) == k}):
+                rs = [r for r in sel if int(r["k"]) == k and r["method"] == meth]
+                if not (meth.startswith("krylov-b") or meth == "arpack") or not all(
+                        str(r["reached"]) == "True" for r in rs):
+                    continue
+                je = jac.JVP_EVALUATIONS[rs[0].get("jvp") or "central"]
+                p = round(float(np.median([float(r["passes"]) * 2 / (je + 1) for r in rs])))
+                c = round(float(np.median([float(r["calls"]) for r in rs])))
+                if meth == "arpack":
+                    arp[k] = (p, c)
+                else:
+                    b = int(meth[8:])
+                    kry.setdefault(k, {})[0 if b == k + 1 and b > 2 else b] = (p, c)
+        out[model] = (kry, arp)
+    return out
 
 
 def call_cost_fit(rows):

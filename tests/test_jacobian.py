@@ -276,9 +276,10 @@ def inverted_points(digits_gen):
 
 @pytest.mark.parametrize("mode", ["central", "forward"])
 def test_stop_rule_stops_near_the_requested_accuracy(inverted_points, mode):
-    """On DDIM-inverted digits, k = 1, 3, 5, 10, either JVP kind: the search stops converged within 1.5x the
-    network evaluations at which its iterate first reached principal cosine 0.99, and at cosine >= 0.99 (the
-    central difference used to stall the residual test above the tolerance until the budget ran out)."""
+    """On DDIM-inverted digits, k = 1, 3, 5, 10, either JVP kind: the search stops converged at cosine >= 0.99,
+    within 1.5x the network evaluations at which its iterate first reached principal cosine 0.99, or one
+    certifying iteration after it when that was the first iterate (the central difference used to stall the
+    residual test above the tolerance until the budget ran out)."""
     m, points = inverted_points
     with m.float32_unet():
         for fr, t, x_t, ref in points:
@@ -291,4 +292,5 @@ def test_stop_rule_stops_near_the_requested_accuracy(inverted_points, mode):
                 cos = subspace_cosine(res.V, ref[:k])
                 assert res.converged and res.error_estimate <= jac.DEFAULT_TOL, (fr, k, res.status)
                 assert cos >= 0.99, (fr, k, cos, res.status)
-                assert res.passes <= 1.5 * first, (fr, k, res.passes, first)
+                per_iteration = res.block * (op.jvp_evaluations + 1)
+                assert res.passes <= max(1.5 * first, first + per_iteration), (fr, k, res.passes, first)

@@ -55,22 +55,49 @@ def test_the_plan_prices_each_solver_on_the_device_and_says_why():
     assert p.method == "exact" and p.block is None and "whole spectrum" in p.reason
     assert jac.plan_search(256, 5, spectrum=True, max_passes=200).method != "exact"     # n VJPs over the budget
     # otherwise the least predicted cost; the reason carries the predictions it compared
-    for n, device in ((256, "cpu"), (3072, "cpu"), (16384, "cuda")):
+    for n, device in ((256, "cpu"), (1024, "cpu"), (3072, "cpu"), (16384, "cuda")):
         for k in (1, 3, 5, 10):
-            p = jac.plan_search(n, k, device=device, max_passes=4000)
-            c = P.passes_per_call(n, device)
-            kry = P.krylov_candidates(k, 2)
-            price = {b: P._price(pp, q, c) for b, (pp, q) in kry.items()}
-            if p.method == "krylov":
-                assert price[p.block] == min(price.values()), (n, device, k, p.reason)
-            assert p.jvp_mode == "central" and "central JVPs (2 network evaluations" in p.reason
-            assert ("calls (accelerator)" in p.reason) == (device == "cuda")
-    # on an accelerator calls decide: the widest measured block at k = 10; on a CPU with a large model passes do
-    assert jac.plan_search(16384, 10, device="cuda", max_passes=4000).block == 11
-    assert jac.plan_search(16384, 10, device="cpu", max_passes=4000).block < 11
+            for mode, je in (("central", 2), ("forward", 1)):
+                p = jac.plan_search(n, k, device=device, max_passes=4000, jvp_mode=mode)
+                assert p.jvp_mode == mode and f"{mode} JVPs ({je} network evaluation" in p.reason
+                assert ("calls (accelerator)" in p.reason) == (device == "cuda")
+                kry = P.krylov_candidates(k, je, n)
+                ap, ac = P.arpack_predicted(k, je, n)
+                if p.method == "krylov":
+                    within = {b: v for b, v in kry.items() if v[0] <= ap}
+                    # never more predicted passes than ARPACK where a block can do it, and then the cheapest
+                    if within:
+                        assert kry[p.block][0] <= ap, (n, k, mode, p.reason)
+                        fewer_calls = {b: v for b, v in within.items() if v[1] <= ac / 4}
+                        if fewer_calls:
+                            assert kry[p.block][1] <= ac / 4, (n, k, mode, p.reason)
+                    assert p.block > 1 or k == 1
+                else:
+                    assert p.method in ("arpack", "exact"), p.reason
+                    c = P.passes_per_call(n, device)
+                    assert P._price(*kry[jac.plan_search(n, k, device=device, solver="krylov", jvp_mode=mode,
+                                                          max_passes=4000).block], c) >= P._price(
+                        *{"arpack": (ap, ac), "exact": (n, math.ceil(n / 32))}[p.method], c)
     # n above EXACT_MAX_N: never exact unless asked
     assert jac.plan_search(4096, 5, spectrum=True, max_passes=10 ** 5).method != "exact"
     assert jac.plan_search(4096, 5, solver="exact", max_passes=10 ** 5).method == "exact"
+
+
+def test_the_plans_tables_are_the_benchmarks_medians():
+    """The predictions the plan reads are the medians bench/jacobian.py printed from bench/results/jacobian.csv
+    (DDIM-inverted points, cosine 0.99): digits-gen for n = 256, the tiny text-to-image model for n = 1024."""
+    import csv
+
+    bench = _bench()
+    rows = list(csv.DictReader(open(ROOT / "bench" / "results" / "jacobian.csv")))
+    tables = bench.plan_tables(rows)
+    for model, n in (("digits-gen", 256), ("tiny-sd", 1024)):
+        kry, arp = tables[model]
+        assert P._KRYLOV_MEASURED[n] == kry and P._ARPACK_MEASURED[n] == arp, model
+    fits = bench.call_cost_fit(rows)
+    for model, n in (("digits-gen", 256), ("tiny-sd", 1024)):
+        c0, c1, _ = fits[model]
+        assert P._CPU_PASSES_PER_CALL[n] == round(c0 / c1, 1), model
 
 
 def test_one_minimum_budget_for_every_caller():

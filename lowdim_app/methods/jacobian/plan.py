@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ...errors import UserError, check_range
+from .krylov import wide_block
 from .memory import MemoryPlan, memory_plan, solver_workspace_bytes
 from .operator import JVP_EVALUATIONS, check_jvp_mode
 
@@ -25,19 +26,26 @@ DEFAULT_MAX_PASSES = 2000   # library default budget (network evaluations); the 
 DEFAULT_CHUNK = 32          # directions per batched call when no memory plan limits them
 NULL_RANK = 5               # LOCO Edit's null-space rank of a masked search
 
-# Passes (network evaluations, forward-mode JVPs) and sequential calls to principal cosine 0.99 of the Krylov
-# search per block, and of ARPACK (one direction per call): medians over the DDIM-inverted points of
-# bench/jacobian.py (bench/results/jacobian.csv). Keys: k, then the block (0: k + 1).
+# Passes (network evaluations with forward-mode JVPs: an iteration of b directions costs 2b) and sequential calls
+# to principal cosine 0.99 of the Krylov search per block, and of ARPACK (one direction per call, the cheapest of
+# its tolerances): medians over the DDIM-inverted points of bench/jacobian.py (bench/results/jacobian.csv, printed
+# by its summary), per measured model size n: 256 the trained digits model, 1024 the tiny text-to-image model
+# (random weights: a flat spectrum, the hard case). Keys: n, then k, then the block (0: k + 1).
 _KRYLOV_MEASURED = {
-    1: {1: (12, 12), 2: (16, 8), 0: (16, 8)},
-    3: {1: (30, 30), 2: (30, 15), 3: (51, 17), 4: (52, 13)},
-    5: {1: (40, 40), 2: (48, 24), 3: (48, 16), 4: (56, 14), 6: (60, 10)},
-    10: {1: (74, 74), 2: (80, 40), 3: (102, 34), 4: (80, 20), 6: (120, 20), 0: (132, 12)},
+    256: {1: {1: (5, 5), 2: (8, 4), 3: (12, 4), 4: (12, 3), 6: (12, 2)},
+          3: {1: (13, 13), 2: (18, 9), 3: (21, 7), 0: (24, 6), 6: (24, 4)},
+          5: {1: (21, 21), 2: (24, 12), 3: (27, 9), 4: (24, 6), 0: (36, 6)},
+          10: {1: (31, 31), 0: (55, 5), 2: (32, 16), 3: (39, 13), 4: (40, 10), 6: (42, 7)}},
 }
-_ARPACK_MEASURED = {1: (43, 43), 3: (45, 45), 5: (47, 47), 10: (78, 78)}
+_ARPACK_MEASURED = {256: {1: (43, 43), 3: (46, 45), 5: (49, 47), 10: (57, 54)}}
 # On a CPU a batched call costs about c0 + c1 b seconds for b directions; bench/jacobian.py fits c0 / c1, the
 # fixed part of a call in passes, per model size n (log-log interpolated, the end slopes past the ends).
-_CPU_PASSES_PER_CALL = {256: 12.0, 1024: 5.6, 3072: 0.7}
+_CPU_PASSES_PER_CALL = {256: 8.4, 1024: 5.6, 3072: 0.7}
+
+
+def _measured_n(n: int) -> int:
+    """The measured model size whose tables predict at ``n`` (the nearest on a log scale)."""
+    return min(_KRYLOV_MEASURED, key=lambda m: abs(math.log(max(n, 1) / m)))
 
 
 def _measured_k(table: dict, k: int) -> tuple[int, float]:
@@ -47,20 +55,26 @@ def _measured_k(table: dict, k: int) -> tuple[int, float]:
     return kk, (k / kk if k > top else 1.0)
 
 
-def krylov_candidates(k: int, jvp_evaluations: int = 1) -> dict[int, tuple[float, float]]:
-    """Predicted (passes, calls) of the Krylov search per block at ``k`` (past the largest measured k, blocks and
-    passes scale with k); a central-difference JVP direction costs two passes."""
-    kk, scale = _measured_k(_KRYLOV_MEASURED, k)
+def krylov_candidates(k: int, jvp_evaluations: int = 1, n: int = 256) -> dict[int, tuple[float, float]]:
+    """Predicted (passes, calls) of the Krylov search per block at ``k`` until it stops: the measured cost to
+    cosine 0.99 plus the iteration that certifies it (the stop rule reads an iterate's error from the next JVP and
+    VJP). Past the largest measured k, blocks and passes scale with k; a central-difference JVP direction costs
+    two passes."""
+    table = _KRYLOV_MEASURED[_measured_n(n)]
+    kk, scale = _measured_k(table, k)
     out = {}
-    for b, (passes, calls) in _KRYLOV_MEASURED[kk].items():
-        block = k + 1 if b == 0 else max(1, min(k + 1, round(b * scale)))
-        out[block] = (passes * scale * (jvp_evaluations + 1) / 2, float(calls))
+    for b, (passes, calls) in table[kk].items():
+        block = k + 1 if b == 0 else max(1, round(b * scale))
+        if block == 1 and k > 1:      # one vector per step cannot hold a cluster of singular values apart
+            continue
+        out[block] = ((passes * scale + 2 * block) * (jvp_evaluations + 1) / 2, float(calls + 2))
     return out
 
 
-def arpack_predicted(k: int, jvp_evaluations: int = 1) -> tuple[float, float]:
-    kk, scale = _measured_k(_ARPACK_MEASURED, k)
-    passes, calls = _ARPACK_MEASURED[kk]
+def arpack_predicted(k: int, jvp_evaluations: int = 1, n: int = 256) -> tuple[float, float]:
+    table = _ARPACK_MEASURED[_measured_n(n)]
+    kk, scale = _measured_k(table, k)
+    passes, calls = table[kk]
     return passes * scale * (jvp_evaluations + 1) / 2, calls * scale
 
 
@@ -87,19 +101,35 @@ def search_min_passes(k: int, block: int, jvp_evaluations: int) -> int:
 
 
 def _smallest_search(k: int, je: int) -> int:
-    return min(search_min_passes(k, b, je) for b in krylov_candidates(k, je))
+    return min(search_min_passes(k, b, je) for n in _KRYLOV_MEASURED for b in krylov_candidates(k, je, n))
 
 
 def krylov_block(k: int, n: int = 256, device: str = "cpu", jvp_evaluations: int = 1,
                  directions_per_call: int = DEFAULT_CHUNK, budget: int | None = None) -> int:
     """The Krylov block of least predicted cost at ``k`` among those whose first iterations fit ``budget``
-    (:func:`krylov_candidates`; a block over ``directions_per_call`` takes more calls)."""
+    (:func:`krylov_candidates`; a block over ``directions_per_call`` takes more calls), preferring the blocks
+    predicted to need no more passes than ARPACK and at most a quarter of its calls -- among them first the wide
+    blocks (:func:`~.krylov.wide_block`) that reach the tolerance after two iterations or more: the stop rule
+    certifies their iterates one iteration later, at most half the passes more -- then those within ARPACK's
+    passes."""
     c = passes_per_call(n, device)
-    cands = {b: v for b, v in krylov_candidates(k, jvp_evaluations).items() if b <= n
-             and (budget is None or search_min_passes(k, b, jvp_evaluations) <= budget)}
+    cands = {b: (p, q * math.ceil(b / max(1, directions_per_call)))
+             for b, (p, q) in krylov_candidates(k, jvp_evaluations, n).items()
+             if b <= n and (budget is None or search_min_passes(k, b, jvp_evaluations) <= budget)}
     if not cands:
         raise UserError(f"no Krylov block fits {budget} network evaluations at k = {k}")
-    return min(cands, key=lambda b: _price(cands[b][0], cands[b][1] * math.ceil(b / max(1, directions_per_call)), c))
+    ap, ac = arpack_predicted(k, jvp_evaluations, n)
+    je1 = jvp_evaluations + 1
+
+    def certified_early(b, p):       # a wide block, and the certifying iteration at most half the passes before it
+        return wide_block(k, b) and p >= 3 * b * je1
+
+    for keep in (lambda b, p, q: p <= ap and q <= ac / 4 and certified_early(b, p),
+                 lambda b, p, q: p <= ap and q <= ac / 4, lambda b, p, q: p <= ap, lambda b, p, q: True):
+        kept = {b: v for b, v in cands.items() if keep(b, *v)}
+        if kept:
+            return min(kept, key=lambda b: _price(*kept[b], c))
+    raise AssertionError("unreachable")
 
 
 def min_passes(k: int, jvp_mode: str = DEFAULT_JVP_MODE, *, masked: bool = False, null_rank: int = NULL_RANK,
@@ -227,12 +257,12 @@ def plan_search(n: int, k: int, *, solver: str = "auto", max_passes: int | None 
         return SearchPlan(method=solver, block={"krylov": b, "arpack": 1, "power": k}[solver], search_passes=search,
                           reason=f"{solver} (given){f' block {b}' if solver == 'krylov' else ''}, {jvp_note}",
                           **common)
-    kp, kc = krylov_candidates(k, je).get(b, (math.nan, math.nan))
+    kp, kc = krylov_candidates(k, je, n).get(b, (math.nan, math.nan))
     costs = {"krylov": (kp, kc * math.ceil(b / max(1, directions_per_call)))}
     if exact_fits:
         costs["exact"] = (float(n), float(math.ceil(n / max(1, directions_per_call))))
-    if not (masked or needs_basis) and k < n - 1 and 2 * arpack_predicted(k, je)[0] <= search:
-        costs["arpack"] = arpack_predicted(k, je)      # ARPACK cannot stop early: only with room to spare
+    if not (masked or needs_basis) and k < n - 1 and 2 * arpack_predicted(k, je, n)[0] <= search:
+        costs["arpack"] = arpack_predicted(k, je, n)      # ARPACK cannot stop early: only with room to spare
     method = min(costs, key=lambda m: _price(*costs[m], c) if not math.isnan(costs[m][0]) else math.inf)
     unit = "calls (accelerator)" if math.isinf(c) else f"passes + {c:.3g} x calls (CPU)"
     why = ", ".join(f"{m}{f' block {b}' if m == 'krylov' else ''} {p:.0f} passes / {q:.0f} calls"
@@ -254,7 +284,7 @@ def plan_for_model(model, k: int, *, memory_gb: float | None = None, **kwargs) -
     check_jvp_mode(jvp_mode)
     n = model.n
     profile = model.activation_profile() if hasattr(model, "activation_profile") else None
-    widest = max(krylov_candidates(max(k, kwargs.get("null_rank", NULL_RANK)), JVP_EVALUATIONS[jvp_mode]))
+    widest = max(krylov_candidates(max(k, kwargs.get("null_rank", NULL_RANK)), JVP_EVALUATIONS[jvp_mode], model.n))
     mem = memory_plan(profile, model.device, jvp_mode, memory_gb,
                       solver_workspace_bytes(n, max(k, kwargs.get("null_rank", NULL_RANK)), min(widest, n)))
     per_call = min(DEFAULT_CHUNK, mem.directions("vjp")) if mem is not None else DEFAULT_CHUNK
