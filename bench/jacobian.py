@@ -28,8 +28,11 @@ cosine >= 0.99, and the cosine at the stop.
 Each row carries the 1-minute load average of the machine when it was measured.
 
 Usage: python bench/jacobian.py [--models digits-gen,tiny-sd] [--parts solvers,stop] [--ks 1,3,5,10] [--points 3,1]
-  digits-gen, 3 images x 2 kinds x 2 t, both parts: about 30 min on 2 cores; tiny-sd, 1 image: about 40 min.
-  --merge a.csv,b.csv rewrites --out from earlier runs and prints the tables.
+  On 2 shared cores: digits-gen, 3 images x 2 kinds x 2 t, solvers part about 6 min, stop part about 1 min; tiny-sd,
+  1 image, --blocks 1,2,4,k+1 --methods krylov,arpack,exact: about 22 min, stop part about 5 min.
+  --merge a.csv,b.csv [--merge-stop c.csv,d.csv --markdown bench/results/jacobian.md] rewrites --out (and
+  --stop-out) from earlier runs and prints the tables, among them the plan's (lowdim_app/methods/jacobian/plan.py
+  reads them: tests/test_solver_choice.py checks that they agree).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from .plan import DEFAULT_TOL, SearchPlan, plan_search
 from .result import JacobianSVD
 
 # ARPACK's own tolerance (relative accuracy of its Ritz values) at the plan's default tolerance, proportional to it
-# elsewhere: the loosest of bench/jacobian.py's sweep that reached principal cosine 0.99 at every point
-# (bench/results/jacobian.csv, column detail).
+# elsewhere: the tightest of the cheapest tolerances with which bench/jacobian.py's sweep reached principal
+# cosine 0.99 (bench/results/jacobian.csv, column detail).
 ARPACK_TOL_AT_DEFAULT = 1e-2
 
 
