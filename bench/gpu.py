@@ -158,7 +158,7 @@ def _timings(rows: list, repeats: int) -> None:
     t = model.timestep_from_fraction(0.7)
     x_t = model.randn(1, 0)
     cond = model.encode_prompt("a photo of a cat")
-    op = jac._x0_hat_operator(model, x_t, t, cond, math_attention=True)
+    op = jac.x0_hat_operator(model, x_t, t, cond, math_attention=True)
     V = torch.randn(5, *model.sample_shape, device="cuda")
     with model.forward_ad_safe():
         s_jvp = _cuda_time(lambda: op.jvp(V), max(3, repeats // 3))
@@ -169,7 +169,7 @@ def _timings(rows: list, repeats: int) -> None:
         s_svd = time.perf_counter() - t0
     rows.append({"part": "sd", "what": "x0_hat JVP, 5 directions (fp32), s", "value": round(s_jvp, 4)})
     rows.append({"part": "sd", "what": "x0_hat VJP, 5 directions (fp32), s", "value": round(s_vjp, 4)})
-    rows.append({"part": "sd", "what": f"top-5 Jacobian SVD (Krylov, {r.jvp_directions + r.vjp_directions} passes), s",
+    rows.append({"part": "sd", "what": f"top-5 Jacobian SVD (Krylov, {r.passes} network evaluations), s",
                  "value": round(s_svd, 2)})
 
 

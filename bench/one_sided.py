@@ -3,9 +3,9 @@
 After each VJP the block Krylov search (``lowdim_app.methods.jacobian.top_k_svd``) has two estimates of
 the top-k right singular subspace of ``J_t = d x0_hat / d x_t``: the Ritz vectors of ``span(V)`` (from
 ``U^T J V``) and the one-sided vectors (right singular vectors of ``U^T J = Z^T``, Halko, Martinsson &
-Tropp 2011, arXiv:0909.4061). The search reports the second; at a pass budget too small to certify them
-it returns them with the first's error estimate. This script counts, over every iterate of many runs,
-how often the one-sided subspace is farther from the exact one (smallest principal cosine) and how far.
+Tropp 2011, arXiv:0909.4061). The search reports the second, its iterate. This script counts, over every
+iterate of many runs (DDIM-inverted and forward-noised points), how often the one-sided subspace is farther
+from the exact one (smallest principal cosine) and how far.
 
 Usage: python bench/one_sided.py   (writes bench/results/one_sided.csv; about 10 minutes on 2 cores)
 """
@@ -33,12 +33,12 @@ def main() -> int:
     rows = []
     for name, npts in CASES:
         m, cond = bench.load(name, 0) if name == "tiny-sd" else (load_model(name, "cpu"), None)
-        for label, x_t, t in bench.points_of(m, "tiny-sd" if name == "tiny-sd" else "digits-gen", npts, 0):
+        for label, kind, fr, x_t, t in bench.points_of(m, name, npts, 0, cond):
             op = jac.x0_hat_operator(m, x_t, t, cond, jvp_mode="forward")
             with m.float32_unet():
                 ref = jac.exact_svd(op, k=10).V.reshape(10, -1).double()
                 for k in (1, 3, 5, 10):
-                    for b in sorted({1, 2, jac.krylov_block(k, "auto"), k + 1}):
+                    for b in sorted({1, 2, jac.krylov_block(k, m.n), k + 1}):
                         seen = []
 
                         def cb(d, k=k, seen=seen):
@@ -49,7 +49,8 @@ def main() -> int:
 
                         jac.top_k_svd(op, k=k, seed=0, tol=1e-12, max_passes=160, block=b, callback=cb)
                         for passes, c_one, c_ritz in seen:
-                            rows.append({"model": name, "point": label, "t": t, "k": k, "block": b, "passes": passes,
+                            rows.append({"model": name, "point": label, "kind": kind, "t": t, "k": k, "block": b,
+                                         "passes": passes,
                                          "cos_one_sided": round(c_one, 6), "cos_ritz": round(c_ritz, 6)})
             print(f"{name} {label}: {len(rows)} iterates so far", flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)

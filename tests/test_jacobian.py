@@ -46,21 +46,20 @@ def _check_against(res, A: torch.Tensor, k: int, cos_min: float, sv_rtol: float)
 @pytest.mark.parametrize("k", [1, 5, 10])
 def test_krylov_topk_matches_svd_on_decaying_linear_map(k):
     A, f = _linear()
-    res = jac.top_k_svd(f, torch.zeros(A.shape[1]), k=k, seed=1)
+    res = jac.top_k_svd(f, torch.zeros(A.shape[1]), k=k, seed=1, tol=0.05)
     assert res.converged and res.error_estimate <= 0.05
-    # tol 0.05 on the Wedin bound -> cos >= 0.9987; measured >= 0.99999
     _check_against(res, A, k, cos_min=0.9987, sv_rtol=1e-3)
     # and far fewer passes than the LOCO-style power baseline on the same map
     base = jac.subspace_iteration(f, torch.zeros(A.shape[1]), k=k, seed=1)
     assert res.passes < base.passes
-    assert res.passes == res.jvp_directions + res.vjp_directions > 0
+    assert res.passes == res.jvp_directions + res.vjp_directions > 0      # forward-mode JVPs: one evaluation each
 
 
 def test_warm_start_saves_passes():
     A, f = _linear()
     x = torch.zeros(A.shape[1])
-    cold = jac.top_k_svd(f, x, k=5, seed=0)
-    warm = jac.top_k_svd(f, x, k=5, seed=3, V0=cold.V)
+    cold = jac.top_k_svd(f, x, k=5, seed=0, tol=0.05)
+    warm = jac.top_k_svd(f, x, k=5, seed=3, V0=cold.V, tol=0.05)
     assert warm.passes < cold.passes
     _check_against(warm, A, 5, cos_min=0.9987, sv_rtol=1e-3)
 
@@ -74,8 +73,8 @@ def test_exact_path_spectrum_and_numerical_rank():
     # eq. 46 on s_i = 0.7^i in closed form: r = 6 (thresholding at eta instead of eta^2 would give 7)
     assert res.numerical_rank() == geometric_rank(0.7, 120, 0.99) == 6
     assert jac.jacobian_svd(f, torch.zeros(120), k=4, method="exact").method == "exact"
-    # auto on a CPU: 120 VJPs (+ 4 calls) cost more than the 48 passes + 12 calls predicted for Krylov
-    assert jac.jacobian_svd(f, torch.zeros(120), k=4).method == "krylov"
+    # the caller that shows the spectrum gets the exact path wherever its n VJPs fit
+    assert jac.jacobian_svd(f, torch.zeros(120), k=4, spectrum=True).method == "exact"
 
 
 @pytest.mark.parametrize("mode", ["rev", "fwd"])
@@ -134,7 +133,7 @@ def digits_point(digits_gen):
 
 def test_digits_topk_matches_jacrev(digits_point):
     m, x_t, t, Jr = digits_point
-    res = jac.top_singular(m, x_t, t, k=5, method="krylov", seed=0)
+    res = jac.top_singular(m, x_t, t, k=5, method="krylov", seed=0, tol=0.02)
     assert res.converged and res.V.shape == (5, *m.sample_shape)
     cos, rel = _check_against(res, Jr, 5, cos_min=0.995, sv_rtol=1e-3)
     # far fewer passes than the exact path (n = 256 VJPs); the power baseline is in bench/jacobian.py
@@ -209,7 +208,8 @@ def test_tiny_sd_latent_path(tiny_sd):
     t = m.timestep_from_fraction(0.7)
     x_t = m.randn(1, seed=1)[0]
     res = jac.top_singular(m, x_t, t, k=2, cond=cond, method="krylov", seed=0, max_passes=24)
-    assert res.V.shape == (2, *m.sample_shape) and res.passes <= 24
+    assert res.V.shape == (2, *m.sample_shape) and res.passes <= 24 and res.jvp_mode == "central"
+    assert res.passes == 2 * res.jvp_directions + res.vjp_directions       # a central difference is two evaluations
     assert torch.isfinite(res.singular_values).all() and float(res.singular_values[0]) > 0
     op = jac.x0_hat_operator(m, x_t, t, cond)
     g = torch.Generator().manual_seed(0)
@@ -221,13 +221,76 @@ def test_tiny_sd_latent_path(tiny_sd):
         Ju1 = op.jvp(res.V[:1])
         Jtu1 = op.vjp(res.U[:1])
     assert torch.allclose((Jv * u).sum(), (v * Jtu).sum(), rtol=1e-3, atol=1e-3)
-    # the side that holds by construction: J v_1 = s_1 u_1 (Rayleigh-Ritz) or J^T u_1 = s_1 v_1 (one-sided)
+    # the side that holds by construction: J^T u_1 = s_1 v_1 (one-sided pairs)
     s1 = float(res.singular_values[0])
-    exact, other = (Ju1[0], res.U[0]) if res.pairs == "ritz" else (Jtu1[0], res.V[0])
-    assert torch.allclose(exact, s1 * other, atol=1e-3 * s1)
+    assert res.pairs == "one-sided"
+    assert torch.allclose(Jtu1[0], s1 * res.V[0], atol=1e-3 * s1)
     mask = torch.zeros(m.sample_shape)
     mask[:, :8] = 1
     md = jac.masked_directions_of_x0_hat(m, x_t, t, mask, cond=cond, k=1, null_rank=2, method="krylov", seed=0,
-                                         max_passes=12)
+                                         max_passes=40)
     assert md.directions.shape == (1, *m.sample_shape)
     assert torch.isfinite(md.inside_fraction).all() and float(md.inside_fraction[0]) > 0.5
+
+
+# ------------------------------------------------------------------- accounting and the stop rule
+def test_a_central_difference_jvp_counts_two_network_evaluations():
+    """Passes are network evaluations: a central-difference JVP direction is f(x + hv) and f(x - hv)."""
+    calls = []
+    A, f0 = _linear(n=40)
+
+    def f(X):
+        calls.append(X.shape[0])
+        return f0(X)
+
+    x = torch.zeros(40)
+    for mode, per in (("central", 2), ("forward", 1)):
+        calls.clear()
+        op = jac.JacobianOperator(f, x, jvp_mode=mode)
+        op.jvp(torch.randn(3, 40))
+        op.vjp(torch.randn(2, 40))
+        assert op.counter.jvp_evaluations == sum(calls[:1]) == per * 3          # rows the network saw
+        assert op.counter.passes == per * 3 + 2 and op.counter.calls == 2
+        res = jac.top_k_svd(op, k=3, block=2, max_passes=60, tol=0.0)
+        assert res.passes == per * res.jvp_directions + res.vjp_directions <= 60
+        assert res.summary()["passes"] == res.passes and res.stopped_at_budget
+
+
+@pytest.fixture(scope="module")
+def inverted_points(digits_gen):
+    """Held-out digits DDIM-inverted to 0.5T and 0.7T (what the editor searches at), with the exact top-10."""
+    from lowdim_app.data.digits import load_digits_split
+    from lowdim_app.methods.editing import invert
+
+    m = digits_gen
+    img = load_digits_split().test_images[37:38]
+    out = []
+    with m.float32_unet():
+        for fr in (0.5, 0.7):
+            t = m.timestep_from_fraction(fr)
+            x_t = invert(m, img, t, 50).x_t[0]
+            ex = jac.exact_svd(jac.x0_hat_operator(m, x_t, t, jvp_mode="forward"), k=10)
+            out.append((fr, t, x_t, ex.V.reshape(10, -1).double()))
+    return m, out
+
+
+@pytest.mark.parametrize("mode", ["central", "forward"])
+def test_stop_rule_stops_near_the_requested_accuracy(inverted_points, mode):
+    """On DDIM-inverted digits, k = 1, 3, 5, 10, either JVP kind: the search stops converged at cosine >= 0.99,
+    within 1.5x the network evaluations at which its iterate first reached principal cosine 0.99, or one
+    certifying iteration after it when that was the first iterate (the central difference used to stall the
+    residual test above the tolerance until the budget ran out)."""
+    m, points = inverted_points
+    with m.float32_unet():
+        for fr, t, x_t, ref in points:
+            op = jac.x0_hat_operator(m, x_t, t, jvp_mode=mode)
+            for k in (1, 3, 5, 10):
+                seen = []
+                res = jac.jacobian_svd(op, k=k, method="krylov", max_passes=600,
+                                       callback=lambda d: seen.append((d["passes"], subspace_cosine(d["V"].T, ref[:k]))))
+                first = next(p for p, c in seen if c >= 0.99)
+                cos = subspace_cosine(res.V, ref[:k])
+                assert res.converged and res.error_estimate <= jac.DEFAULT_TOL, (fr, k, res.status)
+                assert cos >= 0.99, (fr, k, cos, res.status)
+                per_iteration = res.block * (op.jvp_evaluations + 1)
+                assert res.passes <= max(1.5 * first, first + per_iteration), (fr, k, res.passes, first)

@@ -47,12 +47,32 @@ def test_a_budget_below_one_direction_is_refused_before_any_work():
 def test_memory_plan_of_a_model_sizes_calls_from_its_activation_profile(digits_gen):
     prof = digits_gen.activation_profile()
     assert prof["activations"] > 0 and prof["largest"] <= prof["activations"]
-    plan = jac.memory_plan(digits_gen, "central", memory_gb=1.0, k=5)
+    plan = jac.plan_for_model(digits_gen, 5, jvp_mode="central", memory_gb=1.0).memory
     per = jac.per_direction_bytes(prof, "jvp_central")
     assert plan.per_direction["jvp"] == pytest.approx(per)
     assert plan.directions("jvp") == int((plan.budget_bytes - plan.fixed_bytes) // per)
     with pytest.raises(UserError, match="memory budget"):
-        jac.memory_plan(digits_gen, "central", memory_gb=float("nan"))
+        jac.plan_for_model(digits_gen, 5, memory_gb=float("nan"))
+    # a budget too small for one VJP direction is refused by the plan, before any work
+    with pytest.raises(UserError, match="raise the memory budget"):
+        jac.plan_for_model(digits_gen, 5, memory_gb=0.2501)
+
+
+def test_the_workspace_the_memory_plan_reserves_is_the_basis_the_search_keeps():
+    """The Krylov bases never outgrow ``max_basis`` (thick restart), the size the memory plan reserves for."""
+    from lowdim_app.methods.jacobian.memory import WORKSPACE_BYTES, max_basis
+
+    g = torch.Generator().manual_seed(0)
+    n, k, b = 200, 3, 2
+    A = torch.randn(n, n, generator=g, dtype=torch.float64) / n ** 0.5
+    op = jac.JacobianOperator(lambda X: X.reshape(X.shape[0], -1) @ A.T, torch.zeros(n, dtype=torch.float64))
+    room = max_basis(n, k, b)
+    assert room == min(max(4 * b, 2 * k + 2 * b, min(300, int(WORKSPACE_BYTES / (32 * n)))), n)
+    seen = []
+    jac.top_k_svd(op, k=k, block=b, tol=0.0, max_passes=3 * room, max_basis=12,
+                  callback=lambda d: seen.append(d["basis"]))
+    assert max(seen) <= 12 and len(seen) > 12 // b           # restarted, never above the cap
+    assert jac.solver_workspace_bytes(n, k, b) == 8.0 * n * (4 * room + 2 * b)
 
 
 def test_central_difference_matches_forward_mode_ad_with_second_order_error():

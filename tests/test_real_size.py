@@ -16,12 +16,13 @@ import pytest
 
 from lowdim_app.cli import main
 from lowdim_app.diffusion import architectures as A
+from lowdim_app.methods.lowrank import min_passes
 
 # (arch, width divisor, sample size): SD's width must keep its text encoder's width equal to the
 # U-Net's cross-attention width (768 / w = 64 * (12 // w)) and its channels divisible by the groups
 CASES = [("cifar10", 8, 16), ("celebahq", 8, 32), ("sd-v1-4", 4, 8)]
 EDIT_PASSES = 6          # below n for every case: the search is Krylov and must stop at this budget
-RANK_PASSES = 22         # lowrank.min_passes(k=2) = 2 * 3 + 16
+RANK_PASSES = min_passes(2)   # the first Krylov iteration + 16 Hutchinson probes (central differences: 2 each)
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])

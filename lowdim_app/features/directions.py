@@ -12,7 +12,8 @@ from . import sharding
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting
-from .edit import DEFAULT_MAX_PASSES, DEFAULT_TOL, FEATURE as EDIT, MAX_K, MAX_PASSES, EditSettings, jac
+from .edit import (DEFAULT_MAX_PASSES, DEFAULT_TOL, FEATURE as EDIT, MAX_K, MAX_PASSES, REFERENCE_N, EditSettings, jac,
+                   model_n, search_cost, search_plan)
 from .settings import Settings, seed_setting, setting
 
 INDEX = "index.csv"
@@ -31,7 +32,8 @@ class DirectionsSettings(Settings):
     prompt: str = setting("", help="condition for text models")
     invert: bool = setting(False, help="invert intensities (dark-on-light drawings of digits)")
     max_passes: int = setting(DEFAULT_MAX_PASSES, lo=2, hi=MAX_PASSES, label="max passes",
-                              help="budget of network passes per image")
+                              help="budget of the search per image in network evaluations (a central-difference "
+                                   "JVP direction is two)")
     tol: float = setting(DEFAULT_TOL, lo=1e-6, hi=1.0, label="tolerance",
                          help="stop when the estimated sine of the largest principal angle is below this")
     jvp: str = setting(jac.DEFAULT_JVP_MODE, choices=jac.JVP_MODES, label="JVP mode",
@@ -94,9 +96,12 @@ class Directions(Feature):
     distributed = True
 
     def cost(self, s: DirectionsSettings, unet_config: dict | None = None) -> Cost:
-        c = EDIT.cost(s.edit_settings("x"), unet_config)
-        return Cost(forward=max(2, round(s.steps * s.t)), jvp=c.jvp, vjp=c.vjp,
-                    note="per image: the inversion to t and the direction search (" + c.note + ")")
+        """Per image: the inversion to t and, at most, the search plan's evaluations (as ``edit``'s search)."""
+        n = model_n(s.model, unet_config)
+        plan = search_plan(n if n is not None else REFERENCE_N, s.edit_settings("x"))
+        return search_cost(plan, forward=max(2, round(s.steps * s.t)),
+                           note="per image: the inversion to t and the direction search: "
+                                + ("" if n is not None else f"at the reference n = {REFERENCE_N} (n unknown): "))
 
     def run(self, s: DirectionsSettings, *, runtime=None, progress=None, should_stop=None, model=None,
             state=None) -> DirectionsResult:

@@ -29,15 +29,15 @@ from .settings import Settings, seed_setting, setting
 
 ALPHA_LIMIT = editing.ALPHA_LIMIT
 MAX_ALPHAS = editing.MAX_ALPHAS
-MAX_K = 64
+MAX_K = jac.MAX_K
 MAX_PASSES = 100_000
 JVP_MODES, DEFAULT_JVP_MODE = jac.JVP_MODES, jac.DEFAULT_JVP_MODE
-# network passes of one direction search. An SD v1.4 U-Net forward at batch 1 took 0.048 s on an H100
-# (bench/results/gpu.csv); a central-difference JVP is 2 forwards and a VJP about 3 per direction, less in
-# batched calls, so 400 passes is at most ~100 s there. The request budget refuses what will not fit.
+# network evaluations of one direction search. An SD v1.4 U-Net forward at batch 1 took 0.048 s on an H100
+# (bench/results/gpu.csv); an evaluation costs about one forward (a VJP about three), less in batched calls, so
+# 400 evaluations is at most ~60 s there. The request budget refuses what will not fit.
 DEFAULT_MAX_PASSES = 400
-DEFAULT_TOL = 0.05
-NULL_RANK = 5              # LOCO Edit null-space rank of a masked search
+DEFAULT_TOL = jac.DEFAULT_TOL
+NULL_RANK = jac.NULL_RANK
 # share of a local edit's DDIM steps that keep the outside of the mask on the unedited trajectory.
 # bench/local_edit.py (12 held-out digits x 3 masks x alpha +-3, +-6): mean outside/inside change 0.08 / 0.12 /
 # 0.15 at t = 0.3 / 0.5 / 0.7T with 0.8, against 0.43 / 0.61 / 0.73 for LOCO's projection alone
@@ -50,10 +50,10 @@ KNOWN_N = {"digits-gen": 256, "digits-mem": 256, "digits-dup": 256, "google/ddpm
 SEARCH_FIELDS = ("image", "model", "t", "k", "steps", "mask", "prompt", "invert", "load_direction",
                  "max_passes", "tol", "jvp", "solver")
 SOLVERS = jac.SOLVERS
-SOLVER_HELP = ("auto: the exact Jacobian when n <= 1024 fits the budget (full spectrum and numerical rank), else "
-               "block Krylov with block 1 for k <= 3, else ceil(k/2)+1 (measured by bench/jacobian.py); "
-               "exact: n VJPs + SVD; "
-               "krylov: block Krylov with block k+1; power: LOCO-style power iteration (baseline)")
+SOLVER_HELP = ("auto: the search plan decides -- the exact Jacobian (n VJPs + SVD: the whole spectrum and the numerical "
+               "rank) when n <= 1024 fits the budget, else the solver with the least predicted cost (block Krylov, or "
+               "ARPACK where it needs fewer passes and calls cost little; bench/jacobian.py); exact, krylov, power "
+               "(LOCO Edit's power iteration) or arpack force one")
 
 
 def model_n(model_id: str, unet_config: dict | None = None) -> int | None:
@@ -68,27 +68,24 @@ def model_n(model_id: str, unet_config: dict | None = None) -> int | None:
     return KNOWN_N.get(str(model_id).strip())
 
 
-def search_method(n: int, s: "EditSettings") -> str:
-    """The solver an edit search runs: ``s.solver``, except that ``auto`` takes the exact path whenever it
-    fits (n <= 1024 and n <= the budget) -- the edit shows the full spectrum and the numerical rank --
-    and otherwise leaves the choice to ``jacobian_svd(method="auto")`` (measured: block Krylov)."""
-    if s.solver != "auto":
-        return s.solver
-    return "exact" if jac.exact_fits(n, s.max_passes - (2 * s.k if s.mask else 0)) else "auto"
+def plan_options(s: "EditSettings") -> dict:
+    """The settings the search plan reads (:func:`~lowdim_app.methods.jacobian.plan.plan_search`)."""
+    return dict(solver=s.solver, max_passes=s.max_passes, tol=s.tol, jvp_mode=s.jvp, masked=bool(s.mask),
+                null_rank=NULL_RANK, spectrum=True)
 
 
-def search_cost(n: int, k: int, max_passes: int, masked: bool, solver: str = "auto") -> tuple[int, int, str]:
-    """``(jvp, vjp, how)`` of a direction search on an ``n``-dimensional model within ``max_passes``:
-    the exact Jacobian's ``n`` VJPs when ``solver`` is ``exact`` or ``auto`` chooses it
-    (:func:`search_method`: when it fits, n <= 1024 and n <= the budget), else at most the budget, split evenly between JVPs and VJPs (every Krylov or power
-    iteration does one batched JVP and one batched VJP of the same block), stopping earlier when it
-    converges. A masked search adds 2k measuring JVPs (inside the budget)."""
-    measure = 2 * k if masked else 0
-    if solver == "exact" or (solver == "auto" and jac.exact_fits(n, max_passes - measure)):
-        return measure, n, f"exact Jacobian (n = {n} VJPs)"
-    krylov = max_passes - measure
-    what = "power iteration" if solver == "power" else "Krylov"
-    return measure + krylov // 2, krylov - krylov // 2, f"{what} within {max_passes} passes (n = {n})"
+def search_plan(n: int, s: "EditSettings") -> jac.SearchPlan:
+    """The plan of an edit search on an ``n``-dimensional model (as ``find`` will make it, less the device's
+    memory plan): what the cost estimate and the request budget read."""
+    return jac.plan_search(n, s.k, **plan_options(s))
+
+
+def search_cost(plan: jac.SearchPlan, forward: int = 0, note: str = "") -> Cost:
+    """The :class:`~.base.Cost` of a search plan at most (its budget), plus ``forward`` other evaluations."""
+    ev = plan.evaluations()
+    central = plan.jvp_mode == "central"
+    return Cost(forward=forward + (ev["jvp_evaluations"] if central else 0), jvp=0 if central else ev["jvp_directions"],
+                vjp=ev["vjp"], note=note + f"{plan.method} within {plan.max_passes} network evaluations ({plan.reason})")
 
 
 @dataclass(frozen=True)
@@ -115,11 +112,12 @@ class EditSettings(Settings):
     load_direction: str = setting("", help="apply a saved direction (.safetensors; transfer: its t replaces --t)")
     seed: int = seed_setting(help="seed of the random control direction")
     max_passes: int = setting(DEFAULT_MAX_PASSES, lo=2, hi=MAX_PASSES, label="max passes",
-                              help="budget of network passes (JVP + VJP directions) of the direction search; "
-                                   "the exact Jacobian (n passes) runs when n <= 1024 fits it")
+                              help="budget of the direction search in network evaluations (a VJP or forward-mode "
+                                   "JVP direction is one, a central-difference JVP two); the exact Jacobian (n "
+                                   "VJPs) runs when n <= 1024 fits it")
     tol: float = setting(DEFAULT_TOL, lo=1e-6, hi=1.0, label="tolerance",
                          help="stop the search when the estimated sine of the largest principal angle to the true "
-                              "top-k subspace (Wedin bound) is below this")
+                              "top-k subspace is below this (0.141: principal cosine >= 0.99)")
     jvp: str = setting(jac.DEFAULT_JVP_MODE, choices=jac.JVP_MODES, label="JVP mode",
                        help="central: central difference in float32 (forward passes only, fused attention, low "
                             "memory); forward: exact forward-mode AD (classic attention, more memory)")
@@ -138,17 +136,12 @@ class EditSettings(Settings):
         if not self.load_direction:
             need = self.min_passes()
             if self.max_passes < need:
-                raise UserError(f"max passes must be at least {need} for k = {self.k}"
-                                + (" with a mask" if self.mask else "") + f", got {self.max_passes}")
+                raise UserError(f"max passes must be at least {need} network evaluations for k = {self.k}"
+                                + (" with a mask" if self.mask else "") + f" ({self.jvp} JVPs), got {self.max_passes}")
 
     def min_passes(self) -> int:
-        """The smallest budget of one Krylov iteration (block b = k + 1; ``2k`` more measuring JVPs and
-        a second search outside the mask for a masked edit)."""
-        b = self.k + (0 if self.k == 1 else 1)
-        if not self.mask:
-            return 2 * b
-        b_out = NULL_RANK + 1
-        return 2 * self.k + 2 * 2 * max(b, b_out)
+        """The smallest budget of the search (:func:`~lowdim_app.methods.jacobian.plan.min_passes`)."""
+        return jac.min_passes(self.k, self.jvp, masked=bool(self.mask), null_rank=NULL_RANK)
 
     def search_key(self) -> tuple:
         return tuple(getattr(self, f) for f in SEARCH_FIELDS)
@@ -253,7 +246,7 @@ class EditSearch(Result):
         return (f"**{'Local (masked)' if self.local else 'Global'} directions** at t = {self.t}: {rank}. "
                 f"Search: `{s.summary.get('method')}`"
                 + (f" ({s.summary['solver_choice']})" if s.summary.get("solver_choice") else "")
-                + f", {s.summary.get('passes', '?')} network passes"
+                + f", {s.summary.get('passes', '?')} network evaluations"
                 + (f" in {s.summary['batched_calls']} batched calls" if "batched_calls" in s.summary else "")
                 + f", {self.status}.{budget}"
                 + (" Latent model: v_i/u_i show the first 3 latent channels." if self.is_latent else ""))
@@ -366,10 +359,9 @@ class Edit(Feature):
     outputs = ()
 
     def cost(self, s: EditSettings, unet_config: dict | None = None) -> Cost:
-        """Passes of one run: the inversion and the two strips (forwards) and the search within
-        ``s.max_passes`` at the model's ``n`` (from ``unet_config`` when given, else the known size of ``s.model``,
-        else the reference n = 256). A JVP here is a central difference (2 forwards) or a forward-mode
-        JVP, a VJP a forward + backward."""
+        """Network evaluations of one run: the inversion and the two strips (forwards) and, at most, the search
+        plan's (:func:`search_plan`) at the model's ``n`` (from ``unet_config`` when given, else the known size of
+        ``s.model``, else the reference n = 256). A central-difference JVP direction is two forwards."""
         segment = max(2, round(s.steps * s.t))                 # DDIM steps over [0, t]
         strips = 2 * len(s.alpha) * segment                     # along + random control
         if s.mask and s.keep_outside > 0:
@@ -378,10 +370,10 @@ class Edit(Feature):
             return Cost(forward=segment + strips, note="inversion + two strips; no search (saved direction)")
         n = model_n(s.model, unet_config)
         known = n is not None
-        jvp, vjp, how = search_cost(n if known else REFERENCE_N, s.k, s.max_passes, bool(s.mask), s.solver)
-        return Cost(forward=segment + strips, vjp=vjp, jvp=jvp,
-                    note=f"inversion + {how}" + ("" if known else f" at the reference n = {REFERENCE_N} (n unknown)")
-                         + f" ({s.jvp} JVPs) + two strips" + ("; 2k JVPs measure the masked directions" if s.mask else ""))
+        plan = search_plan(n if known else REFERENCE_N, s)
+        return search_cost(plan, forward=segment + strips,
+                           note="inversion + two strips + the search: "
+                                + ("" if known else f"at the reference n = {REFERENCE_N} (n unknown): "))
 
     # -- stage 1
     def find(self, s: EditSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> EditSearch:
@@ -395,18 +387,18 @@ class Edit(Feature):
         image = load_image_for(model, s.image, s.invert)
         mask = load_mask(model, s.mask) if s.mask else None
         prog(0.0, "inverting the image and finding directions")
-        method = search_method(model.n, s)
 
         def on_iteration(info: dict) -> None:
             err = info.get("error_estimate", info.get("change", float("inf")))
             prog(min(0.99, info["passes"] / s.max_passes),
-                 f"{'Krylov' if s.solver != 'power' else 'power'} iteration {info['iteration']}: {info['passes']}/{s.max_passes} passes, estimated error "
+                 f"{'Krylov' if s.solver != 'power' else 'power'} iteration {info['iteration']}: {info['passes']}/{s.max_passes} "
+                 "network evaluations, estimated error "
                  + (f"{err:.3g}" if err == err and err != float("inf") else "-"))
 
         search = editing.find_directions(model, image, t, k=s.k, total_steps=s.steps, cond=_cond(model, s.prompt),
                                          mask=mask, null_rank=NULL_RANK, progress=prog.bars, max_passes=s.max_passes,
                                          tol=s.tol, jvp_mode=s.jvp, memory_gb=s.memory_gb, check=prog.check,
-                                         callback=on_iteration if mask is None else None, method=method)
+                                         callback=on_iteration if mask is None else None, method=s.solver)
         prog.check()
         return EditSearch(settings=s, finished=False, model_id=model.model_id, t=t, n=model.n,
                           is_latent=model.is_latent, search=search,

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..methods import jacobian as jac
+from ..methods.lowrank import DEFAULT_HUTCHINSON, RANK_SOLVERS, RankPoint, min_passes, rank_along_trajectory
 from ..methods.structure import data_span_dim
-from ..methods.lowrank import DEFAULT_HUTCHINSON, RANK_SOLVERS, RankPoint, krylov_block, min_passes, rank_along_trajectory
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
-from .edit import DEFAULT_TOL, MAX_PASSES, REFERENCE_N, model_n
+from .edit import DEFAULT_TOL, MAX_PASSES, REFERENCE_N, model_n, search_cost
 from .settings import Settings, seed_setting, setting
 
 CSV_HEADER = ["t", "sigma_t", "snr", "numerical_rank", "rank_over_n", "rank_is_lower_bound"]
-DEFAULT_MAX_PASSES = 300   # per point: the exact path for n <= 256..300, else ~4 Krylov iterations at k = 32
+DEFAULT_MAX_PASSES = 300   # network evaluations per point: the exact path for n <= 300, else a few Krylov iterations
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,11 @@ class RankSettings(Settings):
     k: int = setting(32, lo=1, hi=1024, help="top-k for large n (the rank is reported as a lower bound if exceeded)")
     seed: int = seed_setting(help="seed of the trajectory's starting noise")
     max_passes: int = setting(DEFAULT_MAX_PASSES, lo=2, hi=MAX_PASSES, label="max passes",
-                              help="network passes per point: the exact Jacobian (n VJPs) when n <= 1024 fits, else "
-                                   "the top-k (Krylov) and the Hutchinson probes of ||J||_F^2 share it")
+                              help="network evaluations per point (a central-difference JVP is two): the exact "
+                                   "Jacobian (n VJPs) when n <= 1024 fits, else the top-k (Krylov) and the Hutchinson "
+                                   "probes of ||J||_F^2 share it")
     tol: float = setting(DEFAULT_TOL, lo=1e-6, hi=1.0, label="tolerance",
-                         help="Krylov stop rule per point (Wedin estimate of the top-k subspace error)")
+                         help="Krylov stop rule per point (estimated sine of the top-k subspace's largest angle)")
     jvp: str = setting(jac.DEFAULT_JVP_MODE, choices=jac.JVP_MODES, label="JVP mode",
                        help="central: central difference in float32 (low memory); forward: exact forward-mode AD")
     memory_gb: float | None = setting(None, lo=0.01, hi=4096.0, unit="GB", label="memory budget",
@@ -45,10 +46,11 @@ class RankSettings(Settings):
                                "else block Krylov + Hutchinson; exact / krylov force one")
 
     def check(self) -> None:
-        need = min_passes(self.k, DEFAULT_HUTCHINSON)
-        if self.max_passes < need:
-            raise UserError(f"max passes must be at least {need} for k = {self.k} (one Krylov iteration + "
-                            f"Hutchinson probes), got {self.max_passes}")
+        need = min_passes(self.k, DEFAULT_HUTCHINSON, self.jvp)
+        if self.solver != "exact" and self.max_passes < need:
+            raise UserError(f"max passes must be at least {need} network evaluations for k = {self.k} (the first "
+                            f"Krylov iterations + {DEFAULT_HUTCHINSON} Hutchinson probes, {self.jvp} JVPs), got "
+                            f"{self.max_passes}")
 
 
 @dataclass
@@ -112,23 +114,19 @@ class Rank(Feature):
     outputs = ("json",)
 
     def cost(self, s: RankSettings, unet_config: dict | None = None) -> Cost:
-        """The trajectory (forwards) and, per point, the exact Jacobian's ``n`` VJPs when it fits the
-        budget, else at most ``max_passes`` (Krylov JVPs + VJPs and the Hutchinson JVPs), at the model's
-        ``n`` (from ``unet_config`` when given, else the known size of ``s.model``, else the reference n = 256)."""
+        """The trajectory (forwards) and, per point, at most what the search plan spends (the exact Jacobian's
+        ``n`` VJPs where they fit, else the Krylov search and the Hutchinson JVPs within ``max_passes``), at the
+        model's ``n`` (from ``unet_config`` when given, else the known size of ``s.model``, else n = 256)."""
         n = model_n(s.model, unet_config)
         known = n is not None
         n = n if known else REFERENCE_N
+        plan = jac.plan_search(n, min(s.k, n if s.solver == "exact" else n - 1), solver=s.solver,
+                               max_passes=s.max_passes, tol=s.tol, jvp_mode=s.jvp, spectrum=True, needs_basis=True,
+                               extra_jvps=0 if s.solver == "exact" else DEFAULT_HUTCHINSON)
+        one = search_cost(plan)
         where = "" if known else f" at the reference n = {REFERENCE_N} (n unknown)"
-        if s.solver == "exact" or (s.solver == "auto" and jac.exact_fits(n, s.max_passes)):
-            return Cost(forward=s.steps, vjp=s.points * n,
-                        note=f"the trajectory + an exact Jacobian (n = {n} VJPs) per point{where}")
-        k = min(s.k, n - 1)
-        b = krylov_block(k)
-        extra = DEFAULT_HUTCHINSON
-        krylov = s.max_passes - extra
-        return Cost(forward=s.steps, jvp=s.points * (extra + krylov // 2), vjp=s.points * (krylov - krylov // 2),
-                    note=f"the trajectory + per point at most {s.max_passes} passes (top-{k} Krylov + Hutchinson, "
-                         f"{s.jvp} JVPs){where}")
+        return Cost(forward=s.steps + s.points * one.forward, jvp=s.points * one.jvp, vjp=s.points * one.vjp,
+                    note=f"the trajectory + per point{where}: {one.note}")
 
     def run(self, s: RankSettings, *, runtime=None, progress=None, should_stop=None, model=None) -> RankResult:
         prog = Progress.wrap(progress, should_stop)

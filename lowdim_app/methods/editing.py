@@ -218,7 +218,7 @@ def pixel_mask_to_sample(model, mask: torch.Tensor) -> torch.Tensor:
 
 def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps: int = 50, cond=None,
                     mask: torch.Tensor | None = None, null_rank: int = 5, method: str = "auto",
-                    progress: bool = False, *, max_passes: int | None = None, tol: float = 0.05,
+                    progress: bool = False, *, max_passes: int | None = None, tol: float | None = None,
                     jvp_mode: str | None = None, memory_gb: float | None = None,
                     check: Callable[[], None] | None = None,
                     callback: Callable[[dict], None] | None = None) -> DirectionSearch:
@@ -228,42 +228,36 @@ def find_directions(model, image: torch.Tensor, t: int, k: int = 5, total_steps:
     directions (top singular vectors of the masked ``x0_hat`` projected off the top ``null_rank``
     right singular vectors of the unmasked part).
 
-    Budgets: ``max_passes`` network passes for the search (``None``: the solver's own default), Krylov
-    tolerance ``tol``; the summary says whether the search converged or stopped at the budget
-    (``status``). ``jvp_mode`` / ``memory_gb`` / ``check`` go to the Jacobian operator
-    (:func:`~.jacobian.jacobian_of_x0_hat`); ``callback(info)`` after each Krylov iteration.
+    The search plan (:func:`~.jacobian.plan.plan_for_model`: the exact Jacobian wherever it fits ``max_passes``,
+    since it also gives the spectrum and the numerical rank; else the solver it predicts to cost least) runs
+    within ``max_passes`` network evaluations to tolerance ``tol``; the summary says how the search ended
+    (``status``) and why that solver ran. ``jvp_mode`` / ``memory_gb`` / ``check`` go to the Jacobian operator;
+    ``callback(info)`` after each Krylov half-iteration.
     """
     from . import jacobian as jac
 
-    check_range("k", k, 1, 64)
+    check_range("k", k, 1, jac.MAX_K)
     inv = invert(model, image, t, total_steps, cond, progress=progress, check=check)
-    opts = {"jvp_mode": jvp_mode or jac.DEFAULT_JVP_MODE, "memory_gb": memory_gb, "check": check, "tol": tol}
-    if max_passes is not None:
-        opts["max_passes"] = max_passes
+    opts = {"max_passes": max_passes, "tol": tol, "jvp_mode": jvp_mode, "memory_gb": memory_gb, "check": check,
+            "spectrum": True}
     if mask is None:
-        if method == "auto" and jac.exact_fits(model.n, max_passes):
-            method = "exact"     # where it fits, the search also gives the spectrum and the numerical rank
         res = jac.jacobian_of_x0_hat(model, inv.x_t, t, cond, k=k, method=method, progress=progress,
-                                     **({"callback": callback} if callback is not None else {}), **opts)
+                                     callback=callback, **opts)
         V, U, s, spectrum, kind = res.V, res.U, res.singular_values, res.spectrum, "jacobian"
         rank = res.numerical_rank()
         summary = res.summary()
         summary["memory"] = res.memory
     else:
         m = pixel_mask_to_sample(model, mask)
-        if max_passes is not None:   # the whole budget: 2k measuring JVPs + the exact path, or two Krylov searches
-            search = max_passes - 2 * k
-            if method == "auto":
-                method = "exact" if jac.exact_fits(model.n, search) else "krylov"
-            opts["max_passes"] = search if method == "exact" else max(search // 2, 1)
         md = jac.masked_directions_of_x0_hat(model, inv.x_t, t, m, cond, k=k, null_rank=null_rank, method=method,
-                                             **opts)
+                                             progress=progress, **opts)
         V, U, s, spectrum, kind = md.directions, md.inside.U, md.inside.singular_values, md.inside.spectrum, "masked"
         rank = None
-        summary = {"method": "masked", "null_rank": null_rank, "passes": md.passes,
+        summary = {"method": "masked", "null_rank": null_rank, "passes": md.passes, "batched_calls": md.batched_calls,
                    "inside_fraction": [float(v) for v in md.inside_fraction] if md.inside_fraction is not None else None,
                    "converged": md.converged, "stopped_at_budget": md.stopped_at_budget, "status": md.status,
-                   "max_passes": max_passes, "tol": tol, "jvp_mode": opts["jvp_mode"],
+                   "max_passes": md.plan.max_passes, "tol": md.plan.tol, "jvp_mode": md.plan.jvp_mode,
+                   "solver": md.plan.method, "solver_choice": md.plan.reason,
                    "inside": md.inside.summary(), "outside": md.outside.summary()}
     prompt = getattr(cond, "prompt", "") if cond is not None else ""
     dirs = [Direction(V[i].detach().cpu().float(), model.model_id, t, kind, i + 1, float(s[i]), prompt)

@@ -6,9 +6,11 @@ current ``x_t`` and report the numerical rank ``r`` (smallest r with
 ``sum_{i<=r} s_i^2 / sum_i s_i^2 > eta^2``, eta = 0.99) against the SNR ``1 / sigma_t`` with
 ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``.
 
-* ``n <= EXACT_MAX_N`` and ``n <= max_passes``: the full spectrum from the exact Jacobian (``n`` VJPs).
-* otherwise a budget-aware estimate per point: the top-k spectrum from block Krylov within
-  ``max_passes - hutchinson`` passes, and ``||J||_F^2 = ||J V||_F^2 + ||J (I - V V^T)||_F^2`` over the
+The search plan (:func:`~.jacobian.plan.plan_for_model`, with the Hutchinson probes inside the budget) decides:
+
+* the exact Jacobian's ``n`` VJPs fit ``max_passes`` (network evaluations): the full spectrum;
+* otherwise a budget-aware estimate per point: the top-k spectrum from block Krylov within what the probes
+  leave of ``max_passes``, and ``||J||_F^2 = ||J V||_F^2 + ||J (I - V V^T)||_F^2`` over the
   Krylov method's final orthonormal basis ``V``: the first term is known exactly from the search, the
   second is a Hutchinson estimate from ``hutchinson`` Gaussian probes projected off ``V`` (the deflated
   estimator of Meyer, Musco, Musco & Woodruff 2021, Hutch++, arXiv:2010.09649). Plain Hutchinson
@@ -47,7 +49,7 @@ class RankPoint:
     n: int
     top_singular_values: list[float] = field(default_factory=list)
     method: str = "exact"            # exact | krylov
-    passes: int = 0                  # network passes spent at this point (JVP + VJP directions)
+    passes: int = 0                  # network evaluations spent at this point (a central-difference JVP is two)
     converged: bool = True           # the top-k search met its tolerance (always True on the exact path)
     error_estimate: float | None = 0.0
     energy_fraction: float | None = 1.0   # top-k energy / ||J||_F^2 (estimate on the Krylov path)
@@ -69,14 +71,10 @@ def sigma_of(model, t: int) -> float:
     return float(np.sqrt((1 - a) / a))
 
 
-def krylov_block(k: int) -> int:
-    """Block size ``b = k + p`` of :func:`~.jacobian.top_k_svd` with its default oversampling."""
-    return k + (0 if k == 1 else 1)
-
-
-def min_passes(k: int, hutchinson: int = DEFAULT_HUTCHINSON) -> int:
-    """Smallest per-point budget of the Krylov path: one iteration plus the Hutchinson probes."""
-    return 2 * krylov_block(k) + hutchinson
+def min_passes(k: int, hutchinson: int = DEFAULT_HUTCHINSON, jvp_mode: str | None = None) -> int:
+    """Smallest per-point budget (network evaluations) of the Krylov path: its first iteration(s) plus the
+    Hutchinson probes."""
+    return jac.min_passes(k, jvp_mode or jac.DEFAULT_JVP_MODE, extra_jvps=hutchinson)
 
 
 @dataclass
@@ -111,34 +109,36 @@ def remaining_energy(op, basis: torch.Tensor, probes: int, seed: int) -> tuple[f
 
 
 def _estimate(model, x_t: torch.Tensor, t: int, cond, eta: float, k: int, hutchinson: int, seed: int,
-              max_passes: int | None, tol: float, op_kwargs: dict, solver: str = "auto") -> _Estimate:
+              max_passes: int | None, tol: float | None, op_kwargs: dict, solver: str = "auto") -> _Estimate:
     n = model.n
     if solver not in RANK_SOLVERS:
         raise UserError(f"solver must be one of {', '.join(RANK_SOLVERS)}, got {solver!r}")
-    if solver == "exact" and not jac.exact_fits(n, max_passes, exact_max_n=max(n, jac.EXACT_MAX_N)):
-        raise UserError(f"the exact path needs n = {n} VJPs per point; raise max passes to {n} or use the Krylov "
-                        "solver")
-    if solver == "exact" or (solver == "auto" and jac.exact_fits(n, max_passes)):
-        res = jac.jacobian_of_x0_hat(model, x_t, t, cond, k=min(k, n), method="exact", **op_kwargs)
-        return _Estimate(int(numerical_rank(res.spectrum, eta)), False, res.spectrum, "exact", res.passes, True, 0.0,
-                         1.0, 0, "")
-    k = min(k, n - 1)
-    b = krylov_block(k)
-    extra = hutchinson
+    op_kwargs = dict(op_kwargs)
+    check = op_kwargs.pop("check", None)
+    memory_gb = op_kwargs.pop("memory_gb", None)
+    jvp_mode = op_kwargs.pop("jvp_mode", None)
     budget = 2000 if max_passes is None else max_passes
-    if budget - extra < 2 * b:
-        raise UserError(f"max_passes must be at least {2 * b + extra} for k = {k} (one Krylov iteration of "
-                        f"{2 * b} passes + {extra} Hutchinson probes); got {budget}")
-    with jac._x0_hat_session(model, x_t, t, cond, k, dict(op_kwargs)) as op:
-        res = jac.jacobian_svd(op, k=k, method="krylov", seed=seed, max_passes=budget - extra, tol=tol)
-        fro2, probes = remaining_energy(op, res.basis, extra, seed + 1)
-        fro2 += res.basis_energy
-    passes = res.passes + probes
+    with model.float32_unet():
+        plan = jac.plan_for_model(model, min(k, n - 1) if solver != "exact" else min(k, n), solver=solver,
+                                  max_passes=budget, tol=tol, jvp_mode=jvp_mode, memory_gb=memory_gb, spectrum=True,
+                                  needs_basis=True, extra_jvps=hutchinson)
+        if plan.method == "exact":
+            res = jac.jacobian_of_x0_hat(model, x_t, t, cond, plan=plan, check=check, **op_kwargs)
+            return _Estimate(int(numerical_rank(res.spectrum, eta)), False, res.spectrum, "exact", res.passes, True,
+                             0.0, 1.0, 0, "")
+        k = plan.k
+        with jac.diffusion.x0_hat_session(model, x_t, t, cond, plan, {}, check, **op_kwargs) as (plan, op):
+            res = jac.run_plan(op, plan, seed=seed)
+            fro2, probes = remaining_energy(op, res.basis, hutchinson, seed + 1)
+            fro2 += res.basis_energy
+            passes_probes = probes * op.jvp_evaluations
+    tol = plan.tol
+    passes = res.passes + passes_probes
     s2 = res.singular_values.double().pow(2).cumsum(0)
     frac = float(s2[-1] / fro2) if fro2 > 0 else None
     err = res.error_estimate if math.isfinite(res.error_estimate) else None
     hit = torch.nonzero(s2 > eta ** 2 * fro2)
-    not_conv = "" if res.converged else (f"; the top-{k} did not converge within {passes} passes (estimated error "
+    not_conv = "" if res.converged else (f"; the top-{k} did not converge within {passes} network evaluations (estimated error "
                                           f"{'unknown' if err is None else f'{err:.2g}'} > tol {tol:g})")
     if len(hit):
         reason = "" if res.converged else ("estimate: the top-k energy reached eta^2 ||J||_F^2 but" + not_conv[1:]
@@ -154,7 +154,7 @@ def _estimate(model, x_t: torch.Tensor, t: int, cond, eta: float, k: int, hutchi
 
 def jacobian_rank(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k: int = 32,
                   hutchinson: int = DEFAULT_HUTCHINSON, seed: int = 0, *, max_passes: int | None = None,
-                  tol: float = 0.05, solver: str = "auto", **op_kwargs) -> tuple[int, bool, torch.Tensor]:
+                  tol: float | None = None, solver: str = "auto", **op_kwargs) -> tuple[int, bool, torch.Tensor]:
     """``(rank, is_lower_bound, top singular values)`` of ``J_t`` at ``x_t`` (see the module docstring;
     :func:`rank_point` returns everything). ``solver``: ``auto`` (the exact Jacobian when it fits the
     budget, else Krylov), ``exact`` or ``krylov``. ``op_kwargs``: ``jvp_mode``, ``memory_gb``, ``check``, ..."""
@@ -164,8 +164,8 @@ def jacobian_rank(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99
 
 def rank_point(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k: int = 32,
                hutchinson: int = DEFAULT_HUTCHINSON, seed: int = 0, *, max_passes: int | None = None,
-               tol: float = 0.05, solver: str = "auto", **op_kwargs) -> RankPoint:
-    """The :class:`RankPoint` of ``J_t`` at ``x_t`` within ``max_passes`` passes (``solver`` as in
+               tol: float | None = None, solver: str = "auto", **op_kwargs) -> RankPoint:
+    """The :class:`RankPoint` of ``J_t`` at ``x_t`` within ``max_passes`` network evaluations (``solver`` as in
     :func:`jacobian_rank`)."""
     e = _estimate(model, x_t, t, cond, eta, k, hutchinson, seed, max_passes, tol, op_kwargs, solver)
     sig = sigma_of(model, t)
@@ -176,13 +176,13 @@ def rank_point(model, x_t: torch.Tensor, t: int, cond=None, eta: float = 0.99, k
 def rank_along_trajectory(model, steps: int = 50, points: int = 12, seed: int = 0, cond=None, eta: float = 0.99,
                           k: int = 32, progress: bool = False,
                           on_point: Callable[[int, int], None] | None = None, *, max_passes: int | None = None,
-                          tol: float = 0.05, hutchinson: int = DEFAULT_HUTCHINSON,
+                          tol: float | None = None, hutchinson: int = DEFAULT_HUTCHINSON,
                           check: Callable[[], None] | None = None, solver: str = "auto",
                           **op_kwargs) -> list[RankPoint]:
     """Numerical rank of ``J_t`` at ``points`` timesteps of one seeded DDIM trajectory from ``T``.
 
-    ``max_passes``: network passes per point (``None``: the exact path when ``n <= EXACT_MAX_N``,
-    else a Krylov budget of 2000); ``check()`` runs before every U-Net call of the trajectory and
+    ``max_passes``: network evaluations per point (``None``: 2000; the search plan takes the exact path where
+    its ``n`` VJPs fit); ``check()`` runs before every U-Net call of the trajectory and
     every batched JVP/VJP (raise there to cancel); ``on_point(done, total)`` after each measured
     point. ``op_kwargs`` (``jvp_mode``, ``memory_gb``) go to the Jacobian operator."""
     check_range("points", points, 2, 200)

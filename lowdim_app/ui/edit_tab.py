@@ -21,7 +21,7 @@ from ..diffusion.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from ..errors import UserError
 from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES, KEEP_OUTSIDE
 from ..features.edit import FEATURE as EDIT
-from ..features.edit import MAX_ALPHAS, MAX_PASSES, AlphaRange, EditSettings
+from ..features.edit import MAX_ALPHAS, MAX_K, MAX_PASSES, AlphaRange, EditSettings
 from ..features.settings import fmt
 from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
@@ -40,7 +40,6 @@ from .common import (
 from .lanes import MODEL_EVENTS
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
-MAX_K = 16
 IMAGE_FILE, MASK_FILE, DIRECTION_FILE = "image.png", "mask.png", "direction.safetensors"
 OUT_FOLDER = "edit_out"
 
@@ -347,7 +346,7 @@ def build() -> None:
             with gr.Accordion("Advanced", open=False, elem_id="edit-advanced"):
                 with gr.Row():
                     max_passes = gr.Number(value=DEFAULT_MAX_PASSES, precision=0, minimum=2, maximum=MAX_PASSES,
-                                           label="max passes (JVP + VJP budget of the search)",
+                                           label="max passes (network evaluations of the search)",
                                            elem_id="edit-max-passes")
                     tol = gr.Number(value=DEFAULT_TOL, minimum=1e-6, maximum=1.0,
                                     label="tolerance (estimated subspace error)", elem_id="edit-tol")
