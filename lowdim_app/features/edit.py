@@ -244,8 +244,7 @@ class EditSearch(Result):
         budget = (" **Stopped at the pass budget**: the directions are the best found so far; raise *max passes* "
                   "(Advanced) for converged ones." if self.stopped_at_budget else "")
         return (f"**{'Local (masked)' if self.local else 'Global'} directions** at t = {self.t}: {rank}. "
-                f"Search: `{s.summary.get('method')}`"
-                + (f" ({s.summary['solver_choice']})" if s.summary.get("solver_choice") else "")
+                f"Search: {s.summary.get('solver_choice') or s.summary.get('method')}"
                 + f", {s.summary.get('passes', '?')} network evaluations"
                 + (f" in {s.summary['batched_calls']} batched calls" if "batched_calls" in s.summary else "")
                 + f", {self.status}.{budget}"
