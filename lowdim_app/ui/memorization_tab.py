@@ -26,8 +26,10 @@ ONE_CLASS_HELP = ("**Two-class**: known memorized and known generalized images (
                   "model without a calibration: leave *Known memorized* empty and give images known not to be training "
                   "data -- and/or, for a text model, let it generate references from non-memorized prompts. The "
                   "threshold then promises a false-positive rate, stated with its uncertainty for the number of "
-                  "references (at least 1/FPR - 1 of them: 99 for 1 %, 19 for 5 %). The fitted file is put into "
-                  "*calibration file* above, so the next Score gives verdicts with it.")
+                  "references (at least 1/FPR - 1 of them: 99 for 1 %, 19 for 5 %), for images like the references: "
+                  "real images to check real images, the model's generations of non-memorized prompts to check "
+                  "generations. The fitted file is put into *calibration file* above, so the next Score gives "
+                  "verdicts with it.")
 
 
 def _is_zero(value) -> bool:
