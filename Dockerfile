@@ -28,4 +28,7 @@ RUN pip install --no-cache-dir --user torch==2.13.0 --index-url ${TORCH_INDEX} \
 
 COPY --chown=user . .
 EXPOSE 7860
+# the app answers its page once the models are loaded; stdlib only (the slim image has no curl)
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GRADIO_SERVER_PORT', '7860') + '/', timeout=8)" || exit 1
 CMD ["python", "app.py"]

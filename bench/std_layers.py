@@ -8,8 +8,8 @@ training image is at RMS < 0.07 and generalized when > 0.10. ``digits-mem`` make
 samples, so its generalized sets are held-out real test digits (first 180: calibration, the rest: hidden).
 
 Per (model, layer): AUROC and TPR at 1 % FPR on both sets, in the paper's direction (memorized = higher
-std) and whether the other direction separates better; ``chosen`` marks the layer ``calibrate-builtin``
-picks (``methods.memorization_builtin.best_layer`` on the calibration sets).
+std) and whether the other direction separates better; ``chosen`` marks the std layer of the shipped
+calibration (``calibrate-builtin``: best single-draw std AUROC on the calibration sets).
 
     python bench/std_layers.py [--models digits-mem,digits-dup]
 Writes bench/results/std_layers.csv.
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lowdim_app.config import DEFAULT_ASSETS  # noqa: E402
 from lowdim_app.data.digits import load_digits_split  # noqa: E402
 from lowdim_app.diffusion import load_model  # noqa: E402
 from lowdim_app.diffusion.hooks import list_layers  # noqa: E402
@@ -40,6 +41,17 @@ def quality(sm, sg) -> dict:
     a = auroc(sm, sg)
     return {"auroc": round(a, 4), "tpr_at_1pct_fpr": round(float(tpr_at_fpr(sm, sg, 0.01)), 4),
             "auroc_reversed": round(1 - a, 4), "tpr_at_1pct_fpr_reversed": round(float(tpr_at_fpr(-sm, -sg, 0.01)), 4)}
+
+
+def shipped_std_layer(model_id: str) -> str | None:
+    """The layer of the std detector in the shipped calibration (``calibrate-builtin``), whichever detector
+    it made the default."""
+    cal = mz.default_calibration(model_id, DEFAULT_ASSETS)
+    if cal is None:
+        return None
+    if cal.metric == "std":
+        return cal.layer
+    return next((d["layer"] for d in cal.detectors or [] if d["metric"] == "std"), None)
 
 
 def main() -> None:
@@ -69,8 +81,8 @@ def main() -> None:
                 row.update({f"{name}_{k}": v for k, v in quality(sm, sg).items()})
             layer_rows.append(row)
             print(mid, layer, {k: v for k, v in row.items() if "auroc" in k or "tpr" in k}, flush=True)
-        chosen = best_layer([{"layer": r["layer"], "auroc_std": r["calibration_auroc"],
-                              "tpr_std": r["calibration_tpr_at_1pct_fpr"]} for r in layer_rows])
+        chosen = shipped_std_layer(mid) or best_layer([{"layer": r["layer"], "auroc_std": r["calibration_auroc"]}
+                                                      for r in layer_rows])
         for r in layer_rows:
             r["chosen"] = int(r["layer"] == chosen)
         rows += layer_rows

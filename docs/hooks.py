@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def cache_dir() -> Path:
 
 def make_figures(log=print) -> dict[str, Path]:
     """Run each figure's command (once per distinct command line); ``{name: png path}``."""
+    if str(REPO) not in sys.path:   # the `mkdocs` command (unlike `python -m mkdocs`) does not put the checkout
+        sys.path.insert(0, str(REPO))    # on the path, and mkdocs restores sys.path after loading a hook
     from lowdim_app.cli import main
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

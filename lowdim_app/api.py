@@ -128,6 +128,9 @@ def _model_and_id(model: ModelLike) -> tuple[Any, str]:
 def _run(module: str, model: ModelLike | None = None, inputs: dict | None = None, **raw):
     import importlib
 
+    from . import threads
+
+    threads.apply(workers=1)     # the user's own torch.set_num_threads / OMP_NUM_THREADS is kept
     feature = importlib.import_module(f"lowdim_app.features.{module}").FEATURE
     obj = None
     if model is not None:

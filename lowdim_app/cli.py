@@ -45,22 +45,64 @@ def _process_group(device: str):
     return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
+def _local_processes() -> int:
+    """Processes of this command on this machine (``torchrun`` / ``accelerate launch`` say how many)."""
+    text = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+OUTPUT_ARGS = ("out", "json", "png", "csv", "save_direction", "save_vector")   # every path a command writes
+
+
+def _check_writable(args) -> None:
+    """Refuse, before any computation, an output path the command could not create: the nearest folder
+    that exists must be a folder where a file can be made (tried with a temporary file, which is removed)."""
+    import tempfile
+    from pathlib import Path
+
+    for name in OUTPUT_ARGS:
+        value = getattr(args, name, None)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        folder = Path(value)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        flag = "--" + name.replace("_", "-")
+        if folder.exists() and not folder.is_dir():
+            if folder == Path(value) and os.access(folder, os.W_OK):
+                continue   # an existing file: overwritten
+            raise UserError(f"{flag} {value}: cannot write there ({folder} is a file, not a folder)")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(f"{flag} {value}: cannot write there (no file can be created in {folder}: "
+                            f"{err.strerror or type(err).__name__})") from None
+
+
 def _run_feature(feature, args) -> int:
+    from . import threads
     from .config import from_environment
     from .features.base import Progress
     from .features.settings import from_args
 
+    threads.apply(workers=_local_processes())
     runtime = from_environment()
     if getattr(args, "device", None):
         runtime = dataclasses.replace(runtime, device=args.device)
     settings = from_args(feature.Settings, args)
+    _check_writable(args)
     quiet = getattr(args, "quiet", False)
     progress = Progress(None if quiet else _stage_printer(feature.name), bars=not quiet)
     inputs = feature.cli_inputs(args)
     if feature.distributed:
         inputs["state"] = _process_group(runtime.device)
     result = feature.run(settings, runtime=runtime, progress=progress, **inputs)
-    for line in feature.write_outputs(result, args):
+    try:
+        lines = feature.write_outputs(result, args)
+    except OSError as err:   # e.g. the disk filled up or the folder went away during the run
+        raise UserError(f"cannot write {err.filename or 'the output'}: {err.strerror or type(err).__name__}") from None
+    for line in lines:
         print(line)
     return 0
 
@@ -131,6 +173,9 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import threads
+
+    threads.prefer_passive_waiting()     # before torch is imported (OpenMP reads it once)
     from .data.images import ImageError
     from .features.base import Cancelled
 

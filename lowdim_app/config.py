@@ -14,6 +14,8 @@ environment themselves. Library users get the built-in defaults unless they pass
 | ``LOWDIM_CLIP`` | CLIP model (hub id in the local cache, or a folder) for the concept-strength curve of text models; ``off`` disables | ``openai/clip-vit-large-patch14`` |
 | ``LOWDIM_REQUEST_BUDGET_S`` | most seconds (estimated from the request's cost) one request may take; larger ones are refused with the CLI command to run them elsewhere; ``none`` for no limit | 120 in public mode, else none |
 | ``LOWDIM_PUBLIC`` | public mode: only built-in and allow-listed models, no server paths from callers | on when ``SPACE_ID`` is set (a Hugging Face Space), else off |
+| ``LOWDIM_MAX_UPLOAD_MB`` | largest file an app visitor may upload (larger ones are refused before they are stored) | 20 |
+| ``LOWDIM_PRELOAD`` | models the app loads at start-up (on the CPU): ``auto`` (on a ZeroGPU Space every model available here, so every forked GPU worker inherits them; elsewhere none), ``none``, or comma-separated ids | ``auto`` |
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ class Runtime:
     clip: str = DEFAULT_CLIP
     public: bool = False
     request_budget_s: float | None = None
+    preload: str = "auto"
+    max_upload_mb: int = 20
 
     @property
     def torch_device(self) -> torch.device:
@@ -75,6 +79,8 @@ def from_environment() -> Runtime:
         clip=os.environ.get("LOWDIM_CLIP", DEFAULT_CLIP),
         public=public,
         request_budget_s=_budget_env("LOWDIM_REQUEST_BUDGET_S", 120.0 if public else None),
+        preload=os.environ.get("LOWDIM_PRELOAD", "auto").strip() or "auto",
+        max_upload_mb=_int_env("LOWDIM_MAX_UPLOAD_MB", 20),
     )
 
 

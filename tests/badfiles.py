@@ -124,3 +124,31 @@ def make_corpus(folder: Path) -> list[tuple[Path, str, str]]:
                 data[j] ^= 0xFF
         write(f"mangled_{i:02d}.png", bytes(data), "mangled png", "either")
     return out
+
+
+def make_tensor_files(folder: Path) -> list[tuple[Path, str, str]]:
+    """Saved directions and steering vectors that are well-formed files but unusable: every value NaN, every
+    value infinite, or all zeros (no direction to move along). ``[(path, endpoint, what the refusal says)]``;
+    each file has its own name, which the refusal must name (not the name the server stores it under)."""
+    import torch
+
+    from lowdim_app.methods.editing import Direction
+    from lowdim_app.methods.steering import SteeringVector
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fills = {"nan": (float("nan"), "NaN or infinite"), "inf": (float("inf"), "NaN or infinite"),
+             "neginf": (float("-inf"), "NaN or infinite"), "zero": (0.0, "all zeros")}
+    out = []
+    for name, (value, says) in fills.items():
+        path = Direction(torch.full((1, 16, 16), value), "digits-gen", 699, index=1, sigma=1.0).save(
+            folder / f"my_{name}_direction.safetensors")
+        out.append((path, "/apply_direction", says))
+        vector = SteeringVector({"up_blocks.0.resnets.0": torch.full((1, 64, 8, 8), value)}, "spatial", 10,
+                                "digits-dup", 100, concept=("digit:4",), concept_n=100, seed=0)
+        out.append((vector.save(folder / f"my_{name}_vector.safetensors"), "/steer", says))
+    # one NaN among good values is as unusable as all of them
+    v = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    v[0, 3, 5] = float("nan")
+    out.append((Direction(v, "digits-gen", 699, index=1).save(folder / "one_nan_direction.safetensors"),
+                "/apply_direction", "NaN or infinite"))
+    return out

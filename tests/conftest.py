@@ -88,16 +88,38 @@ def digits_gen():
     return load_model("digits-gen", "cpu")
 
 
+class Server(str):
+    """A served app's base URL, with its log file and (under the ZeroGPU emulation) the URL of the
+    device-API stand-in (``GET /calls`` lists what it scheduled)."""
+
+    log: Path
+    device_api: str | None
+    pid: int
+
+    def calls(self) -> dict:
+        import json
+
+        return json.load(urllib.request.urlopen(f"{self.device_api}/calls", timeout=10))
+
+
 @contextmanager
-def start_app(log_name: str = "server.log", **env_extra):
-    """`python app.py` (the README's first command) on a free port; yields its base URL."""
+def start_app(log_name: str = "server.log", zerogpu: bool = False, reuse: bool = True, **env_extra):
+    """`python app.py` (the README's first command) on a free port; yields its base URL (a :class:`Server`).
+
+    ``zerogpu``: as on a ZeroGPU Space -- the same ``app.py`` under the real ``spaces.GPU`` wrapper
+    (:mod:`lowdim_app.zerogpu_emulator`; ``reuse``: the forked worker is reused between calls)."""
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", **env_extra)
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / log_name, "w")
+    log_path = ARTIFACTS / log_name
+    log = open(log_path, "w")
+    cmd = [sys.executable, "app.py"]
+    if zerogpu:
+        cmd = [sys.executable, "-m", "lowdim_app.zerogpu_emulator", "app.py"] + (["--reuse"] if reuse else [])
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = Server(f"http://127.0.0.1:{port}/")
+    url.log, url.device_api, url.pid = log_path, None, proc.pid
     try:
         for _ in range(600):
             if proc.poll() is not None:
@@ -110,6 +132,10 @@ def start_app(log_name: str = "server.log", **env_extra):
         else:
             raise RuntimeError("app did not start within 150 s")
         (ARTIFACTS / "app_start_seconds.txt").write_text(f"{time.perf_counter() - start:.2f}\n")
+        if zerogpu:
+            import re
+
+            url.device_api = re.search(r"stand-in at (http://\S+)", log_path.read_text()).group(1)
         yield url
     finally:
         proc.terminate()
@@ -122,7 +148,10 @@ def start_app(log_name: str = "server.log", **env_extra):
 
 @pytest.fixture(scope="session")
 def app_server():
-    with start_app() as url:
+    """The app every API and browser test talks to, served as on a ZeroGPU Space: every model action
+    runs through the real ``spaces.GPU`` wrapper in a forked worker (``LOWDIM_TEST_SERVER=plain``:
+    plain ``python app.py`` instead)."""
+    with start_app(zerogpu=os.environ.get("LOWDIM_TEST_SERVER", "zerogpu") != "plain") as url:
         yield url
 
 

@@ -27,6 +27,16 @@ def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def _as_shown(cli_strip, amax, count, top, mask=None) -> np.ndarray:
+    """The CLI's bare strip.png labelled as the tab shows it and the API returns it (α per column, α = 0
+    framed, the rows named, the mask outlined)."""
+    from lowdim_app.features.edit import AlphaRange
+    from lowdim_app.plots.editing import label_strip
+
+    alphas = AlphaRange.from_raw(amax=amax, count=count).alphas
+    return np.asarray(label_strip(Image.open(cli_strip), alphas, rows=(top, "random"), mask=mask).convert("RGB"))
+
+
 def run_reproduce_line(text: str, files: list[str], folder: Path) -> Path:
     """Copy the offered files into ``folder``, run the printed line there verbatim, return strip.png."""
     line = re.search(r"`(python -m lowdim_app [^`]+)`", text).group(1)
@@ -53,8 +63,9 @@ def test_find_edit_save_apply(client):
     assert path.endswith(".safetensors")
     _, _, text2, files2 = client.predict(_editor(), handle_file(path), "digits-gen", 50, "", 4, 3, 0,
                                          api_name="/apply_direction")
-    assert "saved direction v2" in text2 and "--load-direction direction.safetensors" in text2
-    assert sorted(Path(f).name for f in files2) == ["direction.safetensors", "image.png"]
+    name = Path(path).name   # the uploaded file keeps its own name: in the line and among the files offered
+    assert "saved direction v2" in text2 and f"--load-direction {name}" in text2
+    assert sorted(Path(f).name for f in files2) == sorted([name, "image.png"])
     with pytest.raises(AppError, match="computed on digits-gen, not digits-dup"):
         client.predict(_editor(), handle_file(path), "digits-dup", 50, "", 4, 3, 0, api_name="/apply_direction")
 
@@ -85,7 +96,8 @@ def test_find_directions_with_one_direction(client):
     assert index["value"] == 1 and index["interactive"] is False and index["minimum"] < index["maximum"]
     strip, _, text, _ = client.predict(_editor(), 1, 4, 3, 0, api_name="/edit")
     assert "v1 (jacobian)" in text and "--k 1" in text
-    assert Image.open(strip).size == (8 * (3 * 18 + 2), 8 * (2 * 18 + 2))
+    width, height = Image.open(strip).size   # the 3 x 2 tiles of 16 px at upscale 8, with α labels and row names
+    assert width > 8 * (3 * 18 + 2) and height > 8 * (2 * 18 + 2)
     with pytest.raises(AppError, match="direction must be between 1 and k = 1"):
         client.predict(_editor(), 2, 4, 3, 0, api_name="/edit")
 
@@ -95,7 +107,7 @@ def test_global_edit_reproduces_in_the_cli(client, tmp_path):
     strip, _, text, files = client.predict(_editor(), 2, 4, 3, 5, api_name="/edit")
     assert "--direction 2" in text and "--seed 5" in text and "--steps 30" in text
     cli_strip = run_reproduce_line(text, files, tmp_path)
-    assert np.array_equal(_pixels(strip), _pixels(cli_strip))
+    assert np.array_equal(_pixels(strip), _as_shown(cli_strip, 4, 3, "along v2"))
 
 
 def test_local_edit_reproduces_in_the_cli(client, tmp_path):
@@ -113,7 +125,7 @@ def test_local_edit_reproduces_in_the_cli(client, tmp_path):
     assert mask[: size[1] // 2].min() == 255 and mask[size[1] // 2:].max() == 0
     (tmp_path / "run").mkdir()
     cli_strip = run_reproduce_line(text, files, tmp_path / "run")
-    assert np.array_equal(_pixels(strip), _pixels(cli_strip))
+    assert np.array_equal(_pixels(strip), _as_shown(cli_strip, 2, 3, "along v1", mask=mask > 0))
 
 
 def test_transfer_reproduces_in_the_cli(client, tmp_path):
@@ -121,6 +133,6 @@ def test_transfer_reproduces_in_the_cli(client, tmp_path):
     saved = client.predict(1, api_name="/save_direction")
     strip, _, text, files = client.predict(_editor(EX_OTHER), handle_file(saved), "digits-gen", 30, "", 5, 3, 2,
                                            api_name="/apply_direction")
-    assert "--load-direction direction.safetensors" in text and "saved direction v1" in text
+    assert f"--load-direction {Path(saved).name}" in text and "saved direction v1" in text
     cli_strip = run_reproduce_line(text, files, tmp_path)
-    assert np.array_equal(_pixels(strip), _pixels(cli_strip))
+    assert np.array_equal(_pixels(strip), _as_shown(cli_strip, 5, 3, "saved direction"))

@@ -36,7 +36,7 @@ def test_score_with_an_uploaded_calibration_file(client, tmp_path):
 
 
 def test_score_bad_input(client):
-    with pytest.raises(AppError, match="upload at least one image"):
+    with pytest.raises(AppError, match="nothing to score: upload images, or set"):
         client.predict(None, "digits-dup", "", 50, "std", 1, 0, 0, api_name="/score")
     with pytest.raises(AppError, match="timestep t must be between"):
         client.predict(None, "digits-dup", "", 5000, "std", 1, 1, 0, api_name="/score")
@@ -45,7 +45,7 @@ def test_score_bad_input(client):
 
 
 def test_calibrate_bad_input(client):
-    with pytest.raises(AppError, match="give known-memorized images"):
+    with pytest.raises(AppError, match="upload known-memorized images"):
         client.predict(None, [handle_file(p) for p in EX[:2]], "digits-dup", "", 50, "std", 0.01, api_name="/calibrate")
     with pytest.raises(AppError, match="need at least 2 generalized"):
         client.predict([handle_file(EX[0])], [handle_file(EX[1])], "digits-dup", "", 50, "std", 0.01,

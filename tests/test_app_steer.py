@@ -19,6 +19,13 @@ def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def _as_shown(cli_strip, numbers: dict, rows=()) -> np.ndarray:
+    """The CLI's bare strip labelled as the tab shows it and the API returns it (a per column, a = 0 framed)."""
+    from lowdim_app.plots.editing import label_strip
+
+    return np.asarray(label_strip(Image.open(cli_strip), numbers["strengths"], symbol="a", rows=rows))
+
+
 def _run_line_where_the_files_are(info: str, files: list[str], cwd: Path) -> dict:
     for f in files:
         shutil.copy(f, cwd / Path(f).name)
@@ -46,8 +53,9 @@ def test_digit_concept_with_contrast_round_trip(client, tmp_path):
     assert [Path(f).name for f in files] == ["steer.json"]
     ui = json.loads(Path(files[-1]).read_text())
     cli = _run_line_where_the_files_are(info, files, tmp_path)
-    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip))
-    assert np.array_equal(_pixels(tmp_path / "steer_out" / "contrast.png"), _pixels(contrast))
+    assert np.array_equal(_as_shown(tmp_path / "steer_out" / "strip.png", cli), _pixels(strip))
+    assert np.array_equal(_as_shown(tmp_path / "steer_out" / "contrast.png", cli, ("memorized", "generalized")),
+                          _pixels(contrast))
     _same_numbers(ui, cli)
     values = cli["concept_strength"]["values"]
     assert values[0] < 0.5 < values[-1] and set(cli["contrast"]) == {"memorized", "generalized"}
@@ -66,7 +74,7 @@ def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
     assert all(_pixels(f).shape == (16, 16) for f in files if f.endswith(".png"))
     ui = json.loads(Path(files[-1]).read_text())
     cli = _run_line_where_the_files_are(info, files, tmp_path)
-    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip))
+    assert np.array_equal(_as_shown(tmp_path / "steer_out" / "strip.png", cli), _pixels(strip))
     _same_numbers(ui, cli)
     assert curve is None and contrast is None and "concept_strength" not in cli
 
@@ -97,7 +105,7 @@ def test_saved_vector_round_trip(client, tmp_path):
     assert ui["concept"] == "digit:4" and ui["vector"]["from"] == "file"
     assert ui["concept_strength"] == json.loads(Path(files[-1]).read_text())["concept_strength"]
     cli = _run_line_where_the_files_are(info2, files2, tmp_path)
-    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), _pixels(strip2))
+    assert np.array_equal(_as_shown(tmp_path / "steer_out" / "strip.png", cli), _pixels(strip2))
     _same_numbers(ui, cli)
 
 
@@ -118,11 +126,11 @@ def test_text_model_saved_vector_round_trip(tiny_sd, tiny_sd_dir, tmp_path, monk
     vector = computed.save_vector(tmp_path / "upload" / "red.safetensors")
     strip, _, _, info, files, offered = final_output(steer(str(tiny_sd_dir), "prompt", 0, "", None, 1, None, 4.0, 2,
                                                            "recipe", "", False, 0, str(vector)))
-    assert "--vector steering_vector.safetensors" in info and "--concept" not in info
-    assert [Path(f).name for f in files] == ["steering_vector.safetensors", "steer.json"]
+    assert "--vector red.safetensors" in info and "--concept" not in info   # the upload's own name
+    assert [Path(f).name for f in files] == ["red.safetensors", "steer.json"]
     assert json.loads(Path(files[-1]).read_text())["concept"] == "prompt:a red ball"
-    _run_line_where_the_files_are(info, files, tmp_path)
-    assert np.array_equal(_pixels(tmp_path / "steer_out" / "strip.png"), np.asarray(strip))
+    cli = _run_line_where_the_files_are(info, files, tmp_path)
+    assert np.array_equal(_as_shown(tmp_path / "steer_out" / "strip.png", cli), np.asarray(strip))
 
 
 @pytest.mark.parametrize("args, message", [

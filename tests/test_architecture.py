@@ -6,20 +6,23 @@ PKG = Path(__file__).resolve().parent.parent / "lowdim_app"
 
 # who may import whom (package level); the base layer (errors, config, metrics, data, plots) is open to all
 LAYERS = {
-    "ui": {"features", "diffusion", "data", "plots", "errors", "config", "metrics", "__init__"},
-    "cli": {"features", "diffusion", "data", "errors", "config", "ui", "__init__"},
+    "ui": {"features", "diffusion", "data", "plots", "errors", "config", "metrics", "threads", "__init__"},
+    "cli": {"features", "diffusion", "data", "errors", "config", "ui", "threads", "__init__"},
+    "zerogpu_emulator": {"ui", "threads"},      # an entry point: the app under the real spaces.GPU wrapper
     "__main__": {"cli"},
     "features": {"methods", "synthetic", "diffusion", "data", "plots", "errors", "config", "metrics"},
-    "methods": {"diffusion", "data", "errors", "metrics"},
+    "methods": {"diffusion", "data", "errors", "metrics", "forksafe"},
     "synthetic": {"data", "errors", "metrics"},
-    "plots": {"errors", "metrics"},
-    "diffusion": {"errors", "config", "data"},
+    "plots": {"errors", "metrics", "forksafe"},
+    "diffusion": {"errors", "config", "data", "forksafe"},
     "data": {"errors"},
     "metrics": {"errors"},
     "config": set(),
     "errors": set(),
+    "threads": {"forksafe"},      # the thread rule (reads OMP_NUM_THREADS: the user's own choice)
+    "forksafe": set(),
     "__init__": {"api", "errors"},   # the public API, imported lazily on first attribute access
-    "api": {"features", "diffusion", "methods", "data", "errors", "config"},
+    "api": {"features", "diffusion", "methods", "data", "errors", "config", "threads"},
 }
 
 
@@ -105,7 +108,7 @@ def test_no_gradio_below_the_ui():
 
 def test_no_environment_reads_below_the_adapters():
     for path in PKG.rglob("*.py"):
-        if package_of(path) in ("ui", "cli", "config", "__main__"):
+        if package_of(path) in ("ui", "cli", "config", "__main__", "zerogpu_emulator"):
             continue
         text = path.read_text()
         assert "from_environment" not in text and "os.environ[" not in text and "os.environ.get(\"LOWDIM" not in text, path

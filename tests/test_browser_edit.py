@@ -1,5 +1,7 @@
 """Real browser: the Edit tab finds directions on the example digit, shows the edit strip, the reproduce
-line and the file it names."""
+line and the file it names; after Edit, the edit controls, the strip and the reproduce line are in one
+screen at 1400 and at 800 px wide."""
+from tests.tour import CONTROLS, one_screen
 
 
 def test_edit_tab_in_browser(page, artifacts):
@@ -19,3 +21,9 @@ def test_edit_tab_in_browser(page, artifacts):
     # the file the reproduce line names is offered for download
     page.locator("#edit-files a[download='image.png']").wait_for(state="visible")
     page.screenshot(path=str(artifacts / "edit_tab.png"), full_page=True)
+    for width in (1400, 800):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(500)
+        check = one_screen(page, "#edit-go-btn", "#edit-strip", "#edit-edit-info", 1000, CONTROLS["edit"])
+        page.screenshot(path=str(artifacts / f"edit_one_screen_{width}.png"))
+        assert check["fits"], (width, check)

@@ -8,14 +8,14 @@ def test_phase_lab_in_browser(page, artifacts):
     page.locator("#molrg-phase-run").click()
     page.wait_for_function("document.querySelector('#molrg-phase-status')?.innerText.includes('done: 98 cells')",
                            timeout=180_000)
-    page.locator("#molrg-phase-plot img, #molrg-phase-plot canvas, #molrg-phase-plot svg").first.wait_for(state="visible")
+    page.locator("#molrg-phase-plot img").first.wait_for(state="visible")   # a matplotlib figure
     page.screenshot(path=str(artifacts / "phase_lab.png"), full_page=True)
 
 
 def test_theory_labs_in_browser(page, artifacts):
     page.get_by_role("tab", name="Theory labs").click()
-    for tab, prefix in (("Memorize vs generalize", "relu"), ("Gaussian mixtures via DDPM", "mog"),
-                        ("MoLR-MoG experts", "molr")):
+    for tab, prefix in (("Memorize/generalize", "relu"), ("MoG via DDPM", "mog"),
+                        ("MoLR-MoG", "molr")):
         page.get_by_role("tab", name=tab).click()
         page.locator(f"#theory-{prefix}-run").click()
         page.wait_for_function(f"document.querySelector('#theory-{prefix}-status')?.innerText.toLowerCase().includes('done')",
@@ -29,7 +29,7 @@ def test_cancel_in_browser_stops_the_server_run(page, artifacts):
     from tests.conftest import cancel_in_browser
 
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="Generalization score").click()
+    page.get_by_role("tab", name="GL score").click()
     page.locator("#molrg-gl-steps input").fill("12000")
     assert cancel_in_browser(page, artifacts / "server.log", "gl_score", "#molrg-gl-run", "#molrg-gl-cancel") == 1
     assert "done" not in page.locator("#molrg-gl-status").inner_text()
@@ -40,7 +40,7 @@ def test_rank_lab_in_browser_streams_and_shows_its_files(page, artifacts):
     """Low-rank denoiser lab with a small budget: the curves arrive, then the CSV/PNG/JSON files and the
     reproduce line (which names out.json and out.png)."""
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="Low-rank denoiser").click()
+    page.get_by_role("tab", name="Low-rank").click()
     for name, value in (("n", "16"), ("d1", "2"), ("d2", "2"), ("N", "100"), ("traj", "2"), ("dae", "20"),
                         ("mlp", "0")):
         page.locator(f"#molrg-rank-{name} input").fill(value)
@@ -51,7 +51,7 @@ def test_rank_lab_in_browser_streams_and_shows_its_files(page, artifacts):
         page.locator(f"#molrg-rank-{kind} a").first.wait_for(state="visible", timeout=60_000)
     cli = page.locator("#molrg-rank-cli").inner_text()
     assert "--dims 2,2" in cli and "--json out.json --png out.png" in cli
-    page.locator("#molrg-rank-plot img, #molrg-rank-plot canvas, #molrg-rank-plot svg").first.wait_for(state="visible")
+    page.locator("#molrg-rank-plot img").first.wait_for(state="visible")
     page.screenshot(path=str(artifacts / "rank_lab.png"), full_page=True)
 
 
@@ -60,7 +60,7 @@ def test_lab_progress_has_words_before_the_result(page, artifacts):
     run is still going (the worker thread runs in the event's context, where gr.Progress finds its event;
     without it only a bare timer showed). bench/ui_progress.py measures the seconds."""
     page.get_by_role("tab", name="Theory labs").click()
-    page.get_by_role("tab", name="MoLR-MoG experts").click()
+    page.get_by_role("tab", name="MoLR-MoG").click()
     page.locator("#theory-molr-run").click()
     handle = page.wait_for_function(
         "() => { const e = [...document.querySelectorAll('.progress-level-inner')].find(x => x.offsetParent "

@@ -37,6 +37,14 @@ def test_neighbour_pairs_are_whole(page, artifacts):
     assert w > 1.8 * h
     page.locator("#mem-nn").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
+    from tests.tour import CONTROLS, one_screen
+
+    for width in (1400, 800):   # the inputs, the table and the reproduce line in one screen
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(500)
+        check = one_screen(page, "#mem-score-btn", "#mem-table", "#mem-reproduce", 1000, CONTROLS["memorization"])
+        page.screenshot(path=str(artifacts / f"memorization_one_screen_{width}.png"))
+        assert check["fits"], (width, check)
 
 
 def test_a_non_image_among_uploads_is_named(client, tmp_path):
@@ -66,10 +74,11 @@ def test_edit_results_clear_when_the_image_or_mask_changes(page, artifacts):
     page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('Mean change')",
                            timeout=180_000)
     page.locator("#edit-strip img").wait_for(state="visible")
-    # the shown strip is the API's strip plus a header (alpha per column) and row labels
+    # the shown strip (the API's too) is the bare 7 x 2 strip of 16 px tiles at upscale 8 plus alpha labels
+    # under the columns and the row names
     page.wait_for_function("(document.querySelector('#edit-strip img')?.naturalHeight || 0) > 0")
-    raw, shown = _natural(page, "#edit-strip-raw img"), _natural(page, "#edit-strip img")
-    assert shown[0] > raw[0] and shown[1] > raw[1], (raw, shown)
+    shown = _natural(page, "#edit-strip img")
+    assert shown[0] > 8 * (7 * 18 + 2) and shown[1] > 8 * (2 * 18 + 2), shown
     page.screenshot(path=str(artifacts / "polish_edit_labelled.png"), full_page=True)
 
     # paint a stroke on the image: the strip no longer matches, so it is cleared with a note
@@ -114,7 +123,7 @@ def test_an_unavailable_hub_model_is_marked_and_explained(page, artifacts):
     # the old grid and reproduce line no longer match the chosen model: gone
     assert page.locator("#models-grid img").count() == 0
     assert "--steps 5" not in page.locator("#models-reproduce").inner_text()
-    assert "huggingface-cli download google/ddpm-cifar10-32" in page.locator("#models-card").inner_text()
+    assert "hf download google/ddpm-cifar10-32 --include" in page.locator("#models-card").inner_text()
     page.screenshot(path=str(artifacts / "polish_models_unavailable.png"), full_page=False)
 
 
@@ -162,11 +171,11 @@ def test_main_action_above_the_fold_and_examples_on_top(page, artifacts):
             ("Memorization", None, "#mem-score-btn", "#mem-examples"),
             ("Steer", None, "#steer-btn", "#steer-examples"),
             ("Theory labs", "Phase transition", "#molrg-phase-run", "#molrg-phase-examples"),
-            ("Theory labs", "Low-rank denoiser", "#molrg-rank-run", "#molrg-rank-examples"),
-            ("Theory labs", "Generalization score", "#molrg-gl-run", "#molrg-gl-examples"),
-            ("Theory labs", "Memorize vs generalize", "#theory-relu-run", "#theory-relu-examples"),
-            ("Theory labs", "Gaussian mixtures via DDPM", "#theory-mog-run", "#theory-mog-examples"),
-            ("Theory labs", "MoLR-MoG experts", "#theory-molr-run", "#theory-molr-examples")]
+            ("Theory labs", "Low-rank", "#molrg-rank-run", "#molrg-rank-examples"),
+            ("Theory labs", "GL score", "#molrg-gl-run", "#molrg-gl-examples"),
+            ("Theory labs", "Memorize/generalize", "#theory-relu-run", "#theory-relu-examples"),
+            ("Theory labs", "MoG via DDPM", "#theory-mog-run", "#theory-mog-examples"),
+            ("Theory labs", "MoLR-MoG", "#theory-molr-run", "#theory-molr-examples")]
     for tab, sub, button, examples in tabs:
         page.get_by_role("tab", name=tab).click()
         if sub:

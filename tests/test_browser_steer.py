@@ -12,6 +12,14 @@ def test_a_steer_example_shows_its_strip(page, artifacts):
         page.wait_for_function(f"(document.querySelector('{image}')?.naturalWidth || 0) >= 128", timeout=60_000)
     assert "digits-dup" in page.locator("#steer-model input").input_value()
     page.screenshot(path=str(artifacts / "steer_example.png"), full_page=True)
+    from tests.tour import CONTROLS, one_screen
+
+    for width in (1400, 800):   # the inputs, the strip and the reproduce line in one screen
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(500)
+        check = one_screen(page, "#steer-btn", "#steer-strip", "#steer-info", 1000, CONTROLS["steer"])
+        page.screenshot(path=str(artifacts / f"steer_one_screen_{width}.png"))
+        assert check["fits"], (width, check)
 
 
 def test_cancel_stops_a_direction_search(page, artifacts):

@@ -31,7 +31,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["sample", "--steps", "0", "--out", str(tmp_path / "x.png")]) == 2
     assert "steps must be between 1 and 1000" in capsys.readouterr().err
     assert main(["sample", "--model", "google/ddpm-cifar10-32", "--out", str(tmp_path / "x.png")]) == 2
-    assert "huggingface-cli download" in capsys.readouterr().err
+    assert "hf download" in capsys.readouterr().err
 
 
 def test_module_entry_point_and_models_list():

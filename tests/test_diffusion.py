@@ -92,21 +92,23 @@ def test_generate_is_seeded(tiny_pixel_dir):
 def test_ddim_inversion_reconstructs_digits(digits_gen):
     """Inversion to t then DDIM back to 0 on the same grid reconstructs held-out digits.
 
-    Measured on digits-gen, 32 held-out digits, [-1, 1] images: RMS error 0.021 (t = 0.5T,
-    25 steps), 0.026 (0.7T, 35 steps), 0.033 (T, 50 steps), 0.020 (T, 100 steps); worst
-    single image 0.048. We assert under 2x of that on 8 digits, and that error shrinks with
-    more steps (the inversion approximation is exact in the many-step limit).
+    Measured on digits-gen (cosine schedule), held-out digits, [-1, 1] images: RMS error 0.023 (t = 0.5T,
+    25 steps, 32 digits; worst 0.032), 0.024 (0.7T, 35 steps; worst 0.033); on the first 8: 0.034 / 0.030
+    at 0.9T with 45 / 90 steps. At t = T itself the cosine schedule has abar = 0 (SNR 0): inverting to
+    it is ill-posed (0.068 with 50 steps, 0.091 with 100), so the test stops at 0.9T. We assert under
+    about 1.5x of those on 8 digits, and that the error shrinks with more steps (the inversion
+    approximation is exact in the many-step limit).
     """
     from lowdim_app.data.digits import load_digits_split
 
     x0 = load_digits_split().test_images[:8]
     errs = {}
-    for frac, steps, tol in ((0.5, 25, 0.04), (1.0, 50, 0.06), (1.0, 100, 0.04)):
+    for frac, steps, tol in ((0.5, 25, 0.04), (0.7, 35, 0.04), (0.9, 45, 0.05), (0.9, 90, 0.045)):
         t = digits_gen.timestep_from_fraction(frac)
         rec = digits_gen.ddim_sample(digits_gen.ddim_invert(x0, t, steps), t, steps)
         errs[(frac, steps)] = (rec - x0).pow(2).mean().sqrt().item()
         assert errs[(frac, steps)] < tol, errs
-    assert errs[(1.0, 100)] < errs[(1.0, 50)]
+    assert errs[(0.9, 90)] < errs[(0.9, 45)]
 
 
 def test_hooks_read_sd_layers_and_cfg_split(tiny_sd):
@@ -227,7 +229,7 @@ def test_latent_pipeline_end_to_end(tiny_sd):
 def test_registry_errors(tmp_path):
     with pytest.raises(UserError, match="unknown model"):
         load_model("no/such-model")
-    with pytest.raises(ModelUnavailable, match="huggingface-cli download google/ddpm-cifar10-32"):
+    with pytest.raises(ModelUnavailable, match="hf download google/ddpm-cifar10-32 --include"):
         load_model("google/ddpm-cifar10-32")
     with pytest.raises(UserError, match="model_index.json"):
         load_model(str(tmp_path))

@@ -1,10 +1,12 @@
 """The documentation site: `mkdocs build --strict` (warnings are errors; the API reference comes from the
-docstrings; the figures are made by the build from the CLI), one page per capability citing its
+docstrings; the figures are made by the build from the CLI; the example notebooks are pages, shown with
+their stored outputs), one page per capability citing its
 paper, and the README's public-API snippets run as printed."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,9 @@ README = (REPO / "README.md").read_text()
 def test_mkdocs_build_strict(tmp_path, artifacts):
     pytest.importorskip("mkdocstrings")
     env = dict(os.environ, LOWDIM_DOCS_FIGURES=str(tmp_path / "figures"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")], cwd=REPO,
+    # the `mkdocs` command as the README gives it (it does not put the checkout on sys.path; the hook does)
+    mkdocs = shutil.which("mkdocs") or pytest.fail("the mkdocs command is not installed")
+    r = subprocess.run([mkdocs, "build", "--strict", "-d", str(tmp_path / "site")], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=900)
     (artifacts / "mkdocs_build.log").write_text(r.stdout + r.stderr)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -31,7 +35,10 @@ def test_mkdocs_build_strict(tmp_path, artifacts):
                  "lowdim_app.diffusion.model.DiffusionModel.from_pipeline"):
         assert f'id="{name}"' in ref, name
     assert "Wang et al." in (site / "PAPERS" / "index.html").read_text()
+    for notebook in ("edit_digit", "phase_transition", "own_pipeline", "audit_folder"):   # with their stored figures
+        assert "data:image/png" in (site / "examples" / notebook / "index.html").read_text(), notebook
     assert not list(REPO.glob("docs/figures"))        # the build writes nothing into the repository
+    assert not (REPO / ".cache" / "mkdocs-jupyter").exists()
 
 
 def test_each_capability_page_cites_its_paper():

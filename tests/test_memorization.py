@@ -180,10 +180,13 @@ def test_setup_uses_the_shipped_calibration_only_when_the_settings_agree(tmp_pat
     assert how.source == "shipped" and (how.layer, how.t, how.metric, how.n_noise) == (shipped.layer, 50,
                                                                                        shipped.metric, shipped.n_noise)
     assert mz.setup(model, DEFAULT_ASSETS, shipped.layer, 50, shipped.metric, 3).calibration == shipped
+    # a spikiness score takes the shipped layer, or the std detector's when the default needs no layer
+    std_layer = next(d["layer"] for d in shipped.detectors if d["metric"] == "std")
+    assert mz.default_layer(model, DEFAULT_ASSETS) == (shipped.layer or std_layer) != ""
     for kw in ({"t": 100}, {"metric": "entropy"}, {"layer": "mid_block"}):
         how = mz.setup(model, DEFAULT_ASSETS, **kw)
         assert how.calibration is None and how.source == ""
-        assert how.layer == kw.get("layer", shipped.layer) and how.t == kw.get("t", 50)
+        assert how.layer == kw.get("layer", mz.default_layer(model, DEFAULT_ASSETS)) and how.t == kw.get("t", 50)
     # an assets folder without calibrations: no verdict, the mid block
     assert mz.setup(model, tmp_path) == mz.ScoreSetup("mid_block", 50, "std", mz.DEFAULT_NOISE_DRAWS, None, "")
 

@@ -135,3 +135,49 @@ def test_fresh_venv_installs_the_wheel_with_its_dependencies(tmp_path, artifacts
     run_installed(bindir, work)
     with open(artifacts / "packaging.txt", "a") as f:
         f.write(f"fresh venv, pip install with dependencies: {t_install:.0f} s\n")
+
+
+def front_matter() -> dict:
+    """The Space's configuration: the YAML block at the top of the README (flat keys are enough here)."""
+    text = (REPO / "README.md").read_text().split("---", 2)[1]
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith((" ", "-")):
+            key, value = line.split(":", 1)
+            out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def test_space_front_matter_matches_what_the_pinned_stack_runs_on():
+    """The Space's Python is the lowest that every pinned runtime dependency declares it supports (their
+    Requires-Python), the Gradio SDK version is the pinned gradio, and ``spaces`` supports that Python."""
+    from importlib.metadata import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    fm = front_matter()
+    python = fm["python_version"]
+    pins = {line.split("==")[0].split(">=")[0].strip(): line for line in requirement_lines(REPO / "requirements.txt")}
+    assert fm["sdk"] == "gradio" and SpecifierSet(pins["gradio"][len("gradio"):]).contains(fm["sdk_version"])
+    for name in ("torch", "diffusers", "transformers", "gradio", "accelerate", "spaces"):
+        need = metadata(name).get("Requires-Python") or ""
+        assert SpecifierSet(need).contains(python + ".0"), f"{name} needs Python {need}, the Space runs {python}"
+    lower = [f"3.{m}" for m in range(8, 15) if all(SpecifierSet(metadata(n).get("Requires-Python") or "").contains(
+        f"3.{m}.0") for n in ("torch", "diffusers", "transformers", "gradio", "accelerate", "spaces"))]
+    assert lower and python == lower[0], f"the lowest Python the stack runs on is {lower[:1]}, the Space says {python}"
+
+
+def test_docker_image_hygiene(app_server):
+    """`COPY . .` leaves out version control and build/run outputs; the HEALTHCHECK command succeeds
+    against a running app (and fails against a closed port)."""
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for entry in (".git", ".gradio", "build", "test-artifacts", "**/__pycache__"):
+        assert entry in ignored, entry
+    docker = (REPO / "Dockerfile").read_text()
+    health = next(line for line in docker.splitlines() if line.strip().startswith("CMD python -c"))
+    code = health.split('python -c "', 1)[1].rsplit('" || exit 1', 1)[0]
+    port = app_server.rstrip("/").rsplit(":", 1)[1]
+    ok = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GRADIO_SERVER_PORT=port), timeout=30)
+    down = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GRADIO_SERVER_PORT="9"), timeout=30,
+                          capture_output=True)
+    assert ok.returncode == 0 and down.returncode != 0

@@ -14,7 +14,8 @@ def public(tmp_path_factory):
     trap = tmp_path_factory.mktemp("trap")
     (trap / "model_index.json").write_text('{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}')
     os.symlink("/etc/passwd", trap / "README.md")
-    with start_app("public_server.log", LOWDIM_PUBLIC="1") as url:
+    # as the Space runs: public mode (SPACE_ID set) under the real ZeroGPU wrapper
+    with start_app("public_server.log", zerogpu=True, LOWDIM_PUBLIC="1") as url:
         yield Client(url, verbose=False), trap
 
 

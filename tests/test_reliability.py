@@ -17,7 +17,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from tests.badfiles import make_corpus
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, REPO
 
 WAIT_S = 6.0            # an accepted request is cancelled after this long (it is then "valid")
 FILE_COMPONENTS = ("File", "Image", "Imageeditor", "Gallery")
@@ -211,3 +211,62 @@ def test_wrong_argument_counts_and_raw_nan(app_server):
         out = call(api, body)
         error = [line for line in out.splitlines() if line.startswith("data: ")][-1]
         assert "event: error" in out and len(error) < 400 and ("choices" in error or "finite number" in error), error[:500]
+
+
+def test_unusable_direction_and_vector_files_are_refused_by_their_own_name(client, tmp_path):
+    """A saved direction (Edit, transfer) or steering vector (Steer) whose values are NaN, infinite or all
+    zero is refused in one line that names the uploaded file itself, never the name the server stores it
+    under, and the server goes on answering."""
+    from tests.badfiles import make_tensor_files
+
+    digit = handle_file(str(sorted((REPO / "assets" / "examples").glob("digit_*.png"))[0]))
+    editor = {"background": digit, "layers": [], "composite": digit, "id": None}
+    for path, endpoint, says in make_tensor_files(tmp_path / "tensors"):
+        if endpoint == "/apply_direction":
+            args = [editor, handle_file(str(path)), "digits-gen", 20, "", 4, 3, 0]
+        else:
+            args = ["digits-dup", "digit class", 4, "", None, 1, None, 1.5, 3, "recipe", "", False, 0,
+                    handle_file(str(path))]
+        with pytest.raises(AppError) as err:
+            client.predict(*args, api_name=endpoint)
+        message = str(err.value)
+        assert message.startswith(f"{path.name}: ") and says in message, (endpoint, message)
+        assert _verdict(message) == "clear" and "direction.safetensors" not in message.replace(path.name, "")
+
+
+def test_a_huge_seed_is_echoed_as_typed(client):
+    """A seed of 1e308 arrives as a 309-digit whole number: the refusal echoes it as the user typed it."""
+    with pytest.raises(AppError) as err:
+        client.predict("digits-gen", 2, 1e308, 5, "", 7.5, api_name="/sample")
+    message = str(err.value)
+    assert "got 1e308" in message and len(message) < 120, message
+
+
+@pytest.mark.parametrize("argv", [
+    ["edit", "assets/examples/digit_2_test0.png", "--out", "/proc/nope/x"],
+    ["sample", "--out", "/proc/nope/grid.png"],
+    ["phase", "--json", "README.md/x.json"],
+    ["steer", "--concept", "digit:4", "--save-vector", "/proc/v.safetensors"],
+], ids=["edit-out", "sample-out", "json-under-a-file", "save-vector"])
+def test_cli_output_paths_it_cannot_create_exit_2_before_any_work(argv, capsys, monkeypatch):
+    """The command refuses an output path it could not create at once (no computation first), with one
+    line naming the flag and the path, exit code 2."""
+    from lowdim_app.cli import main
+    from lowdim_app.features import all_features
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command computed before refusing its output path")
+
+    for feature in all_features():
+        monkeypatch.setattr(type(feature), "run", no_work)
+    monkeypatch.chdir(REPO)
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --") and "cannot write there" in err, err
+
+
+def test_every_api_output_is_named_after_what_it_holds(client):
+    """gradio names an output without a label value_<id>: every endpoint's outputs carry a label."""
+    for name, ep in endpoints(client).items():
+        labels = [r.get("label") or "" for r in ep["returns"]]
+        assert all(label and not label.startswith("value_") for label in labels), (name, labels)

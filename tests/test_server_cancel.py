@@ -42,7 +42,7 @@ def test_client_cancel_frees_the_cpu_within_seconds(inproc_url):
     client = Client(inproc_url, verbose=False)
     job = client.submit(*HEAVY, api_name="/sample")
     _wait(lambda: STOP_FLAGS.active() == 1, 30)
-    assert _cpu_over(1.0) > 0.5                      # it is computing
+    assert _cpu_over(1.0) > 0.25                     # it is computing (one thread on a loaded machine)
     t0 = time.perf_counter()
     job.cancel()
     stop_s = _wait(lambda: STOP_FLAGS.active() == 0, 15)

@@ -65,7 +65,7 @@ def test_unavailable_hub_model_gives_a_note_not_an_error(monkeypatch):
     assert labels[hub].startswith(hub) and "not" in labels[hub][len(hub):]
     assert labels["digits-gen"] == "digits-gen"
     card = models_tab.model_card(hub)
-    assert "not available here" in card and f"huggingface-cli download {hub}" in card
+    assert "not available here" in card and f"hf download {hub} --include" in card
     assert common.unavailable_note("digits-gen") == ""
     grid, note = models_tab._samples_stale(hub, Image.new("RGB", (4, 4)))
     assert grid is None and "not available here" in note
@@ -85,18 +85,18 @@ def test_a_new_image_clears_the_old_directions(tmp_path):
 
     state = {"settings": S(), "search": object()}
     editor = {"background": a, "layers": []}
-    same = edit_tab.inputs_changed(editor, state, raw=np.zeros((4, 4)))
+    same = edit_tab.inputs_changed(editor, state, strip=np.zeros((4, 4)))
     assert all(isinstance(o, dict) for o in same)               # an event that changes nothing keeps everything
-    same = edit_tab.inputs_changed(editor, state, raw=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
+    same = edit_tab.inputs_changed(editor, state, strip=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
     assert all(isinstance(o, dict) for o in same)
     layer = np.zeros((16, 16, 4), np.uint8)
     layer[3:5, 3:5] = 255
     painted = {"background": a, "layers": [layer]}
-    same = edit_tab.inputs_changed(painted, state, raw=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
+    same = edit_tab.inputs_changed(painted, state, strip=np.zeros((4, 4)), made_from=edit_tab.fingerprint(editor))
     assert all(isinstance(o, dict) for o in same[:5])          # a global search's directions kept (gr.skip)
-    assert same[5] is None and "press **Edit**" in same[8]       # the strip cleared
-    assert edit_tab.inputs_changed(painted, state, raw=np.zeros((4, 4)))[5] is None
-    new = edit_tab.inputs_changed({"background": 255 - a, "layers": []}, state, raw=None)
+    assert same[5] is None and "press **Edit**" in same[7]       # the strip cleared, with a note
+    assert edit_tab.inputs_changed(painted, state, strip=np.zeros((4, 4)))[5] is None
+    new = edit_tab.inputs_changed({"background": 255 - a, "layers": []}, state, strip=None)
     assert new[:3] == (None, None, None) and new[4] is None and "image changed" in new[3]
     assert all(isinstance(o, dict) for o in new[5:])            # no strip to clear
 
@@ -109,26 +109,28 @@ def test_captions_and_modes():
     assert prompt["visible"] and not digit["visible"] and not files["visible"] and not contrast["visible"]
 
 
-@pytest.mark.parametrize("local", [True, False])
-def test_rank_note_says_what_the_plot_shows(local):
+@pytest.mark.parametrize("case", ["local", "krylov", "exact"])
+def test_search_header_says_each_fact_once(case):
+    """The Edit header: t as the slider shows it and the timestep, the rank (or why there is none: a local
+    edit's masked Jacobian, or a search that found only the top k), and how the search ran -- once each."""
+    from types import SimpleNamespace
+
     from lowdim_app.ui import edit_tab
 
-    class Inner:
-        spectrum = torch.ones(3) if local else None
-        singular_values = torch.ones(5)
-
-    class Search:
-        search = Inner()
-
-        def __init__(self):
-            self.local = local
-
-        def summary(self):
-            return "**x**: numerical rank: needs the full spectrum (exact path, n <= 1024). Search: ..."
-
-    text = edit_tab._search_text(Search())
-    assert "needs the full spectrum (exact path" not in text
-    assert ("masked part" in text) if local else ("top 5" in text)
+    found = SimpleNamespace(numerical_rank=221 if case == "exact" else None,
+                            spectrum=torch.ones(256) if case != "krylov" else None, singular_values=torch.ones(5),
+                            summary={"method": case if case != "local" else "krylov", "status": "converged",
+                                     "batched_calls": 8})
+    search = SimpleNamespace(settings=SimpleNamespace(t=0.7), t=699, n=256, local=case == "local", search=found,
+                             status="converged", stopped_at_budget=False, is_latent=False)
+    text = edit_tab._search_text(search)
+    assert text.count("t = 0.7 T (timestep 699)") == 1
+    if case == "local":
+        assert "masked part" in text
+    elif case == "krylov":
+        assert "top 5" in text
+    else:
+        assert "numerical rank r = 221 of n = 256" in text and text.count("exact") == 1
 
 
 def test_the_readme_tour_shows_its_screenshots():

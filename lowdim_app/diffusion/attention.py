@@ -13,14 +13,15 @@ counted per U-Net: the original processors come back when the last user leaves.
 """
 from __future__ import annotations
 
-import threading
 import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
-_LOCK = threading.Lock()
+from .. import forksafe
+
+_LOCK = forksafe.Lock()
 _STATE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 

@@ -12,7 +12,6 @@ Nothing here mutates shared state: no scheduler object is stepped, hooks are con
 """
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import forksafe
 from ..errors import UserError, check_range
 from . import attention
 
@@ -107,9 +107,9 @@ class DiffusionModel:
         self.card = card or {}
         self._unet_fp32 = None          # the float32 U-Net copy, only while a float32_unet() context holds it
         self._fp32_users = 0
-        self._fp32_lock = threading.Lock()
+        self._fp32_lock = forksafe.Lock()
         self._profile = None            # activation_profile(), filled once under _profile_lock
-        self._profile_lock = threading.Lock()
+        self._profile_lock = forksafe.Lock()
         self.alphas_cumprod = self._alphas_cumprod(self.scheduler_config).to(torch.float64)
         self.num_train_timesteps = int(self.scheduler_config.get("num_train_timesteps", 1000))
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
@@ -125,6 +125,24 @@ class DiffusionModel:
         else:
             self.image_shape = self.sample_shape
             self.latent_scale = 1.0
+
+    def moved_to(self, device: torch.device | str, dtype: torch.dtype | None = None, *, copy: bool = True) -> "DiffusionModel":
+        """This model on ``device`` (weights in ``dtype``, default: unchanged). ``copy=False`` moves the
+        modules themselves (only where nothing else uses them, e.g. in a forked worker process)."""
+        import copy as copying
+
+        dtype = dtype or self.dtype
+
+        def move(module):
+            if module is None:
+                return None
+            module = (copying.deepcopy(module) if copy else module).to(device=device)
+            first = next(module.parameters(), None)
+            return module.to(dtype=dtype) if first is not None and first.dtype != dtype else module
+
+        return DiffusionModel(self.model_id, move(self.unet), self.scheduler_config, vae=move(self.vae),
+                              text_encoder=move(self.text_encoder), tokenizer=self.tokenizer, device=device,
+                              dtype=dtype, source=self.source, card=self.card)
 
     # ------------------------------------------------------- from objects
     @classmethod

@@ -8,17 +8,21 @@
 """
 from __future__ import annotations
 
+import logging
 import os
-import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .. import forksafe
 from ..config import Runtime
 from ..errors import ModelUnavailable, UserError
 from .model import DiffusionModel
+
+log = logging.getLogger("lowdim_app.models")
 
 BUILTIN_MODELS = {
     "digits-gen": "pixel DDPM 1x16x16 trained on all training digits (generalizes)",
@@ -83,9 +87,16 @@ def _is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
+def download_command(model_id: str) -> str:
+    """The ``hf`` command (huggingface_hub >= 1.0) that puts exactly what this app loads into the cache."""
+    include = " ".join(f'--include "{p}"' for p in ("*.json", "*.txt", "*.safetensors", "*.model"))
+    exclude = " ".join(f'--exclude "{p}"' for p in ("*fp16*", "*non_ema*", "*.ema.*", "safety_checker/*"))
+    return f"hf download {model_id} {include} {exclude}"
+
+
 def _unavailable_message(model_id: str) -> str:
     return (f"{model_id} is not in the local Hugging Face cache and the hub cannot be reached. "
-            f"On a machine with internet run `huggingface-cli download {model_id}` (same HF_HOME), "
+            f"On a machine with internet run `{download_command(model_id)}` (same HF_HOME), "
             "or pass a local diffusers folder as the model; the built-in models keep working.")
 
 
@@ -162,7 +173,7 @@ def _load_from_folder(model_id: str, path: Path, device: torch.device) -> Diffus
             from diffusers import AutoencoderKL, UNet2DConditionModel
             from transformers import CLIPTextModel, CLIPTokenizer
 
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            dtype = weights_dtype(latent=True, device=device)
             common = dict(use_safetensors=True, torch_dtype=dtype)
             unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
@@ -181,11 +192,24 @@ def _load_from_folder(model_id: str, path: Path, device: torch.device) -> Diffus
         raise ModelUnavailable(f"cannot load {model_id}: {type(err).__name__}: {first[:200]}") from None
 
 
+def weights_dtype(latent: bool, device: torch.device) -> torch.dtype:
+    """Latent (Stable Diffusion) weights run in half precision on a GPU; everything else in float32."""
+    return torch.float16 if latent and device.type == "cuda" else torch.float32
+
+
 class _ModelCache:
+    """Loaded models by (id, device), least recently used dropped first.
+
+    A model asked for on a GPU that this process already holds on the CPU is moved there instead of
+    being read again: in a process forked from the one that loaded it (a ZeroGPU worker) in place --
+    the server's copy is untouched -- and otherwise as a copy."""
+
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = forksafe.Lock()
         self._models: "OrderedDict[tuple[str, str], DiffusionModel]" = OrderedDict()
-        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._owner: dict[tuple[str, str], int] = {}          # the process that loaded each entry
+        self._loading: dict[tuple[str, str], forksafe.Lock] = {}
+        self._capacity = 0
 
     def get(self, model_id: str, device: torch.device, runtime: Runtime) -> DiffusionModel:
         key = (str(model_id).strip(), str(device))
@@ -193,18 +217,46 @@ class _ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            lock = self._loading.setdefault(key, threading.Lock())
+            lock = self._loading.setdefault(key, forksafe.Lock())
         with lock:  # one load per model even when requests race
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            kind, path = resolve(key[0], runtime)
-            model = _load_from_folder(key[0], path, device)
+            start = time.perf_counter()
+            model = self._moved_from_cpu(key, device)
+            how = "moved from the CPU copy" if model is not None else "read from disk"
+            if model is None:
+                kind, path = resolve(key[0], runtime)
+                model = _load_from_folder(key[0], path, device)
+            log.info("model %s on %s: %s in %.2f s (process %d)", key[0], key[1], how,
+                     time.perf_counter() - start, os.getpid())
             with self._lock:
                 self._models[key] = model
-                while len(self._models) > max(1, runtime.model_cache):
-                    self._models.popitem(last=False)
+                self._owner[key] = os.getpid()
+                self._capacity = max(self._capacity, runtime.model_cache)   # preloading may raise it
+                while len(self._models) > max(1, self._capacity):
+                    old, _ = self._models.popitem(last=False)
+                    self._owner.pop(old, None)
             return model
+
+    def _moved_from_cpu(self, key: tuple[str, str], device: torch.device) -> DiffusionModel | None:
+        if device.type == "cpu":
+            return None
+        cpu_key = (key[0], "cpu")
+        with self._lock:
+            base = self._models.get(cpu_key)
+            inherited = self._owner.get(cpu_key) != os.getpid()
+            if base is not None and inherited:      # its tensors move: the CPU entry goes
+                del self._models[cpu_key]
+                self._owner.pop(cpu_key, None)
+        if base is None:
+            return None
+        return base.moved_to(device, weights_dtype(base.vae is not None, device), copy=not inherited)
+
+    def loaded(self) -> list[tuple[str, str]]:
+        """The (id, device) keys held now, oldest first."""
+        with self._lock:
+            return list(self._models)
 
 
 _CACHE = _ModelCache()

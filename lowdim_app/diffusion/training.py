@@ -3,11 +3,14 @@
 ``L = E_{x0, t, eps} || F_theta(x_t, t) - target ||^2``, ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``
 (Wang et al. 2024, eq. 4; Zhang et al. 2025, §2.1), with the target of the scheduler's
 ``prediction_type``: ``eps`` (epsilon), ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (v_prediction,
-Salimans & Ho 2022, arXiv:2202.00512) or ``x0`` (sample). The posterior-mean estimate the papers study
-is ``x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v_theta`` for v-prediction: unlike the epsilon form
-``(x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)`` it does not amplify the network's error by
-``sqrt((1 - abar_t) / abar_t)`` at high noise, which is what lets a small model's Jacobian show the
-data's low-dimensional structure (``bench/builtin_recipe.py`` measures it).
+Salimans & Ho 2022, arXiv:2202.00512) or ``x0`` (sample, the default). The posterior-mean estimate the
+papers study is the network itself for sample prediction and ``x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t)
+v_theta`` for v-prediction: unlike the epsilon form ``(x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)``
+neither amplifies the network's error by ``sqrt((1 - abar_t) / abar_t)`` at high noise, which is what lets
+a small model's Jacobian show the data's low-dimensional structure. ``bench/builtin_recipe.py`` measured
+the recipes; the built-in models use sample prediction, the cosine schedule, EMA 0.999 and widths
+16/32/32: after 2000 steps, medians over 4 held-out digits at 0.3T / 0.5T, rank 25 / 19.5 and 1.3 / 1.5 %
+of ||J||_F^2 outside the data span, against rank 69 / 50.5 and 8.1 / 6.0 % for v-prediction.
 
 ``antithetic=True`` draws each batch as ``batch_size / 2`` images with noise pairs ``(eps, -eps)``: the
 same loss in expectation (``-eps`` is standard normal too), with the clean image's variance cancelled
@@ -35,7 +38,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
-def scheduler_config(prediction_type: str = "v_prediction", beta_schedule: str = "squaredcos_cap_v2") -> dict:
+def scheduler_config(prediction_type: str = "sample", beta_schedule: str = "squaredcos_cap_v2") -> dict:
     """The ``DDPMScheduler`` config a model is trained and saved with (1000 steps; linear: DDPM's
     1e-4..0.02, Ho et al. 2020; squaredcos_cap_v2: the cosine schedule of Nichol & Dhariwal 2021)."""
     if prediction_type not in PREDICTION_TYPES:
@@ -61,17 +64,17 @@ class TrainConfig:
     subset: int | None = None     # train on this many training digits (seeded choice)
     duplicate: int = 0            # number of training images to duplicate (seeded choice)
     copies: int = 0               # extra copies of each duplicated image
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 2e-3
     ema_decay: float = 0.999
-    prediction_type: str = "v_prediction"
+    prediction_type: str = "sample"
     beta_schedule: str = "squaredcos_cap_v2"
     antithetic: bool = False      # noise pairs (eps, -eps) per image (see the module docstring)
     seed: int = 0
     image_size: int = 16
     channels: int = 1
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    block_out_channels: tuple[int, ...] = (16, 32, 32)
     attention: bool = True
     out: str = "runs/model"
     command: str = ""             # the command line that reproduces this training run

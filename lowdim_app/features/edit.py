@@ -22,6 +22,7 @@ import torch
 from ..errors import UserError
 from ..methods import editing
 from ..methods import jacobian as jac
+from ..methods.structure import data_span_dim
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting, upscale_for
 from .settings import Settings, seed_setting, setting
@@ -187,6 +188,7 @@ class EditSearch(Result):
     is_latent: bool = False
     search: editing.DirectionSearch | None = None
     upscale: int = 1
+    data_dim: int | None = None      # dimension of the span of the training images (when the card says)
 
     @property
     def local(self) -> bool:
@@ -214,7 +216,8 @@ class EditSearch(Result):
         from ..plots.editing import spectrum_figure
 
         return spectrum_figure(self.spectrum().numpy(), self.search.numerical_rank,
-                               title=f"{self.model_id}: spectrum of J_t at t = {self.t} ({self.settings.t:g}T)")
+                               title=f"{self.model_id}: spectrum of J_t at t = {self.t} ({self.settings.t:g}T)",
+                               data_dim=None if self.local else self.data_dim)
 
     def images(self) -> dict:
         from ..data.images import make_grid
@@ -399,7 +402,7 @@ class Edit(Feature):
         prog.check()
         return EditSearch(settings=s, finished=False, model_id=model.model_id, t=t, n=model.n,
                           is_latent=model.is_latent, search=search,
-                          upscale=max(1, 128 // model.sample_shape[-1]))
+                          upscale=max(1, 128 // model.sample_shape[-1]), data_dim=data_span_dim(model))
 
     # -- stage 2
     def edit(self, s: EditSettings, search: EditSearch | None = None, *, runtime=None, progress=None,

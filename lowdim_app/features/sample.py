@@ -11,6 +11,9 @@ from .common import conditioning, load, model_setting, upscale_for
 from .settings import Settings, seed_setting, setting
 
 
+TEXT_ONLY = ("prompt", "guidance")   # the settings only text-to-image models use
+
+
 @dataclass(frozen=True)
 class SampleSettings(Settings):
     COMMAND = "sample"
@@ -26,6 +29,10 @@ class SampleSettings(Settings):
 class SampleResult(Result):
     samples: torch.Tensor | None = None   # N x C x H x W in [-1, 1]
     upscale: int = 1
+    text_model: bool = True               # False: prompt and guidance do nothing (left out of the reproduce line)
+
+    def reproduce(self, **kw) -> str:
+        return self.settings.to_cli(omit=() if self.text_model else TEXT_ONLY, **kw)
 
     def images(self) -> dict:
         from ..data.images import make_grid
@@ -71,7 +78,7 @@ class Sample(Feature):
         prog(0.0, "sampling")
         images = model.generate(s.n, seed=s.seed, steps=s.steps, cond=cond, progress=prog.bars,
                                 step_callback=lambda i, t: prog.check())
-        return SampleResult(settings=s, samples=images, upscale=upscale_for(model))
+        return SampleResult(settings=s, samples=images, upscale=upscale_for(model), text_model=bool(model.is_text))
 
     # CLI
     def add_output_arguments(self, p) -> None:

@@ -126,10 +126,13 @@ def _short(value) -> str:
 
 
 def fmt(v) -> str:
-    """A bound or value for messages: whole numbers without exponent, others shortest."""
+    """A bound or value for messages: whole numbers without exponent, others shortest; a huge whole number
+    (a seed of 1e308 arrives as a 309-digit int) in exponent form, as it was typed."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**15:
+        v = float(v)
     if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
         return str(int(v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:g}".replace("e+", "e") if isinstance(v, float) else str(v)
 
 
 def _check_bounds(label: str, value, spec: Spec) -> None:
@@ -288,19 +291,20 @@ class Settings:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                 for f in dataclasses.fields(self)}
 
-    def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "") -> str:
+    def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "", omit=()) -> str:
         """The exact command line that reproduces these settings.
 
         Every setting is spelled out -- so the line means the same when a later version changes a
-        default -- except ``auto`` (``None``), empty texts and empty lists left at their default.
-        ``placeholders`` replaces the values of path fields the caller cannot know
+        default -- except ``auto`` (``None``), empty texts and empty lists left at their default, and
+        the settings named in ``omit`` (those the model does not use, e.g. guidance of an unconditional
+        model). ``placeholders`` replaces the values of path fields the caller cannot know
         (e.g. ``{"image": "IMAGE.png"}``)."""
         placeholders = placeholders or {}
         positional: list[str] = []
         flags: list[str] = []
         for f in dataclasses.fields(self):
             spec = spec_of(f)
-            if not spec.cli:
+            if not spec.cli or f.name in omit:
                 continue
             v = getattr(self, f.name)
             if f.name in placeholders:

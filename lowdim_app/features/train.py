@@ -20,19 +20,20 @@ class TrainSettings(Settings):
     subset: int | None = setting(None, lo=1, hi=100_000, help="train on this many training digits (seeded)")
     duplicate: int = setting(0, lo=0, hi=100_000, help="number of training images to duplicate")
     copies: int = setting(0, lo=0, hi=100_000, help="extra copies of each duplicated image")
-    steps: int = setting(3000, lo=1, hi=10_000_000, help="optimizer steps")
+    steps: int = setting(4000, lo=1, hi=10_000_000, help="optimizer steps")
     batch_size: int = setting(64, lo=1, hi=65_536, help="batch size")
     lr: float = setting(2e-3, lo=1e-7, hi=1.0, help="learning rate (AdamW, warm-up then cosine)")
     ema: float = setting(0.999, lo=0.0, hi=0.99999, help="decay of the exponential moving average of the weights "
                                                           "(the saved model)")
-    prediction: str = setting("v_prediction", choices=PREDICTION_TYPES,
-                              help="what the U-Net predicts (the scheduler's prediction_type): v_prediction keeps "
-                                   "x0_hat's error unamplified at high noise (bench/builtin_recipe.py)")
+    prediction: str = setting("sample", choices=PREDICTION_TYPES,
+                              help="what the U-Net predicts (the scheduler's prediction_type): sample (x0) and "
+                                   "v_prediction keep x0_hat's error unamplified at high noise; sample gave the "
+                                   "lowest Jacobian rank and energy outside the data span (bench/builtin_recipe.py)")
     schedule: str = setting("squaredcos_cap_v2", choices=BETA_SCHEDULES,
                             help="noise schedule: squaredcos_cap_v2 (cosine, Nichol & Dhariwal 2021) or linear "
                                  "(DDPM, Ho et al. 2020)")
     antithetic: bool = setting(False, help="noise pairs (eps, -eps) per image: same loss, lower-variance slope")
-    width: tuple[int, ...] = setting((32, 64, 64), lo=4, hi=1024, max_items=5,
+    width: tuple[int, ...] = setting((16, 32, 32), lo=4, hi=1024, max_items=5,
                                      help="U-Net channels per resolution level")
     size: int = setting(16, lo=4, hi=512, unit="px", help="image size (folders are resized)")
     channels: int = setting(1, lo=1, hi=3, help="1 (grey) or 3 (colour)")

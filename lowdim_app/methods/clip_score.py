@@ -9,15 +9,16 @@ simply not drawn for text models.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import forksafe
+
 __all__ = ["ClipScorer", "load_clip", "clip_similarity"]
 
-_LOCK = threading.Lock()
+_LOCK = forksafe.Lock()
 _CACHE: dict[str, "ClipScorer | None"] = {}
 
 

@@ -302,10 +302,15 @@ def default_calibration(model_id: str, assets_dir: Path) -> Calibration | None:
 
 
 def default_layer(model, assets_dir: Path) -> str:
-    """The shipped calibration's layer, else App. B.2's Stable Diffusion layer or the mid block."""
+    """The layer of a spikiness score: the shipped calibration's layer, or, when its detector needs none
+    (the denoising error), the layer its std detector was fitted at; else App. B.2's Stable Diffusion
+    layer or the mid block."""
     cal = default_calibration(model.model_id, assets_dir)
     if cal is not None and cal.layer:
         return cal.layer
+    std_layer = next((d.get("layer") for d in (cal.detectors if cal is not None else []) if d.get("metric") == "std"), "")
+    if std_layer:
+        return std_layer
     return SD_DEFAULT_LAYER if model.is_text else "mid_block"
 
 

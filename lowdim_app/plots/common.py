@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +18,9 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RENDER_LOCK = threading.RLock()
+from .. import forksafe  # noqa: E402
+
+RENDER_LOCK = forksafe.Lock(reentrant=True)
 
 
 def locked(fn):
@@ -54,6 +55,28 @@ def save_figure(fig, path, dpi: int | None = 110, tight: bool = True) -> Path:
         fig.savefig(path, dpi=dpi or fig.dpi, **({"bbox_inches": "tight"} if tight else {}))
     _close(fig)
     return path
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    with RENDER_LOCK:
+        fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def show_in_notebooks() -> None:
+    """In IPython / Jupyter, a figure a cell returns displays as PNG (this module selects the Agg backend,
+    which has no display hook of its own)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "display_formatter"):
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _png)
+
+
+show_in_notebooks()
 
 
 def to_pil(fig) -> Image.Image:

@@ -15,16 +15,23 @@ def direction_images(T: torch.Tensor) -> torch.Tensor:
 
 
 @locked
-def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = ""):
+def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: float = 0.99, title: str = "",
+                    data_dim: int | None = None):
+    """Singular values of ``J_t`` with the numerical rank; ``data_dim``: the dimension of the span of the
+    training images (the posterior mean's Jacobian has at most that rank), drawn when the spectrum reaches it."""
     s = np.asarray(singular_values, dtype=float)
     fig, ax = new_figure()
     ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), "o-", ms=3, lw=1)
     if numerical_rank is not None:
         ax.axvline(numerical_rank, color="C3", ls="--", label=f"numerical rank r = {numerical_rank} (eta = {eta})")
-        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    if data_dim and data_dim < len(s):
+        ax.axvline(data_dim, color="C2", ls=":", label=f"data dimension {data_dim} (span of the training images)")
+    if numerical_rank is not None or (data_dim and data_dim < len(s)):
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False)   # off the data
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value of J_t")
     ax.set_title(title or "Spectrum of d x0_hat / d x_t", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -37,7 +44,8 @@ def effect_figure(alphas, along, control, label: str = "singular direction"):
     ax.plot(alphas, control, "s--", label="random unit direction (control)")
     ax.set_xlabel("alpha")
     ax.set_ylabel("RMS pixel change vs alpha = 0")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)   # off the data
+    fig.tight_layout()
     return fig
 
 
@@ -60,8 +68,9 @@ def rank_snr_figure(points, title: str = "", data_dim: int | None = None):
     ax.set_xlabel("SNR = 1 / sigma_t")
     ax.set_ylabel("rank(J_t) / n")
     ax.set_ylim(0, max(1.0, max(frac) * 1.05))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)   # under the axis, off the data
     ax.set_title(title or "Low-rank Jacobian along a sampling trajectory (Wang et al. 2024, Fig. 3a)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

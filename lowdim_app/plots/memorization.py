@@ -15,7 +15,7 @@ MAX_MARKED = 50   # score lines drawn over the histogram
 def scores_histogram(scores: Sequence[float], *, memorized: Sequence[float] = (), generalized: Sequence[float] = (),
                      threshold: float | None = None, fpr: float | None = None, metric: str = "std"):
     """Histogram of the reference scores (generalized / memorized), the threshold, and one line per scored image."""
-    fig, ax = new_figure(6, 3.2)
+    fig, ax = new_figure(6, 3.8)
     if threshold is not None:
         bins = np.histogram_bin_edges(np.r_[list(memorized), list(generalized), list(scores)], bins=30)
         if len(generalized):
@@ -28,7 +28,9 @@ def scores_histogram(scores: Sequence[float], *, memorized: Sequence[float] = ()
     ax.set_xlabel("denoising error (lower = memorized)" if metric == "denoising_error"
                   else f"spikiness ({metric}) of the pooled representation")
     ax.set_ylabel("count")
-    ax.legend(fontsize=8)
+    ax.set_title("your images against the model's references", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)   # under the bars
+    fig.tight_layout()
     return fig
 
 

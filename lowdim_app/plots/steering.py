@@ -17,7 +17,7 @@ def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Seque
     ``reference``: label (``memorized`` / ``generalized``) -> ``{"strengths", "p_median", "p_q25", "p_q75",
     "n"}``, the contrast measured over many samples, drawn behind as a median line with its quartile band in
     the colour of the matching contrast curve."""
-    fig, ax = new_figure(5.5, 3.2)
+    fig, ax = new_figure(5.5, 3.6)
     colors = {}
     for i, (label, ys) in enumerate(curves.items()):
         colors[label.split(" ")[0]] = f"C{i}"
@@ -32,5 +32,7 @@ def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Seque
     ax.set_ylabel(ylabel)
     if probability:
         ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(curves)),
+              frameon=False)   # under the axis, off the data
+    fig.tight_layout()
     return fig

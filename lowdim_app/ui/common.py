@@ -1,5 +1,5 @@
-"""Small helpers every tab uses: the feature adapter, error translation, GPU decoration, model choices,
-cancellation."""
+"""Small helpers every tab uses: the feature adapter (admission, lanes, the GPU job), error translation,
+model choices, cancellation."""
 from __future__ import annotations
 
 import contextvars
@@ -11,8 +11,10 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 
@@ -20,30 +22,11 @@ from ..config import Runtime, from_environment
 from ..data.images import ImageError, check_readable
 from ..errors import UserError
 from ..features.base import Cancelled, Progress
+from . import device
+from .errors import to_gr_error
+from .lanes import Lanes
 
 log = logging.getLogger("lowdim_app.ui")
-
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces  # type: ignore
-
-    gpu = spaces.GPU
-except Exception:  # pragma: no cover - depends on the host
-    def gpu(fn=None, **_kwargs):
-        return fn if fn is not None else (lambda f: f)
-
-
-def _translate(err: Exception) -> gr.Error:
-    if isinstance(err, gr.Error):
-        return err
-    if isinstance(err, (UserError, ImageError)):   # expected: one log line, no traceback
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        log.info("user error: %s", message[:300])
-        return gr.Error(message, print_exception=False)
-    if isinstance(err, Cancelled):
-        return gr.Error("cancelled", print_exception=False)
-    log.exception("unexpected error in a UI handler")
-    first = str(err).splitlines()[0][:200] if str(err) else ""
-    return gr.Error(f"Unexpected {type(err).__name__}: {first}. The app is still running; please report this.")
 
 
 def _input_error(block_fn, inputs, err: Exception) -> str:
@@ -75,12 +58,28 @@ def _input_error(block_fn, inputs, err: Exception) -> str:
 MAX_ERROR_CHARS = 300
 
 
+def _check_file_counts(block_fn, inputs) -> None:
+    """Refuse more files than an input takes (its ``max_files``, else the settings' list bound) from the
+    request's payload alone -- no file is moved, hashed or opened first."""
+    from ..features.settings import MAX_ITEMS
+
+    if not isinstance(inputs, (list, tuple)):
+        return
+    for block, value in zip(getattr(block_fn, "inputs", []), inputs):
+        if isinstance(block, (gr.File, gr.Gallery)) and isinstance(value, (list, tuple)):
+            limit = getattr(block, "max_files", None) or MAX_ITEMS
+            if len(value) > limit:
+                label = getattr(block, "label", None) or type(block).__name__
+                raise gr.Error(f"{label}: at most {limit} files per request, got {len(value)}", print_exception=False)
+
+
 class Blocks(gr.Blocks):
     """``gr.Blocks`` whose input handling never answers with gradio's generic "upstream" error: a
     value gradio cannot even preprocess (a string for a slider, a missing argument, a malformed
     file payload) becomes one ``gr.Error`` line."""
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        _check_file_counts(block_fn, inputs)      # before gradio moves or reads any of the files
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error as err:   # gradio's own input errors echo the value: keep them one short line
@@ -103,7 +102,7 @@ def handle_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as err:
-                raise _translate(err) from None
+                raise to_gr_error(err) from None
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -111,7 +110,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            raise _translate(err) from None
+            raise to_gr_error(err) from None
     return wrapper
 
 
@@ -131,6 +130,21 @@ def request_folder(prefix: str) -> Path:
         except OSError:
             pass
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
+
+
+def intro(what: str, about: str, elem_id: str | None = None) -> gr.Markdown:
+    """A tab's first lines: what to do and what to look at; the papers, equations and measurements behind
+    it folded in an "About" line."""
+    return gr.Markdown(f"{what}\n\n<details><summary>About</summary>\n\n{about}\n\n</details>",
+                       elem_id=elem_id, elem_classes=["tab-intro"])
+
+
+def own_name(upload, fallback: str, reserved=()) -> str:
+    """The name a user knows an uploaded file by (gradio keeps it as the upload's base name): messages
+    and reproduce lines then name the user's own file; ``fallback`` where it is not a usable file name or
+    clashes with a ``reserved`` name of the request's other files."""
+    name = Path(str(upload)).name
+    return fallback if name in ("", ".", "..", *reserved) else name
 
 
 def runtime() -> Runtime:
@@ -166,7 +180,7 @@ def model_dropdown_choices() -> list[tuple[str, str]]:
 
 def unavailable_note(model_id) -> str:
     """A Markdown note for a listed model that cannot be loaded here ('' when it can, or is not listed)."""
-    from ..diffusion.registry import list_models
+    from ..diffusion.registry import download_command, list_models
 
     if not isinstance(model_id, str):   # the API may send anything; the run itself says what is wrong
         return ""
@@ -174,7 +188,7 @@ def unavailable_note(model_id) -> str:
         if e.model_id == model_id.strip() and not e.available:
             if e.kind == "hub":
                 how = (f"its weights are not in the local Hugging Face cache{' and this server is offline' if _offline() else ''}."
-                       f" On a machine with internet run `huggingface-cli download {e.model_id}` (same HF_HOME), "
+                       f" On a machine with internet run `{download_command(e.model_id)}` (same HF_HOME), "
                        "or pick a built-in model (they run offline on a CPU)")
             else:
                 how = e.detail or "it is missing from this installation"
@@ -191,52 +205,63 @@ def load_model_checked(model_id):
     return load_model(model_id.strip(), runtime=runtime())
 
 
-def _gr_progress(progress):
-    """A feature ``Progress`` that reports stages to ``gr.Progress`` and lets it track tqdm bars."""
+def _first_message(progress, feature, settings) -> None:
+    """A first progress line at once (the feature's own come after its model loads)."""
     if progress is None:
-        return Progress(None, bars=True)
-
-    def show(fraction, message):
-        if fraction is not None and fraction >= 1.0:
-            return   # the result itself says the run ended (a 100% bar would cover it until the event closes)
-        try:
-            progress(fraction, desc=message)
-        except Exception:  # progress is best effort (e.g. outside a Gradio event)
-            pass
-    return Progress(show, bars=True)
+        return
+    model = getattr(settings, "model", None)
+    try:
+        progress(0.0, desc=f"loading {model}" if isinstance(model, str) and model else f"{feature.name}: starting")
+    except Exception:  # progress is best effort (e.g. outside a Gradio event)
+        pass
 
 
-def _duration(feature, settings, rt, prog, inputs, seconds) -> int:
-    return seconds
+LANES = Lanes()
+_computing = {"n": 0}
+_computing_lock = threading.Lock()
 
 
-@gpu(duration=_duration)
-def _run_on_device(feature, settings, rt, prog, inputs, seconds):
-    return feature.run(settings, runtime=rt, progress=prog, **inputs)
+@contextmanager
+def _computing_now() -> Iterator[int]:
+    """Count this run among the computations the process does now (the threads rule divides by it)."""
+    with _computing_lock:
+        _computing["n"] += 1
+        n = _computing["n"]
+    try:
+        yield n
+    finally:
+        with _computing_lock:
+            _computing["n"] -= 1
 
 
-def run_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
-    """Run a feature for a UI event: runtime from the environment, stages to ``gr.Progress``, on the
-    GPU when one is attached (ZeroGPU, for a duration sized from the request's cost); a request over
-    the operator's per-request budget is refused with the CLI command that runs it elsewhere."""
-    from ..diffusion.registry import unet_config
-    from ..features import budget
+def run_model_job(feature, settings, flag: "RunFlag", progress=None, **inputs):
+    """One model action for a UI event: admitted by the feature runner (the operator's budget), in its
+    lane (:mod:`.lanes`), its model loaded once in this process, then run by :func:`.device.run_job` --
+    on the GPU in a ZeroGPU worker on a Space, in this thread elsewhere."""
+    from ..features import runner
 
     rt = runtime()
-    model_id = getattr(settings, "model", None)
-    config = unet_config(model_id, rt) if isinstance(model_id, str) else None
-    if isinstance(model_id, str) and config is None:
-        est = budget.estimate(feature, settings, rt)   # the model cannot be read: the run says why, first
-    else:
-        est = budget.check(feature, settings, rt, config)
-    prog = _gr_progress(progress)
-    if should_stop is not None:
-        prog.should_stop = should_stop
-    return _run_on_device(feature, settings, rt, prog, inputs, budget.gpu_duration(est, rt.request_budget_s))
+    estimate = runner.admit(feature, settings, rt)
+
+    def waiting(line: str) -> None:
+        if progress is not None:
+            try:
+                progress(0.0, desc=line)
+            except Exception:  # progress is best effort
+                pass
+
+    with LANES.admit(estimate.seconds, should_stop=flag, on_wait=waiting), _computing_now() as concurrent:
+        _first_message(progress, feature, settings)
+        device.preload(settings, rt)
+        job = device.Job(feature.name, settings, rt, device.StopFile(flag.path), runner.gpu_seconds(estimate, rt),
+                         concurrent=concurrent, inputs=inputs)
+        out = device.run_job(job)
+    if isinstance(out, device.Stopped):
+        raise Cancelled()
+    return out
 
 
 HEARTBEAT_S = 0.25
-STOP_WAIT_S = 15.0
 
 
 def unchanged(n: int) -> tuple:
@@ -244,87 +269,81 @@ def unchanged(n: int) -> tuple:
     return tuple(gr.skip() for _ in range(n))
 
 
+def _stream_lab(feature, settings, flag: "RunFlag", **inputs):
+    """A live lab's partial results, computed in this process (labs need no GPU)."""
+    from .. import threads
+
+    with _computing_now() as concurrent:
+        threads.apply(workers=concurrent)
+        prog = Progress(device.show_progress, bars=True, should_stop=flag)
+        yield from feature.stream(settings, runtime=runtime(), progress=prog, **inputs)
+
+
 def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream: bool = False, **inputs):
     """A UI event as a generator over the feature's results, computed in a worker thread.
 
     While the worker runs this yields ``None`` every quarter second (the client sees the run alive,
     and gradio can close the generator at any moment), and each result as it arrives (``stream``:
-    every partial result of ``feature.stream``; else the one result of ``run_feature``, on the GPU
-    when one is attached). Cancel (button), ``job.cancel()`` from gradio_client (which closes this
-    generator) and a closed tab (``demo.unload``) all set the run's stop flag, which the feature
-    polls, so the machine is freed within one polling interval."""
+    every partial result of a live lab's ``feature.stream``, computed here; else the one result of a
+    model action, :func:`run_model_job`). Cancel (button), ``job.cancel()`` from gradio_client (which
+    closes this generator) and a closed tab (``demo.unload``) all set the run's stop flag, which the
+    feature polls -- in a ZeroGPU worker process through the flag's file -- so the machine is freed
+    within one polling interval."""
     import queue
 
-    if progress is not None:    # a first message at once (the feature's own come after its model loads)
-        model = getattr(settings, "model", None)
+    if progress is not None and stream:
+        _first_message(progress, feature, settings)
+    flag = STOP_FLAGS.start(request, lab)     # dropped by the worker when its computation has ended
+    results: queue.Queue = queue.Queue()
+    taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
+    done = object()
+
+    def hand_over(item) -> None:
+        results.put(item)
+        while not taken.wait(HEARTBEAT_S):
+            if flag():
+                return
+        taken.clear()
+
+    def work():
         try:
-            progress(0.0, desc=f"loading {model}" if isinstance(model, str) and model else f"{feature.name}: starting")
-        except Exception:  # progress is best effort (e.g. outside a Gradio event)
+            if stream:
+                for res in _stream_lab(feature, settings, flag, **inputs):
+                    hand_over(res)
+                    if flag():
+                        break
+            else:
+                hand_over(run_model_job(feature, settings, flag, progress=progress, **inputs))
+        except Cancelled:
             pass
-    with STOP_FLAGS.running(request, lab) as flag:
-        results: queue.Queue = queue.Queue()
-        taken = threading.Event()     # the worker waits until each result is rendered (results may be mutable)
-        done = object()
+        except BaseException as err:   # re-raised in the request thread
+            results.put(err)
+        finally:
+            STOP_FLAGS.finish(flag)
+            results.put(done)
 
-        def hand_over(item) -> None:
-            results.put(item)
-            while not taken.wait(HEARTBEAT_S):
-                if flag():
-                    return
-            taken.clear()
-
-        def work():
-            try:
-                if stream:
-                    prog = _gr_progress(progress)
-                    prog.should_stop = flag
-                    for res in feature.stream(settings, runtime=runtime(), progress=prog, **inputs):
-                        hand_over(res)
-                        if flag():
-                            break
-                else:
-                    hand_over(run_feature(feature, settings, progress=progress, should_stop=flag, **inputs))
-            except Cancelled:
-                pass
-            except BaseException as err:   # re-raised in the request thread
-                results.put(err)
-            finally:
-                results.put(done)
-
-        # in a copy of the event's context: gr.Progress finds its event there (progress bars from the worker)
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
-                                  daemon=True)
-        worker.start()
-        try:
-            while True:
-                try:
-                    item = results.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    yield None
-                    continue
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                taken.set()
-        except GeneratorExit:
-            flag.set()
-            worker.join(STOP_WAIT_S)      # the run counts as active until its computation has stopped
-            if worker.is_alive():
-                log.warning("%s: cancelled run still finishing a step after %s s", lab, STOP_WAIT_S)
-            raise
-
-
-def stream_feature(feature, settings, *, progress=None, should_stop=None, **inputs):
-    """Partial results of a feature for a streaming UI event (stops quietly on Cancel)."""
-    prog = _gr_progress(progress)
-    if should_stop is not None:
-        prog.should_stop = should_stop
+    # in a copy of the event's context: gr.Progress finds its event there (progress bars from the worker)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
+                              daemon=True)
+    worker.start()
     try:
-        yield from feature.stream(settings, runtime=runtime(), progress=prog, **inputs)
-    except Cancelled:
-        return
+        while True:
+            try:
+                item = results.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield None
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            taken.set()
+    except GeneratorExit:
+        # Cancel, a closed tab or a disconnected client: the computation stops at its next poll (a step, a
+        # network call); the flag stays registered until it has, without holding gradio's cancel request
+        flag.set()
+        raise
 
 
 def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
@@ -334,10 +353,15 @@ def run_cancel_buttons(prefix: str) -> tuple[gr.Button, gr.Button]:
 
 
 class RunFlag:
-    """One run's stop flag: call it to ask whether to stop (a ``should_stop`` hook); ``set()`` stops."""
+    """One run's stop flag: call it to ask whether to stop (a ``should_stop`` hook); ``set()`` stops.
+
+    ``set()`` also creates the file at ``path``, so that a computation in another process (a ZeroGPU
+    worker, given :class:`.device.StopFile` of that path) stops too; :meth:`close` removes it."""
 
     def __init__(self):
         self._event = threading.Event()
+        self.path = str(_stop_folder() / uuid.uuid4().hex)
+        self.key: tuple | None = None        # (session, lab, serial) while registered in StopFlags
 
     def __call__(self) -> bool:
         return self._event.is_set()
@@ -346,6 +370,19 @@ class RunFlag:
 
     def set(self) -> None:
         self._event.set()
+        try:
+            Path(self.path).touch()
+        except OSError:
+            log.warning("cannot create the stop file %s", self.path)
+
+    def close(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _stop_folder() -> Path:
+    folder = Path(tempfile.gettempdir()) / "lowdim-app" / "stop"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class StopFlags:
@@ -367,20 +404,30 @@ class StopFlags:
     def _session(request):
         return getattr(request, "session_hash", None)
 
-    @contextmanager
-    def running(self, request, lab: str):
+    def start(self, request, lab: str) -> "RunFlag":
+        """Register a fresh flag for a run of ``lab`` in the caller's session; :meth:`finish` drops it."""
         flag = RunFlag()
         with self._lock:
             self._next += 1
-            key = (self._session(request), lab, self._next)
-            self._flags[key] = flag
+            flag.key = (self._session(request), lab, self._next)
+            self._flags[flag.key] = flag
+        return flag
+
+    def finish(self, flag: "RunFlag") -> None:
+        """The run's computation has ended (stopped by Cancel or not)."""
+        if flag():   # Cancel, a cancelled request or a closed tab
+            log.info("%s: run stopped by Cancel", flag.key[1])
+        with self._lock:
+            self._flags.pop(flag.key, None)
+        flag.close()
+
+    @contextmanager
+    def running(self, request, lab: str):
+        flag = self.start(request, lab)
         try:
             yield flag
         finally:
-            if flag():   # Cancel, a cancelled request or a closed tab
-                log.info("%s: run stopped by Cancel", lab)
-            with self._lock:
-                self._flags.pop(key, None)
+            self.finish(flag)
 
     def _set(self, match) -> int:
         with self._lock:

@@ -8,6 +8,7 @@ reproduce line names exactly these files and, run in a folder holding them, give
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -21,18 +22,22 @@ from ..errors import UserError
 from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES, KEEP_OUTSIDE
 from ..features.edit import FEATURE as EDIT
 from ..features.edit import MAX_ALPHAS, MAX_K, MAX_PASSES, AlphaRange, EditSettings
+from ..features.settings import fmt
 from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
 from .common import (
     ImageEditor,
     cancel_button,
     handle_errors,
+    intro,
     model_dropdown_choices,
+    own_name,
     request_folder,
     run_in_worker,
     unchanged,
     unavailable_note,
 )
+from .lanes import MODEL_EVENTS
 
 EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
 IMAGE_FILE, MASK_FILE, DIRECTION_FILE = "image.png", "mask.png", "direction.safetensors"
@@ -106,7 +111,7 @@ def _reproduce(result) -> tuple[str, list[str]]:
         placeholders["mask"] = MASK_FILE
         files.append(s.mask)
     if s.load_direction:
-        placeholders["load_direction"] = DIRECTION_FILE
+        placeholders["load_direction"] = shlex.quote(Path(s.load_direction).name)
         files.append(s.load_direction)
     line = result.reproduce(placeholders=placeholders, extra=f"--out {OUT_FOLDER}")
     names = " and ".join(f"`{Path(f).name}`" for f in files)
@@ -116,7 +121,19 @@ def _reproduce(result) -> tuple[str, list[str]]:
 
 def _edit_outputs(result):
     text, files = _reproduce(result)
-    return result.images()["strip"], fig_to_pil(result.figure()), result.summary() + text, files
+    return _labelled(result), fig_to_pil(result.figure()), result.summary() + text, files
+
+
+def _labelled(result):
+    """The strip as the app shows it and the API returns it: α under each column, α = 0 framed, the rows
+    named, the painted mask outlined on every tile of a local edit (the CLI's strip.png stays bare)."""
+    s = result.settings
+    mask = np.asarray(Image.open(s.mask)) > 0 if s.mask else None
+    rows = ("saved direction" if s.load_direction else f"along v{s.direction}", "random")
+    try:
+        return label_strip(result.images()["strip"], result.alphas, rows=rows, mask=mask)
+    except Exception:   # display only: never fail the run for a label
+        return result.images()["strip"]
 
 
 @handle_errors
@@ -147,16 +164,31 @@ def _captions(items: list) -> list:
 
 
 def _search_text(search) -> str:
-    """The search summary, with the rank note saying what the plot shows."""
-    text = search.summary()
+    """The search in a few words: where (t as the slider shows it, and the timestep), the numerical rank
+    and what the search did (each fact once)."""
+    s, found = search.settings, search.search
+    where = f"at t = {fmt(s.t)} T (timestep {search.t})"
     if search.local:
-        note = "numerical rank: not defined for a local edit (the plot is the spectrum of the masked part of J_t)"
-    elif search.search.spectrum is None:
-        note = (f"numerical rank: not computed (the plot shows only the top {len(search.search.singular_values)} "
-                "singular values; the rank needs the full spectrum, found by the exact path for n <= 1024)")
+        rank = "numerical rank: not defined for a local edit (the plot is the spectrum of the masked part of J_t)"
+    elif found.numerical_rank is not None:
+        rank = f"numerical rank r = {found.numerical_rank} of n = {search.n}"
+    elif found.spectrum is None:
+        rank = (f"numerical rank: not computed (the plot shows the top {len(found.singular_values)} singular "
+                "values; the rank needs the full spectrum, found by the exact path for n <= 1024)")
     else:
-        note = "numerical rank: not computed"
-    return text.replace("numerical rank: needs the full spectrum (exact path, n <= 1024)", note)
+        rank = "numerical rank: not computed"
+    summary = found.summary
+    method, status = str(summary.get("method") or ""), str(summary.get("status") or search.status)
+    how = status if status.startswith(method) else f"{method}, {status}"
+    calls = summary.get("batched_calls")
+    text = (f"**{'Local (masked)' if search.local else 'Global'} directions** {where}: {rank}. "
+            f"Search: {how}" + (f" in {calls} batched calls" if calls else "") + ".")
+    if search.stopped_at_budget:
+        text += (" **Stopped at the pass budget**: the directions are the best found so far; raise *max passes* "
+                 "(Advanced) for converged ones.")
+    if search.is_latent:
+        text += " Latent model: v_i/u_i show the first 3 latent channels."
+    return text + "\n\nNext: pick a direction below and press **Edit**."
 
 
 def _state(state) -> dict:
@@ -232,20 +264,20 @@ def _matches_search(editor, settings) -> bool:
         return False
 
 
-def inputs_changed(editor, state, raw=None, made_from=None):
+def inputs_changed(editor, state, strip=None, made_from=None):
     """A new image (or mask) in the editor: results that no longer match it are cleared, with a note.
 
-    Outputs: spectrum, v gallery, u gallery, info, state, raw strip, strip, effect, edit info, files. The
+    Outputs: spectrum, v gallery, u gallery, info, state, strip, effect, edit info, files. The
     editor also reports events that change nothing (loading its image): ``made_from``, the fingerprint of
     the editor when the strip was made, keeps the strip then."""
     keep = gr.skip()
-    if raw is None:
+    if strip is None:
         stale = False
     elif made_from is not None:
         stale = made_from != fingerprint(editor)
     else:   # the strip's fingerprint is not recorded yet: compare with the search it was made from
         stale = bool(state and "settings" in state) and not _matches_search(editor, state["settings"])
-    clear_strip = (None, None, None, STALE_STRIP, None) if stale else (keep,) * 5
+    clear_strip = (None, None, STALE_STRIP, None) if stale else (keep,) * 4
     if not state or "search" not in state:
         return (keep,) * 5 + clear_strip
     try:
@@ -256,40 +288,11 @@ def inputs_changed(editor, state, raw=None, made_from=None):
     return (keep,) * 5 + clear_strip
 
 
-def labelled_strip(raw, state, amax, count, transfer: bool = False):
-    """The strip for display: alpha above each column (alpha = 0 framed), the rows named, the painted
-    mask outlined on every tile of a local edit."""
-    if raw is None:
-        return None
-    try:
-        alphas = AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas
-    except Exception:
-        return raw
-    mask, top = None, "saved direction"
-    if not transfer and state and "settings" in state:
-        settings = state["settings"]
-        top = "along v_i"
-        if settings.mask:
-            mask = np.asarray(Image.open(settings.mask)) > 0
-    try:
-        return label_strip(Image.fromarray(np.asarray(raw)), alphas, rows=(top, "random"), mask=mask)
-    except Exception:   # display only: never fail the run for a label
-        return raw
-
-
-def _labelled_edit(raw, state, amax, count, index, editor=None):
-    return labelled_strip(raw, state, amax, count), fingerprint(editor)
-
-
 def _model_changed(model_id):
     """The note for a model not available here; the prompt only for models that are not built-in (the
     built-in digit models are unconditional)."""
 
     return unavailable_note(model_id), gr.update(visible=str(model_id or "").strip() not in BUILTIN_MODELS)
-
-
-def _labelled_transfer(raw, amax, count, editor=None):
-    return labelled_strip(raw, None, amax, count, transfer=True), fingerprint(editor)
 
 
 @handle_errors
@@ -299,23 +302,35 @@ def apply_direction(editor, file, model_id, steps, prompt, amax, count, seed, pr
     if file is None:
         raise UserError("upload a direction file (.safetensors from 'Save direction')")
     image, _ = _save_inputs(editor, local=False)
-    direction = image.parent / DIRECTION_FILE
-    shutil.copyfile(file if isinstance(file, str) else file.name, direction)
+    upload = Path(file if isinstance(file, str) else file.name)
+    direction = image.parent / own_name(upload, DIRECTION_FILE, reserved=(IMAGE_FILE, MASK_FILE))
+    shutil.copyfile(upload, direction)
     settings = EditSettings.from_raw(image=str(image), model=model_id, steps=steps, prompt=prompt or "",
                                      load_direction=str(direction), seed=seed,
                                      alpha=AlphaRange.from_raw(amax=_tidy(amax), count=count).alphas)
     yield from _stream_edit(settings, request, progress)
 
 
+INTRO = ("**Find directions** for the image (a held-out digit is loaded), then pick a direction `v_i` and press "
+         "**Edit**: the top row moves the image along `v_i`, the bottom row along a random direction of the same "
+         "length. Look at the difference: a direction of the Jacobian changes the digit's shape, the random one "
+         "barely changes anything. "
+         "Paint on the image and tick *local edit* to edit only the painted region.")
+ABOUT = ("The directions are the top right singular vectors `v_i` of the denoiser's Jacobian "
+         "`J_t = d x0_hat / d x_t` at the image's DDIM inversion `x_t` (Wang et al. 2024, arXiv:2409.02426, §4.2, "
+         "App. E.4); the spectrum's numerical rank is eq. 46 (η = 0.99). Local edits project onto the masked part "
+         "of `J_t` (Chen et al. 2024, LOCO Edit, arXiv:2409.02374). `u_i = J v_i / σ_i` is what a direction "
+         "changes in the predicted clean image. *Save direction* writes `v_i` as a file that *Apply a saved "
+         "direction* (transfer) uses on another image.")
+
+
 def build() -> None:
-    gr.Markdown("Edit an image by moving its inverted noisy version `x_t` along the top right singular vectors `v_i` "
-                "of the denoiser's Jacobian `J_t = d x0_hat / d x_t` (Wang et al. 2024, §4.2), then sampling back "
-                "with DDIM. Paint on the image and tick *local edit* for a masked edit (Chen et al. 2024, LOCO Edit).")
+    intro(INTRO, ABOUT, elem_id="edit-intro")
     state = gr.State()
-    with gr.Row():
-        with gr.Column(scale=1):
+    with gr.Row(elem_classes=["lab-row"]):   # below 1000 px the strip goes under the search inputs, full width
+        with gr.Column(scale=1, min_width=300, elem_id="edit-controls"):
             editor = ImageEditor(label="Image (paint a mask for a local edit)", type="numpy", elem_id="edit-image",
-                                 height=320, value=EXAMPLES[0] if EXAMPLES else None,
+                                 height=260, value=EXAMPLES[0] if EXAMPLES else None,
                                  brush=gr.Brush(default_size=2, colors=["#ff3030"], color_mode="fixed"))
             model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="edit-model")
@@ -328,11 +343,6 @@ def build() -> None:
                 local = gr.Checkbox(label="local edit (painted mask)", elem_id="edit-local")
             prompt = gr.Textbox(label="Prompt (text models; the Jacobian is of the conditional x0_hat, no CFG)",
                                 elem_id="edit-prompt", visible=DEFAULT_MODEL not in BUILTIN_MODELS)
-            with gr.Row():   # the main action above the fold
-                find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
-                stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
-            if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
             with gr.Accordion("Advanced", open=False, elem_id="edit-advanced"):
                 with gr.Row():
                     max_passes = gr.Number(value=DEFAULT_MAX_PASSES, precision=0, minimum=2, maximum=MAX_PASSES,
@@ -342,54 +352,64 @@ def build() -> None:
                                     label="tolerance (estimated subspace error)", elem_id="edit-tol")
                 jvp = gr.Radio(list(JVP_MODES), value=DEFAULT_JVP_MODE, elem_id="edit-jvp",
                                label="JVP: central difference (low memory) or exact forward-mode AD")
-        with gr.Column(scale=2):
-            info = gr.Markdown(elem_id="edit-info")
-            spectrum = gr.Image(label="Singular values and numerical rank (eta = 0.99, Wang et al. 2024, eq. 46)",
-                                elem_id="edit-spectrum", height=300, show_label=False)   # the figure has its title
-            vgal = gr.Gallery(label="v_i (edit directions; σ_i = singular value)", columns=8, height=130,
-                              fit_columns=False, object_fit="contain", elem_id="edit-v")
-            ugal = gr.Gallery(label="u_i = J v_i / σ_i (what each direction changes in x0_hat)", columns=8,
-                              height=130, fit_columns=False, object_fit="contain", elem_id="edit-u")
-    with gr.Row():
-        with gr.Column(scale=1):
-            index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index")
             with gr.Row():
-                amax = gr.Number(value=6, label="alpha range A ([-A, A])", elem_id="edit-amax")
-                count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of alphas", elem_id="edit-count")
-            seed = gr.Number(value=0, precision=0, label="seed of the random control", elem_id="edit-seed")
+                find = gr.Button("Find directions", variant="primary", elem_id="edit-find-btn", scale=3)
+                stop = gr.Button("Cancel", elem_id="edit-cancel", scale=1)
+            if EXAMPLES:
+                gr.Examples(EXAMPLES, inputs=editor, label="Held-out digits")
+            with gr.Accordion("Save a direction, or apply a saved one (transfer)", open=False, elem_id="edit-transfer"):
+                save = gr.Button("Save direction v_i", elem_id="edit-save-btn")
+                saved = gr.File(label="saved direction", elem_id="edit-saved", visible=False, height=80)
+                load = gr.File(label="a saved direction (.safetensors)", file_types=[".safetensors"],
+                               elem_id="edit-load", height=100)
+                apply = gr.Button("Apply the saved direction to this image", elem_id="edit-apply-btn")
+        with gr.Column(scale=2, elem_id="edit-results"):
+            info = gr.Markdown(elem_id="edit-info", label="search summary")
+            with gr.Row(equal_height=False):
+                spectrum = gr.Image(label="singular-value spectrum of J_t (numerical rank, eq. 46)",
+                                    elem_id="edit-spectrum", height=230, show_label=False, scale=1,
+                                    min_width=260)   # the figure has its title
+                with gr.Column(scale=1, min_width=260):
+                    vgal = gr.Gallery(label="v_i: edit directions (σ_i = singular value)", columns=8, height=104,
+                                      fit_columns=False, object_fit="contain", elem_id="edit-v")
+                    ugal = gr.Gallery(label="u_i = J v_i / σ_i: what each changes in x0_hat", columns=8,
+                                      height=104, fit_columns=False, object_fit="contain", elem_id="edit-u")
+            with gr.Row(elem_id="edit-edit-controls", equal_height=False):
+                index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index", min_width=140)
+                amax = gr.Number(value=6, label="α range A ([-A, A])", elem_id="edit-amax", min_width=100)
+                count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of α", elem_id="edit-count",
+                                  min_width=140)
+                seed = gr.Number(value=0, precision=0, label="seed (random row)", elem_id="edit-seed", min_width=100)
+                go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn", min_width=90, scale=0, size="lg")
             keep = gr.Slider(0, 1, value=KEEP_OUTSIDE, step=0.05, elem_id="edit-keep", visible=False,
                              label="keep outside the mask (share of the steps on the unedited trajectory)")
-            go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn")
-            save = gr.Button("Save direction", elem_id="edit-save-btn")
-            saved = gr.File(label="Saved direction", elem_id="edit-saved", visible=False, height=80)
-            load = gr.File(label="Apply a saved direction (transfer)", file_types=[".safetensors"], elem_id="edit-load")
-            apply = gr.Button("Apply saved direction to this image", elem_id="edit-apply-btn")
-        with gr.Column(scale=2):
-            strip_raw = gr.Image(visible="hidden", format="png", elem_id="edit-strip-raw")   # the API's strip
-            strip = gr.Image(label="Edits along v_i (top) and along a random direction (bottom); α = 0 framed",
-                             elem_id="edit-strip", format="png", interactive=False)
-            effect = gr.Image(label="Change vs alpha", elem_id="edit-effect", height=260)
-            edit_info = gr.Markdown(elem_id="edit-edit-info")
-            files = gr.File(label="Files for the reproduce line", file_count="multiple", elem_id="edit-files")
+            strip = gr.Image(label="edit strip: along v_i (top) and a random direction (bottom), α = 0 framed",
+                             elem_id="edit-strip", format="png", interactive=False, show_label=False)
+            edit_info = gr.Markdown(elem_id="edit-edit-info", label="edit summary and reproduce line")
+            with gr.Row(equal_height=False):
+                effect = gr.Image(label="change vs α", elem_id="edit-effect", height=220, show_label=False,
+                                  min_width=260)
+                files = gr.File(label="files for the reproduce line", file_count="multiple", elem_id="edit-files",
+                                min_width=260, elem_classes=["compact-file"])
 
-    heavy = dict(concurrency_limit=1, concurrency_id="heavy")
+    heavy = MODEL_EVENTS
     events = [find.click(find_directions, [editor, model, t_frac, k, steps, prompt, local, max_passes, tol, jvp],
-                         [spectrum, vgal, ugal, info, state, index], api_name="find_directions", **heavy),
-              go.click(edit, [editor, state, index, amax, count, seed, keep], [strip_raw, effect, edit_info, files],
-                       api_name="edit", **heavy),
+                         [spectrum, vgal, ugal, info, state, index], api_name="find_directions",
+                         show_progress_on=[spectrum], **heavy),
+              go.click(edit, [editor, state, index, amax, count, seed, keep], [strip, effect, edit_info, files],
+                       api_name="edit", show_progress_on=[strip], **heavy),
               apply.click(apply_direction, [editor, load, model, steps, prompt, amax, count, seed],
-                          [strip_raw, effect, edit_info, files], api_name="apply_direction", **heavy)]
+                          [strip, effect, edit_info, files], api_name="apply_direction", show_progress_on=[strip],
+                          **heavy)]
     made_from = gr.State()   # the editor's fingerprint when the strip was made
-    events[1].then(_labelled_edit, [strip_raw, state, amax, count, index, editor], [strip, made_from], api_name=False,
-                   queue=False)
-    events[2].then(_labelled_transfer, [strip_raw, amax, count, editor], [strip, made_from], api_name=False,
-                   queue=False)
+    for ev in events[1:]:
+        ev.then(fingerprint, editor, made_from, api_name=False, queue=False, show_progress="hidden")
     cancel_button(stop, events, "edit", status=info,
-                  outputs=[spectrum, vgal, ugal, state, index, strip_raw, effect, edit_info, files])
+                  outputs=[spectrum, vgal, ugal, state, index, strip, effect, edit_info, files])
     # a stroke, an upload or an example (gradio 6's ImageEditor reports these as input/upload, not change)
     for event in (editor.input, editor.upload, editor.clear):
-        event(inputs_changed, [editor, state, strip_raw, made_from],
-              [spectrum, vgal, ugal, info, state, strip_raw, strip, effect, edit_info, files],
+        event(inputs_changed, [editor, state, strip, made_from],
+              [spectrum, vgal, ugal, info, state, strip, effect, edit_info, files],
               api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden")
     local.change(lambda on: gr.update(visible=bool(on)), local, keep, api_name=False, queue=False,
                  show_progress="hidden")

@@ -16,7 +16,8 @@ from ..features.audit import REPORT, TABLE, AuditSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .common import handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .lanes import MODEL_EVENTS
 
 MAX_NOISE_DRAWS = 16
 
@@ -32,6 +33,13 @@ def _names(paths: list[str]) -> list[str]:
     return [Path(p).name for p in paths]
 
 
+def _is_zero(value) -> bool:
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False   # not a number: the settings say so
+
+
 def _reproduce(line: str, files: bool) -> str:
     return f"Reproduce{' (in the folder holding your files)' if files else ''}: `{line}`"
 
@@ -45,6 +53,8 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
     With ``calibration_file`` (a JSON saved by *Calibrate* or the CLI) its layer, t, metric and noise draws
     are used and its threshold gives the verdicts; otherwise the model's shipped calibration."""
     paths, cal_paths = _paths(files), _paths(calibration_file)
+    if not paths and _is_zero(n_generate):
+        raise UserError("nothing to score: upload images, or set 'also generate samples' to 1 or more")
     uploaded = bool(cal_paths)
     settings = ScoreSettings.from_raw(
         images=_names(paths), model=model_id, layer=(layer or "").strip(),
@@ -77,6 +87,8 @@ def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, prog
     """Fit a threshold from uploaded known-memorized and known-generalized images: ROC, text with the
     reproduce line, calibration JSON."""
     mem, gen = _paths(mem_files), _paths(gen_files)
+    if not mem or not gen:
+        raise UserError(f"upload known-{'memorized' if not mem else 'generalized'} images (both sets are needed)")
     settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
                                           layer=(layer or "").strip(), t=t, metric=metric or "std",
                                           target_fpr=target_fpr)
@@ -128,32 +140,42 @@ def build_audit() -> None:
         with gr.Row():
             go = gr.Button("Audit", variant="primary", elem_id="audit-btn")
             stop = gr.Button("Cancel", elem_id="audit-cancel")
-        summary = gr.Markdown(elem_id="audit-summary")
+        summary = gr.Markdown(elem_id="audit-summary", label="summary and reproduce line")
         with gr.Row():
-            counts = gr.Dataframe(headers=["verdict", "images"], interactive=False, elem_id="audit-counts")
+            counts = gr.Dataframe(headers=["verdict", "images"], interactive=False, elem_id="audit-counts",
+                                  label="images per verdict")
             table = gr.File(label="scores.csv", elem_id="audit-csv")
             report = gr.File(label="report.html (self-contained)", elem_id="audit-report")
     wire_cancellable((go, stop), audit, [folder, model, out, batch, invert, seed], [summary, counts, table, report],
-                     api_name="audit", concurrency_limit=1, concurrency_id="heavy")
+                     api_name="audit", **MODEL_EVENTS)
+
+
+INTRO = ("Upload images (or ask for generated samples) and press **Score**: each image gets a verdict, "
+         "memorized or generalized, from how spiky the model's internal representation of it is. Look at the "
+         "verdict column, at where your images (green lines) fall between the model's memorized and generalized "
+         "references, and at each image beside its nearest training image.")
+ABOUT = ("The paper's score is the spikiness (std) of the global-max-pooled activation of a U-Net layer at t = 50 "
+         "(Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1); the denoising error (Carlini et al. 2023, "
+         "arXiv:2301.13188) is the other detector. Each built-in model's shipped calibration picks the detector "
+         "that separates its near-copies from novel images best; choose `std` under *metric* for the paper's "
+         "score. *Calibrate a threshold* fits your own from known-memorized and known-generalized images.")
 
 
 def build() -> None:
-    gr.Markdown("Is an image memorized by the model? The paper's score is the spikiness (std) of the "
-                "global-max-pooled activation of a U-Net layer at t = 50 (Zhang et al. 2025, arXiv:2512.20963, §4.1, "
-                "Alg. 1); the denoising error (Carlini et al. 2023, arXiv:2301.13188) is the other detector. Each "
-                "built-in model's shipped calibration (`assets/calibrations/`) picks the detector that separates its "
-                "near-copies from novel images best; choose `std` under *metric* for the paper's score.")
+    intro(INTRO, ABOUT, elem_id="mem-intro")
     examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, min_width=300, elem_id="mem-controls"):
             # no file_types filter: a file that is not an image reaches the feature, which names it as skipped
             files = gr.File(label="Images (PNG, JPEG, ...; a file that is not an image is named as skipped)",
                             file_count="multiple", elem_id="mem-files")
             model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="mem-model")
             with gr.Row():
-                n_gen = gr.Slider(0, 64, value=0, step=1, label="also generate samples", elem_id="mem-ngen")
-                seed = gr.Number(value=0, precision=0, label="seed", elem_id="mem-seed")
+                n_gen = gr.Slider(0, 64, value=0, step=1, label="also generate samples", elem_id="mem-ngen",
+                                  min_width=140)
+                seed = gr.Number(value=0, precision=0, label="seed", elem_id="mem-seed", min_width=80)
+            invert = gr.Checkbox(False, label="invert intensities (dark-on-light drawings)", elem_id="mem-invert")
             with gr.Accordion("Layer, timestep, metric (defaults: the calibration's)", open=False):
                 layer = gr.Textbox(label="layer (empty: calibrated default)", elem_id="mem-layer")
                 t = gr.Number(value=50, precision=0, label="t", elem_id="mem-t")
@@ -163,18 +185,23 @@ def build() -> None:
                                     elem_id="mem-noise")
                 cal_upload = gr.File(label="calibration file (JSON from Calibrate / the CLI; empty: the shipped one)",
                                      file_types=[".json"], elem_id="mem-cal-upload")
-            invert = gr.Checkbox(False, label="invert intensities (dark-on-light drawings)", elem_id="mem-invert")
             go = gr.Button("Score", variant="primary", elem_id="mem-score-btn")
-        with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="mem-summary")
+        with gr.Column(scale=2, elem_id="mem-results"):
+            summary = gr.Markdown(elem_id="mem-summary", label="summary")
             table = gr.Dataframe(headers=["image", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms",
-                                          "reason"], elem_id="mem-table", interactive=False)
-            gr.Markdown("\n".join(f"* **{k}**: {v}" for k, v in COLUMN_HELP.items()), elem_id="mem-columns")
-            repro = gr.Markdown(elem_id="mem-reproduce")
-            csv_file = gr.File(label="CSV", elem_id="mem-csv")
-            hist = gr.Image(label="Scores against the model's reference distributions", elem_id="mem-hist", height=300)
-            nn = gr.Gallery(label="Your image (left) | its nearest training image (right), built-in models",
-                            columns=3, height="auto", object_fit="contain", elem_id="mem-nn")
+                                          "reason"], elem_id="mem-table", interactive=False, wrap=True, max_height=300,
+                                 column_widths=["19%", "12%", "9%", "15%", "10%", "12%", "23%"],
+                                 label="scores (one row per image)", show_label=False)
+            repro = gr.Markdown(elem_id="mem-reproduce", label="reproduce line")
+            with gr.Row(equal_height=False):
+                hist = gr.Image(label="score histogram against the model's references", elem_id="mem-hist",
+                                height=250, show_label=False, min_width=300)   # the figure has its title
+                nn = gr.Gallery(label="your image | its nearest training image (built-in models)",
+                                columns=2, height=250, object_fit="contain", elem_id="mem-nn", min_width=240)
+            with gr.Row(equal_height=False):
+                with gr.Accordion("What the columns mean", open=False, elem_id="mem-columns-help"):
+                    gr.Markdown("\n".join(f"* **{k}**: {v}" for k, v in COLUMN_HELP.items()), elem_id="mem-columns")
+                csv_file = gr.File(label="scores.csv", elem_id="mem-csv", elem_classes=["compact-file"])
     with gr.Accordion("Calibrate a threshold from known images", open=False):
         with gr.Row():
             mem_files = gr.File(label="Known memorized", file_count="multiple", file_types=["image"], elem_id="cal-mem")
@@ -182,23 +209,24 @@ def build() -> None:
             target = gr.Number(value=0.01, label="target FPR", elem_id="cal-fpr")
         cal_go = gr.Button("Calibrate", elem_id="cal-btn")
         with gr.Row():
-            roc = gr.Image(label="ROC", elem_id="cal-roc", height=320)
+            roc = gr.Image(label="ROC curve", elem_id="cal-roc", height=320)
             with gr.Column():
-                cal_text = gr.Markdown(elem_id="cal-text")
-                cal_file = gr.File(label="Calibration (JSON)", elem_id="cal-file")
+                cal_text = gr.Markdown(elem_id="cal-text", label="calibration summary and reproduce line")
+                cal_file = gr.File(label="calibration JSON", elem_id="cal-file")
     examples = sorted(str(p) for p in runtime().examples.glob("digit_*.png"))
+    outputs = [table, csv_file, hist, summary, nn, repro]
     with examples_slot:
         gr.Examples([[None, "digits-mem", "", 50, "", 4, 16, 0], [None, "digits-gen", "", 50, "", 4, 16, 0]]
                     + ([[examples, "digits-dup", "", 50, "", 4, 0, 0]] if examples else []),
-                    [files, model, layer, t, metric, n_noise, n_gen, seed],
-                    [table, csv_file, hist, summary, nn, repro], fn=score, cache_examples=True, cache_mode="lazy",
+                    [files, model, layer, t, metric, n_noise, n_gen, seed], outputs, fn=score, cache_examples=True,
+                    cache_mode="lazy",
                     example_labels=["16 samples of digits-mem (memorizing)", "16 samples of digits-gen (generalizing)"]
                     + (["held-out digits on digits-dup"] if examples else []),
                     label="Examples (the first click runs one, later clicks show the stored result)",
                     elem_id="mem-examples")
     if not runtime().public:
         build_audit()
-    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert],
-             [table, csv_file, hist, summary, nn, repro], api_name="score", concurrency_limit=2, concurrency_id="light")
+    go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert], outputs,
+             api_name="score", show_progress_on=[table], **MODEL_EVENTS)
     cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
-                 api_name="calibrate", concurrency_limit=2, concurrency_id="light")
+                 api_name="calibrate", show_progress_on=[roc], **MODEL_EVENTS)

@@ -9,8 +9,9 @@ from ..diffusion.registry import DEFAULT_MODEL, list_models, resolve
 from ..errors import UserError
 from ..features.sample import FEATURE as SAMPLE
 from ..features.sample import SampleSettings
-from .common import (handle_errors, model_dropdown_choices, run_in_worker, runtime, unavailable_note, unchanged,
+from .common import (handle_errors, intro, model_dropdown_choices, run_in_worker, runtime, unavailable_note, unchanged,
                      wire_cancellable)
+from .lanes import MODEL_EVENTS
 
 MAX_STEPS = 1000
 
@@ -73,11 +74,16 @@ def _hub_examples() -> list[list]:
 
 
 def build() -> None:
-    gr.Markdown("Pick a model, sample a grid (DDIM, seeded), and read the model's card. "
-                "Built-in models run offline on a CPU; hub models need their weights in the local cache.")
+    intro("Pick a model and press **Sample**: a grid of images drawn with deterministic DDIM from the seed. Look at "
+          "how the three built-in digit models differ (an example each, above): digits-mem reproduces its few "
+          "training digits, digits-gen draws new ones; the card below says how each was trained and what was "
+          "measured.",
+          "Built-in models run offline on a CPU; allow-listed hub models (Stable Diffusion v1.4, DDPM CIFAR-10 and "
+          "CelebA-HQ) need their weights in the local Hugging Face cache. A local diffusers folder works too. The "
+          "same seed and settings give the same grid from the reproduce line.", elem_id="models-intro")
     examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, min_width=300, elem_id="models-controls"):
             model = gr.Dropdown(model_dropdown_choices(), value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
                                 elem_id="models-model", info="built-in id, allow-listed hub id, or a local diffusers folder")
             n = gr.Slider(1, runtime().max_samples, value=16, step=1, label="Number of images", elem_id="models-n")
@@ -90,9 +96,9 @@ def build() -> None:
                 go = gr.Button("Sample", variant="primary", elem_id="models-sample-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="models-cancel", scale=1)
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples", type="pil", elem_id="models-grid", format="png", height=520,
+            grid = gr.Image(label="sample grid", type="pil", elem_id="models-grid", format="png", height=520,
                             interactive=False)
-            repro = gr.Markdown(elem_id="models-reproduce")
+            repro = gr.Markdown(elem_id="models-reproduce", label="reproduce line")
     hub = _hub_examples()
     with examples_slot:
         gr.Examples([[m, 16, 0, 50, "", 7.5] for m in ("digits-gen", "digits-mem", "digits-dup")] + hub,
@@ -102,13 +108,14 @@ def build() -> None:
                     + [f"{r[0]}: {r[4] or 'unconditional'}" for r in hub],
                     elem_id="models-examples")
     with gr.Accordion("Model card", open=True):
-        card = gr.Markdown(value=_initial_card(), elem_id="models-card")
+        card = gr.Markdown(value=_initial_card(), elem_id="models-card", label="model card")
     with gr.Accordion("All models", open=False):
         gr.Dataframe(value=models_table(), headers=["model", "kind", "status", "description", "detail"],
                              interactive=False, elem_id="models-table")
 
     wire_cancellable((go, stop), sample, [model, n, seed, steps, prompt, guidance], [grid, repro], api_name="sample",
-                     lab="sample", status=repro, concurrency_limit=1, concurrency_id="heavy")
+                     lab="sample", status=repro, show_progress_on=[grid],   # one progress bar, on the grid
+                     **MODEL_EVENTS)
     model.change(model_card, model, card, api_name="model_card", show_progress="hidden")
     # the user's own pick only (.input): an example sets the model and its grid together
     model.input(_samples_stale, [model, grid], [grid, repro], api_name=False, queue=False, show_progress="hidden")

@@ -21,8 +21,9 @@ from ..features.steer import (
 )
 from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
-from .common import (Image, cancel_button, handle_errors, model_dropdown_choices, request_folder, run_in_worker,
-                     unavailable_note, unchanged)
+from .common import (Image, cancel_button, handle_errors, intro, model_dropdown_choices, own_name, request_folder,
+                     run_in_worker, unavailable_note, unchanged)
+from .lanes import MODEL_EVENTS
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
@@ -68,8 +69,9 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
                              source_seed=source_seed if source_image is None else 1, a_max=a_max, count=count, seed=seed)
     inputs: dict = {}
     vector = _file_path(vector_file)
-    if vector is not None:
-        concept, inputs["vector"] = {"vector": VECTOR_FILE}, vector
+    if vector is not None:   # named as uploaded: messages and the reproduce line name the user's own file
+        name = own_name(vector, VECTOR_FILE, reserved=(SOURCE_FILE, "steer.json"))
+        concept, inputs["vector"] = {"vector": name}, vector
     elif concept_mode == "digit class":
         concept = {"concept": f"digit:{tab.digit}"}   # concept_n: the feature's default
     elif concept_mode == "prompt":
@@ -115,8 +117,11 @@ def _outputs(result, from_files: bool) -> tuple:
     where = " (in a folder holding the files below)" if from_files else ""
     info = (f"{result.summary()}\n\nReproduce{where}: `{result.reproduce()}`\n\nWith the vector file offered below, "
             f"`--vector {VECTOR_FILE}` replaces the concept set.")
-    return (images["strip"], None if fig is None else fig_to_pil(fig), images.get("contrast"), info, files_out,
-            str(vector_out))
+    strengths = result.settings.strengths
+    contrast = images.get("contrast")
+    return (labelled(images["strip"], strengths), None if fig is None else fig_to_pil(fig),
+            None if contrast is None else labelled(contrast, strengths, rows=("memorized", "generalized")), info,
+            files_out, str(vector_out))
 
 
 def steer_example(model_id, concept_mode, digit, source_seed, contrast, progress=gr.Progress(track_tqdm=True),
@@ -126,19 +131,13 @@ def steer_example(model_id, concept_mode, digit, source_seed, contrast, progress
                      None, progress=progress, request=request)
 
 
-def labelled(raw, a_max, count, rows=()):
-    """A strip for display: ``a = ...`` above each column, a = 0 (the unsteered sample) framed."""
-    if raw is None:
-        return None
+def labelled(strip, strengths, rows=()):
+    """A strip as the app shows it and the API returns it: ``a = ...`` under each column, a = 0 (the
+    unsteered sample) framed (the CLI's strip.png stays bare)."""
     try:
-        tab = TabInputs.from_raw(a_max=a_max, count=count)
-        return label_strip(raw, np.linspace(0.0, tab.a_max, tab.count), symbol="a", rows=rows)
-    except Exception:   # display only
-        return raw
-
-
-def _labelled_outputs(strip, contrast, a_max, count):
-    return labelled(strip, a_max, count), labelled(contrast, a_max, count, rows=("memorized", "generalized"))
+        return label_strip(strip, strengths, symbol="a", rows=rows)
+    except Exception:   # display only: never fail the run for a label
+        return strip
 
 
 def mode_changed(mode):
@@ -147,17 +146,25 @@ def mode_changed(mode):
             gr.update(visible=mode == "uploaded images"), gr.update(visible=mode == "digit class"))
 
 
+INTRO = ("Pick a digit and press **Steer**: one sample is drawn at increasing steering strength `a` (a = 0, framed, "
+         "is the unsteered sample). Look at the strength where the sample turns into the digit, on the curve and "
+         "in the contrast rows: a memorized sample needs a larger `a` and flips more abruptly than a "
+         "generalized one.")
+ABOUT = ("Steering adds `a * v` to U-Net activations while sampling, where `v` is the mean representation of a "
+         "concept set (Zhang et al. 2025, arXiv:2512.20963, §4.2, eq. 11, Fig. 8). Built-in digit models: a spatial "
+         "concept-minus-all-digits vector at four up-block layers; Stable Diffusion: the paper's recipe (App. B.3: 6 "
+         "layers, t~ = 10, last 20 of 40 steps, CFG 3.5). Measured on digits-dup (10 memorized and 10 generalized "
+         "samples per target digit): memorized samples need a larger strength to reach P(target) = 0.5 (median "
+         "a = 0.88 vs 0.44 for digit 4, 1.12 vs 0.75 for digit 7) and change more abruptly between neighbouring "
+         "strengths (largest one-step RMS change, median 0.26 vs 0.14 and 0.23 vs 0.17). Every run offers its vector "
+         "as a file; uploading it under *Source image, saved vector* steers again without a concept set.")
+
+
 def build() -> None:
-    gr.Markdown("Add `a * v` to U-Net activations while sampling (Zhang et al. 2025, §4.2, eq. 11): `v` is the mean "
-                "representation of a concept set. Built-in digit models: spatial concept-minus-all-digits vector at "
-                "four up-block layers; Stable Diffusion: the paper's recipe (App. B.3: 6 layers, t~ = 10, last 20 of "
-                "40 steps, CFG 3.5). Measured on digits-dup (bench/steer_contrast.py; 10 memorized and 10 generalized "
-                "samples per target digit): memorized samples need a larger strength to reach P(target) = 0.5 "
-                "(median a = 0.88 vs 0.44 for digit 4, 1.12 vs 0.75 for digit 7) and change more abruptly between "
-                "neighbouring strengths (largest one-step RMS change, median 0.26 vs 0.14 and 0.23 vs 0.17).")
+    intro(INTRO, ABOUT, elem_id="steer-intro")
     examples_slot = gr.Column()   # the examples sit above the inputs
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, min_width=300, elem_id="steer-controls"):
             model = gr.Dropdown(model_dropdown_choices(), value="digits-dup", label="Model", allow_custom_value=True,
                                 elem_id="steer-model")
             model_note = gr.Markdown(elem_id="steer-model-note")
@@ -167,12 +174,12 @@ def build() -> None:
             files = gr.File(label="concept images", file_count="multiple", file_types=["image"], elem_id="steer-files",
                             visible=False)
             with gr.Row():
-                source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed")
-                a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax")
-                count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
+                source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed", min_width=100)
+                a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax", min_width=100)
+            count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
             contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
                                    elem_id="steer-contrast")
-            with gr.Row():   # the main action above the fold
+            with gr.Row():
                 go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
             with gr.Accordion("Source image, saved vector", open=False, elem_id="steer-more"):
@@ -185,35 +192,33 @@ def build() -> None:
                 layers = gr.Textbox(label="layers (comma-separated; empty: recipe)", elem_id="steer-layers")
                 seed = gr.Number(value=0, precision=0, label="seed (prompt concept images, noise of the concept features)",
                                  elem_id="steer-vector-seed")
-        with gr.Column(scale=2):
-            info = gr.Markdown(elem_id="steer-info")
-            strip_raw = gr.Image(visible="hidden", format="png", elem_id="steer-strip-raw")   # the API's strips
-            contrast_raw = gr.Image(visible="hidden", format="png", elem_id="steer-contrast-raw")
-            strip = gr.Image(label="steered samples, a = 0 .. a_max (a = 0 framed: no steering)", elem_id="steer-strip",
-                             format="png", interactive=False)
-            curve = gr.Image(label="concept strength vs a", elem_id="steer-curve", height=280, format="png")
-            contrast_img = gr.Image(label="memorized (top) vs generalized (bottom) source", elem_id="steer-contrast-img",
-                                    format="png", interactive=False)
-            used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
-                           interactive=False, elem_id="steer-files-out")
-            vector_out = gr.File(label="steering vector (.safetensors: upload it to steer again without a concept set)",
-                                 interactive=False, elem_id="steer-vector-out")
+        with gr.Column(scale=2, elem_id="steer-results"):
+            strip = gr.Image(label="steered strip (a = 0 .. a_max; a = 0 framed: no steering)", elem_id="steer-strip",
+                             format="png", interactive=False, show_label=False, height=170)
+            contrast_img = gr.Image(label="contrast strip: memorized (top) vs generalized (bottom) source",
+                                    elem_id="steer-contrast-img", format="png", interactive=False, show_label=False,
+                                    height=260)
+            info = gr.Markdown(elem_id="steer-info", label="summary and reproduce line")
+            with gr.Row(equal_height=False):
+                curve = gr.Image(label="concept strength vs a", elem_id="steer-curve", height=260, format="png",
+                                 show_label=False, min_width=300)
+                with gr.Column(min_width=240):
+                    used = gr.File(label="files the reproduce line reads, and steer.json", file_count="multiple",
+                                   interactive=False, elem_id="steer-files-out", elem_classes=["compact-file"])
+                    vector_out = gr.File(label="steering vector (upload it to steer again without a concept set)",
+                                         interactive=False, elem_id="steer-vector-out", elem_classes=["compact-file"])
+    outputs = [strip, curve, contrast_img, info, used, vector_out]
     with examples_slot:
         gr.Examples([["digits-dup", "digit class", 4, 1, True], ["digits-dup", "digit class", 7, 3, True]],
-                    [model, mode, digit, source_seed, contrast], [strip_raw, curve, contrast_raw, info, used, vector_out],
+                    [model, mode, digit, source_seed, contrast], outputs,
                     fn=steer_example, cache_examples=True, cache_mode="lazy", elem_id="steer-examples",
                     example_labels=["digits-dup towards a 4 (seed 1)",
                                     "digits-dup towards a 7 (seed 3)"],
                     label="Examples (the first click runs one, later clicks show the stored result)")
     ev = go.click(steer, [model, mode, digit, prompt, files, source_seed, source_image, a_max, count, kind, layers,
-                          contrast, seed, vector_in],
-                  [strip_raw, curve, contrast_raw, info, used, vector_out], api_name="steer", concurrency_limit=1,
-                  concurrency_id="heavy")
-    cancel_button(stop, [ev], "steer", status=info, outputs=[strip_raw, curve, contrast_raw, used, vector_out])
-    # an example fills the raw strips without a click: label whatever they hold when it changes
-    for raw in (strip_raw, contrast_raw):
-        raw.change(_labelled_outputs, [strip_raw, contrast_raw, a_max, count], [strip, contrast_img], api_name=False,
-                   queue=False, show_progress="hidden")
+                          contrast, seed, vector_in], outputs, api_name="steer", show_progress_on=[strip],
+                  **MODEL_EVENTS)
+    cancel_button(stop, [ev], "steer", status=info, outputs=[strip, curve, contrast_img, used, vector_out])
     mode.change(mode_changed, mode, [digit, prompt, files, contrast], api_name=False, queue=False,
                 show_progress="hidden")
     model.change(unavailable_note, model, model_note, api_name=False, queue=False, show_progress="hidden")
