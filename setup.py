@@ -9,5 +9,7 @@ setup(
     package_dir={"lowdim_app.assets": "assets"},
     package_data={"lowdim_app.assets": ["models/*/*.json", "models/*/*.md", "models/*/*.png",
                                         "models/*/*/*.json", "models/*/*/*.safetensors",
-                                        "calibrations/*.json", "calibrations/*.csv", "examples/*.png"]},
+                                        "calibrations/*.json", "calibrations/*.csv", "examples/*.png"],
+                  "lowdim_app.data": ["memorization_prompts/*.jsonl", "memorization_prompts/*.txt",
+                                      "memorization_prompts/*.md"]},
 )

@@ -62,15 +62,16 @@ def test_digit_concept_with_contrast_round_trip(client, tmp_path):
 
 
 def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
-    """Uploads travel as the model-size PNGs the tab offers; the line names them (concept_000.png ...,
-    source.png) and the command reads back exactly those pixels."""
+    """Uploads travel as files the settings carry, named as the user's own (a source named like a concept
+    image gets a suffix); the tab offers them as model-size PNGs under those names, and the line, run where
+    they are, reads back exactly those pixels."""
     strip, curve, contrast, info, files, vector = client.predict(
         "digits-gen", "uploaded images", 4, "", [handle_file(str(p)) for p in EXAMPLES], 1,
         handle_file("assets/examples/digit_3_test2.png"), 2.0, 3, "spatial", "up_blocks.0.resnets.0, mid_block", False,
         0, api_name="/steer")
     names = [Path(f).name for f in files]
-    assert names == [f"concept_{i:03d}.png" for i in range(len(EXAMPLES))] + ["source.png", "steer.json"]
-    assert "--source source.png" in info and "--kind spatial" in info and "--layers up_blocks.0.resnets.0,mid_block" in info
+    assert names == [p.name for p in EXAMPLES] + ["digit_3_test2-2.png", "steer.json"]
+    assert "--source digit_3_test2-2.png" in info and "--kind spatial" in info and "--layers up_blocks.0.resnets.0,mid_block" in info
     assert all(_pixels(f).shape == (16, 16) for f in files if f.endswith(".png"))
     ui = json.loads(Path(files[-1]).read_text())
     cli = _run_line_where_the_files_are(info, files, tmp_path)
@@ -80,12 +81,13 @@ def test_uploaded_concept_and_source_image_round_trip(client, tmp_path):
 
 
 def test_steer_an_uploaded_source_image(client):
-    """An uploaded image is DDIM-inverted, then steered; the tab offers it as the source.png the line names."""
+    """An uploaded image is DDIM-inverted, then steered; the tab offers it under its own name, which the line
+    names."""
     strip, curve, _, info, files, _ = client.predict("digits-dup", "digit class", 7, "", None, 1,
                                                   handle_file("assets/examples/digit_3_test2.png"), 1.5, 3, "recipe",
                                                   "", False, 0, api_name="/steer")
-    assert strip and curve and "--source source.png" in info
-    assert [Path(f).name for f in files] == ["source.png", "steer.json"]
+    assert strip and curve and "--source digit_3_test2.png" in info
+    assert [Path(f).name for f in files] == ["digit_3_test2.png", "steer.json"]
 
 
 def test_saved_vector_round_trip(client, tmp_path):

@@ -290,7 +290,7 @@ def test_score_settings_need_images_or_generated_samples_and_print_a_clean_line(
         ScoreSettings(model="digits-dup")
     s = ScoreSettings(model="digits-dup", n_generate=2, seed=5)
     assert s.images == () and s.to_cli() == "python -m lowdim_app score --model digits-dup --no-invert --n-generate 2 --seed 5"
-    with pytest.raises(UserError, match="images must be a list of text values"):
+    with pytest.raises(UserError, match="images must be a file, got 1"):
         ScoreSettings(images=[1], model="digits-dup")
 
 

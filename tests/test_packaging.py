@@ -84,6 +84,8 @@ def run_installed(bindir: Path, cwd: Path) -> None:
             "assert str(REPO) not in lowdim_app.__file__, lowdim_app.__file__\n"
             "assert (c.DEFAULT_ASSETS / 'calibrations' / 'digits-dup.json').is_file(), c.DEFAULT_ASSETS\n"
             "f = find_directions(c.DEFAULT_ASSETS / 'examples' / 'digit_2_test0.png', 'digits-gen', k=2, steps=8)\n"
+            "from lowdim_app.data.prompts import load_prompt_set\n"
+            "assert len(load_prompt_set('sd14-memorized')) == len(load_prompt_set('sd14-nonmemorized')) == 500\n"
             "print(len(f.search.singular_values), lowdim_app.__file__)\n").replace("REPO", repr(str(REPO)))
     r = subprocess.run([str(bindir / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=600)
@@ -105,6 +107,8 @@ def test_wheel_ships_models_and_installs_outside_the_repo(tmp_path, artifacts):
         assert f"lowdim_app/assets/models/{mid}/scheduler/scheduler_config.json" in names
         assert f"lowdim_app/assets/calibrations/{mid}.json" in names
     assert "lowdim_app/assets/examples/digit_2_test0.png" in names and "lowdim_app/api.py" in names
+    for f in ("sd14_memorized_500.jsonl", "sd14_nonmemorized_500.txt", "README.md"):   # the benchmark's prompt sets
+        assert f"lowdim_app/data/memorization_prompts/{f}" in names, f
     assert not any(n.startswith(("tests/", "bench/")) or n.endswith((".pyc", ".pyi")) for n in names)
     t0 = time.perf_counter()
     bindir = venv(tmp_path / "venv", system_site=True)

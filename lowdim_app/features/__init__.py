@@ -12,7 +12,7 @@ from .settings import Settings
 FEATURE_MODULES = [
     "sample", "train", "card",
     "edit", "rank", "directions",
-    "score", "calibrate", "calibrate_builtin", "audit",
+    "score", "calibrate", "calibrate_builtin", "audit", "benchmark_memorization",
     "steer",
     "phase", "molrg_rank", "gl_score",
     "relu_dae", "mog_ddpm", "molr_mog",

@@ -17,7 +17,7 @@ from . import sharding
 from ..errors import UserError
 from .base import Cost, Feature, Progress, Result, runtime_or_default
 from .common import load, model_setting
-from .score import COLUMN_HELP, METRICS, nearest_of, score_tensors
+from .score import COLUMN_HELP, METRIC_CHOICES, check_image_metric, nearest_of, score_tensors
 from .settings import Settings, seed_setting, setting
 
 HEADER = ["path", "sha256", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason", "error"]
@@ -36,7 +36,7 @@ class AuditSettings(Settings):
                                max_chars=1000)
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS, help="detector (auto: the calibration's, else std)")
+    metric: str | None = setting(None, choices=METRIC_CHOICES, help="detector (auto: the calibration's, else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
@@ -48,6 +48,7 @@ class AuditSettings(Settings):
     seed: int = seed_setting(help="seed of the noise draws (per image: the same row on any process)")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.source:
             raise UserError("name the images to audit: a folder, a text file of paths, or a glob pattern")
         if not self.out:
@@ -166,6 +167,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
     import numpy as np
 
     from ..data.images import load_image, to_pil
+    from ..methods.memorization import paper_direction
     from ..metrics import auroc, roc, tpr_at_fpr
     from ..plots.html_report import Report
     from ..plots.memorization import audit_histogram, roc_figure
@@ -186,7 +188,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
                                metric=how.metric), "histogram of scores", elem_id="histogram")
     if s.labels:
         labels = read_labels(s.labels)
-        sign = cal.direction if cal else (-1 if how.metric == "denoising_error" else 1)
+        sign = cal.direction if cal else paper_direction(how.metric)
         pos = [sign * float(r["score"]) for r in scored if labels.get(r["path"]) == 1]
         neg = [sign * float(r["score"]) for r in scored if labels.get(r["path"]) == 0]
         rep.heading("ROC on your labels")
@@ -201,7 +203,7 @@ def write_report(res: AuditResult, s: AuditSettings, how, model, builtin: bool) 
         if cal is not None:
             order = sorted(scored, key=lambda r: (float(r["implied_fpr"] or 1), -cal.direction * float(r["score"])))
         else:
-            sign = -1 if how.metric == "denoising_error" else 1
+            sign = paper_direction(how.metric)
             order = sorted(scored, key=lambda r: -sign * float(r["score"]))
         top = order[:s.top]
         c, h, w = model.image_shape
@@ -242,8 +244,9 @@ class Audit(Feature):
     distributed = True
 
     def cost(self, s: AuditSettings, unet_config: dict | None = None) -> Cost:
-        return Cost(forward=2 * (s.noise_draws or 4),
-                    note="per image: one early-stopped U-Net pass per noise draw and one for the out-of-domain check")
+        return Cost(forward=(4 if s.metric == "flipd" else 2) * (s.noise_draws or 4),
+                    note="per image: one early-stopped U-Net pass per noise draw (FLIPD: 3) and one for the "
+                         "out-of-domain check")
 
     def run(self, s: AuditSettings, *, runtime=None, progress=None, should_stop=None, model=None,
             state=None) -> AuditResult:

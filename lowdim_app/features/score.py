@@ -1,23 +1,33 @@
 """``score``: is an image memorized? Spikiness of the U-Net's pooled representation against a
-calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1), with the nearest training
-image of each image for the built-in models (their training sets are known)."""
+calibrated threshold (Zhang et al. 2025, arXiv:2512.20963, §4.1, Alg. 1) -- or another prompt-free
+detector (the denoising error, FLIPD; :mod:`lowdim_app.methods.detectors`) -- with the nearest training
+image of each image for the built-in models (their training sets are known). The prompt detectors
+(Wen et al. 2024, Jeon et al. 2025) score generations, not images: ``benchmark memorization`` runs them."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..data.images import MAX_FILE_BYTES
 from ..errors import UserError
+from ..methods.detectors import PROMPT_DETECTORS
 from ..metrics import SPIKINESS_METRICS
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import load, model_setting
-from .settings import Settings, seed_setting, setting
+from .settings import FileRef, Settings, seed_setting, setting
 
 GENERATE_STEPS = 50
 MAX_PAIRS = 12       # neighbour pairs shown
-METRICS = SPIKINESS_METRICS + ("denoising_error",)
+METRICS = SPIKINESS_METRICS + ("denoising_error", "flipd")     # the prompt-free detectors: they score an image
+METRIC_CHOICES = METRICS + PROMPT_DETECTORS   # accepted, so that a prompt detector is refused with its reason
+NO_CALIBRATION = ("No calibration matches these settings: scores only. Fit one under Calibrate: a one-class "
+                  "calibration needs only images known not to be training data (or, for a text model, generations "
+                  "of non-memorized prompts) and states the false-positive rate it promises; or keep the "
+                  "calibration's layer, t and metric.")
 CSV_HEADER = ["path", "score", "spread", "verdict", "implied_fpr", "nearest_train_rms", "reason"]
 COLOUR_THRESHOLD = 0.02   # mean |channel - gray| (in [0, 1]) above which an image counts as colour
 COLUMN_HELP = {
@@ -33,25 +43,40 @@ COLUMN_HELP = {
 }
 
 
+def check_image_metric(metric: str | None) -> None:
+    """A prompt detector cannot score an image: say why and what runs it."""
+    if metric in PROMPT_DETECTORS:
+        from ..methods.detectors import detector
+
+        raise UserError(f"{metric} ({detector(metric).paper}) needs the prompt: it reads the first steps of a "
+                        "generation, not an image; `python -m lowdim_app benchmark memorization` runs it")
+
+
+MAX_IMAGE_MB = MAX_FILE_BYTES / 2**20   # one image file (what the image loader reads)
+MAX_CALIBRATION_MB = 5     # a calibration JSON (the shipped ones are < 0.1 MB)
+
+
 @dataclass(frozen=True)
 class ScoreSettings(Settings):
     COMMAND = "score"
-    images: tuple[str, ...] = setting((), positional=True, help="image files or folders")
+    images: tuple[FileRef, ...] = setting((), positional=True, help="image files or folders", max_mb=MAX_IMAGE_MB)
     model: str = model_setting()
     layer: str = setting("", help="U-Net module (empty: the calibration's layer)", max_chars=200)
     t: int | None = setting(None, lo=0, hi=999, label="timestep t", help="timestep (auto: the calibration's, else 50)")
-    metric: str | None = setting(None, choices=METRICS,
-                                 help="detector: a spikiness measure or denoising_error (auto: the calibration's, else std)")
+    metric: str | None = setting(None, choices=METRIC_CHOICES,
+                                 help="detector: a spikiness measure, denoising_error or flipd (auto: the calibration's, "
+                                      "else std)")
     noise_draws: int | None = setting(None, lo=1, hi=64, label="noise draws",
                                       help="noise draws averaged (auto: the calibration's, else 4)")
     invert: bool = setting(False, help="flip intensities first (dark-on-light drawings for a light-on-dark model)")
-    calibration: str = setting("", help="calibration JSON from `calibrate` (empty: the model's shipped one)",
-                               max_chars=1000)
+    calibration: FileRef | None = setting(None, help="calibration JSON from `calibrate` (none: the model's shipped one)",
+                                          max_chars=1000, max_mb=MAX_CALIBRATION_MB)
     n_generate: int = setting(0, lo=0, hi=10_000, label="generated samples",
                               help="also score this many fresh DDIM samples (seeded, 50 steps)")
     seed: int = seed_setting(help="seed of the noise draws and of the generated samples")
 
     def check(self) -> None:
+        check_image_metric(self.metric)
         if not self.images and not self.n_generate:
             raise UserError("upload at least one image or ask for generated samples (image paths or --n-generate N)")
 
@@ -126,15 +151,15 @@ class ScoreResult(Result):
     def headline(self) -> str:
         cal = self.calibration
         if cal is None:
-            return ("No calibration matches these settings: scores only (fit one with Calibrate, "
-                    "or keep the calibration's layer, t and metric).")
+            return NO_CALIBRATION
         area = "n/a" if cal.auroc is None else round(cal.auroc, 3)
         counts = {v: sum(r.verdict == v for r in self.rows) for v in ("uncertain", "out-of-domain")}
-        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} "
-                f"(calibrated FPR {cal.fpr:.3f}; AUROC {area}). "
+        quality = (f"one-class: {cal.promise_text()}" if cal.kind == "one-class" else
+                   f"calibrated FPR {cal.fpr:.3f}; AUROC {area}")
+        text = (f"Detector: {cal.detector_name()}, {self.noise_draws} noise draws: {cal.rule()} ({quality}). "
                 f"{sum(bool(r.memorized) for r in self.rows)} of {len(self.rows)} images flagged"
                 + "".join(f", {n} {v}" for v, n in counts.items() if n) + ".")
-        name = Path(self.settings.calibration).name
+        name = Path(str(self.settings.calibration)).name
         if self.calibration_source == "uploaded":
             text += f" Settings and threshold from the uploaded calibration file {name}."
         elif self.calibration_source == "file":
@@ -161,7 +186,7 @@ def load_images(model, sources, names=None, invert: bool = False,
     from ..data.images import ImageError, list_image_files, load_image
 
     if isinstance(sources, torch.Tensor):
-        names = list(names) if names is not None else [f"image {i}" for i in range(len(sources))]
+        names = [str(n) for n in names] if names is not None else [f"image {i}" for i in range(len(sources))]
         if len(names) != len(sources):
             raise UserError(f"{len(sources)} images but {len(names)} names")
         if colour is not None:
@@ -169,10 +194,12 @@ def load_images(model, sources, names=None, invert: bool = False,
         return (-sources.float() if invert else sources.float()), names, []
     items = []
     for i, src in enumerate(sources):
-        given = None if names is None else names[i]
+        given = str(src) if isinstance(src, FileRef) else None if names is None else str(names[i])
+        if isinstance(src, FileRef):
+            src = os.fspath(src)
         if isinstance(src, (str, Path)) and Path(src).is_dir():
             try:
-                items += [(f, str(f)) for f in list_image_files(src)]
+                items += [(f, str(f) if given is None else f"{given.rstrip('/')}/{f.name}") for f in list_image_files(src)]
             except ImageError as err:
                 items.append((None, str(err)))
         else:
@@ -224,23 +251,24 @@ class Score(Feature):
 
     def cost(self, s: ScoreSettings) -> Cost:
         n = len(s.images) + s.n_generate
-        return Cost(forward=2 * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
-                    note="one (early-stopped) U-Net pass per image and noise draw, one more for the out-of-domain check, "
+        per_draw = 3 if s.metric == "flipd" else 1      # FLIPD: one pass + a central difference per probe
+        return Cost(forward=(per_draw + 1) * n * (s.noise_draws or 4) + s.n_generate * GENERATE_STEPS,
+                    note="one (early-stopped) U-Net pass per image and noise draw (FLIPD: 3), one more for the "
+                         "out-of-domain check, "
                          "plus 50 DDIM steps per generated "
                          "sample; a folder counts as one image")
 
     def run(self, s: ScoreSettings, *, runtime=None, progress=None, should_stop=None, model=None,
-            images=None, names=None, calibration_file: str | Path | None = None) -> ScoreResult:
-        """``images``/``names``: what the UI holds (uploaded files or tensors) in place of ``s.images``;
-        ``calibration_file``: the real path of the file ``s.calibration`` names (an upload)."""
+            images=None, names=None) -> ScoreResult:
+        """``images``/``names``: in-memory images (PIL, arrays, tensors) of a library caller, shown under
+        ``names``, in place of the files ``s.images``."""
         from ..methods import memorization as mz
         from ..methods.memorization_builtin import BUILTIN_MODELS
 
         rt = runtime_or_default(runtime)
         prog = Progress.wrap(progress, should_stop)
         model = load(s.model, rt, model)
-        cal_path = calibration_file or s.calibration
-        uploaded = mz.Calibration.load(cal_path) if cal_path else None
+        uploaded = mz.Calibration.load(s.calibration) if s.calibration else None
         how = mz.setup(model, rt.assets, s.layer, s.t, s.metric, s.noise_draws, uploaded)
 
         parts, shown, skipped, colour = [], [], [], []
@@ -262,7 +290,7 @@ class Score(Feature):
 
         res = ScoreResult(settings=s, rows=rows, layer=how.layer, t=how.t, metric=how.metric, noise_draws=how.n_noise,
                           calibration=how.calibration, skipped=skipped, scored=scored,
-                          calibration_source={"file": "uploaded" if calibration_file else "file",
+                          calibration_source={"file": "uploaded" if s.calibration and s.calibration.uploaded else "file",
                                               "shipped": "shipped"}.get(how.source, ""))
         if model.model_id in BUILTIN_MODELS:
             prog(0.9, "nearest training images")

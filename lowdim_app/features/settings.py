@@ -10,14 +10,17 @@ declaration drives
 
 Supported field types: ``int``, ``float``, ``bool``, ``str`` (with ``choices`` for a fixed set),
 ``tuple[int, ...]`` / ``tuple[float, ...]`` (CLI ranges ``A:B``, ``LO:HI:COUNT``, ``A,B,C``),
-``tuple[str, ...]`` (several values, e.g. file paths: ``nargs="+"`` on the command line), each
-optionally ``| None`` (``None`` = "automatic", shown as such in help).
+``tuple[str, ...]`` (several values: ``nargs="+"`` on the command line), :class:`FileRef` and
+``tuple[FileRef, ...]`` (files a run reads: an upload or a path; ``FileRef | str`` also takes the texts
+that start with one of ``Spec.keywords``, e.g. ``seed:N``), each optionally ``| None`` (``None`` =
+"automatic", shown as such in help).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
+import os
 import shlex
 import typing
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ class Spec:
     max_chars: int = MAX_TEXT
     range_style: str = "list"    # how tuple[float] ranges print: "list" or "linspace" (LO:HI:COUNT)
     cli: bool = True             # False: a setting only the Python API and the UI set
+    max_mb: float | None = None  # files: the largest file accepted
+    keywords: tuple[str, ...] = ()   # ``FileRef | str``: texts starting with these are not files
 
 
 def setting(default: Any = dataclasses.MISSING, **spec) -> Any:
@@ -63,12 +68,69 @@ def seed_setting(default: int = 0, help: str = "random seed (same seed, same res
     return setting(default, lo=0, hi=SEED_MAX, help=help)
 
 
+# ----------------------------------------------------------------------------- file inputs
+@dataclass(frozen=True)
+class FileRef:
+    """A file a run reads: ``path``, where it lies, and ``name``, what the user knows it by (an upload's
+    own file name, or the path as typed). Messages and reproduce lines print the name; ``open``,
+    ``Path`` and the loaders read the path. Plain data: it pickles across a process boundary."""
+
+    path: str
+    name: str = ""
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.path)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def uploaded(self) -> bool:
+        """Received by a server (its name is not the path it lies at)."""
+        return self.name != self.path
+
+    @classmethod
+    def of(cls, value) -> "FileRef":
+        """A path (text or path-like), a file dict of the Gradio API (``path`` and ``orig_name``), or a
+        :class:`FileRef`."""
+        if isinstance(value, FileRef):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            return cls(value["path"], value.get("orig_name") or os.path.basename(value["path"]))
+        if isinstance(value, (str, os.PathLike)):
+            return cls(os.fspath(value), str(value))
+        raise TypeError(value)
+
+    @classmethod
+    def upload(cls, path: str | os.PathLike) -> "FileRef":
+        """A file the server received: named by its base name (Gradio keeps the uploaded file's own name)."""
+        return cls(os.fspath(path), os.path.basename(os.fspath(path)))
+
+
+def file_texts(values) -> tuple[str, ...]:
+    """The names of files and the texts of a ``FileRef | str`` list, for messages and comparisons."""
+    return tuple(str(v) for v in values)
+
+
 # ----------------------------------------------------------------------------- field types
 @dataclass(frozen=True)
 class FieldType:
-    base: type            # int, float, bool, str, tuple
+    base: type            # int, float, bool, str, tuple, FileRef
     item: type | None     # item type of a tuple
     optional: bool
+
+
+def _file_union(hint) -> bool:
+    """``FileRef`` or ``FileRef | str``."""
+    return hint is FileRef or (typing.get_origin(hint) in (typing.Union, _UnionType)
+                               and FileRef in typing.get_args(hint))
+
+
+_UnionType = type(int | str)
 
 
 def field_type(cls, f: dataclasses.Field) -> FieldType:
@@ -76,12 +138,14 @@ def field_type(cls, f: dataclasses.Field) -> FieldType:
     args = typing.get_args(hint)
     optional = type(None) in args
     if optional:
-        rest = [a for a in args if a is not type(None)]
-        hint = rest[0]
+        rest = tuple(a for a in args if a is not type(None))
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]
+    if _file_union(hint):
+        return FieldType(FileRef, None, optional)
     origin = typing.get_origin(hint)
     if origin is tuple:
         item = typing.get_args(hint)[0]
-        return FieldType(tuple, item, optional)
+        return FieldType(tuple, FileRef if _file_union(item) else item, optional)
     if hint not in (int, float, bool, str):
         raise TypeError(f"{cls.__name__}.{f.name}: unsupported setting type {hint!r}")
     return FieldType(hint, None, optional)
@@ -215,6 +279,38 @@ def _to_texts(label: str, value, spec: Spec, f) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _to_file(label: str, value, spec: Spec, f) -> "FileRef | str":
+    """An upload or a path -> :class:`FileRef` (its name checked like text, a regular file's size against
+    ``spec.max_mb``); a text starting with one of ``spec.keywords`` stays text."""
+    if isinstance(value, str) and spec.keywords and value.strip().startswith(spec.keywords):
+        return _to_text(label, value.strip(), spec, f)
+    if isinstance(value, str) and not value.strip():
+        raise UserError(f"{label} must be " + "".join(f"{k}... or " for k in spec.keywords) + "a file")
+    try:
+        ref = FileRef.of(value)
+    except TypeError:
+        raise UserError(f"{label} must be a file, got {_short(value)}") from None
+    for text in (ref.name, ref.path):
+        if not text.strip() or len(text) > spec.max_chars or "\x00" in text:
+            raise UserError(f"{label}: not a usable file name: {_short(ref.name)}")
+    if spec.max_mb is not None and os.path.isfile(ref.path):
+        mb = os.path.getsize(ref.path) / 2**20
+        if mb > spec.max_mb:
+            raise UserError(f"{label}: {ref.name} is too large ({mb:.1f} MB, at most {fmt(spec.max_mb)} MB)")
+    return ref
+
+
+def _to_files(label: str, value, spec: Spec, f) -> tuple:
+    items = [value] if isinstance(value, (str, os.PathLike, dict, FileRef)) else value
+    if not isinstance(items, (list, tuple)):
+        raise UserError(f"{label} must be a list of files, got {_short(value)}")
+    if not items and spec.positional and f.default is dataclasses.MISSING:
+        raise UserError(f"{label}: give at least one file")
+    if len(items) > spec.max_items:
+        raise UserError(f"{label}: at most {spec.max_items} files, got {len(items)}")
+    return tuple(_to_file(label, v, spec, f) for v in items)
+
+
 def _to_numbers(item: type):
     def convert(label: str, value, spec: Spec, f) -> tuple:
         if isinstance(value, str):
@@ -241,7 +337,8 @@ def _to_numbers(item: type):
 
 
 _CONVERTERS = {bool: _to_bool, int: _to_number(True), float: _to_number(False), str: _to_text,
-               (tuple, str): _to_texts, (tuple, int): _to_numbers(int), (tuple, float): _to_numbers(float)}
+               (tuple, str): _to_texts, (tuple, int): _to_numbers(int), (tuple, float): _to_numbers(float),
+               FileRef: _to_file, (tuple, FileRef): _to_files}
 
 
 def coerce(cls, f: dataclasses.Field, value):
@@ -288,7 +385,10 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+        """JSON-ready values; files by the name the user gave them."""
+        def plain(v):
+            return str(v) if isinstance(v, FileRef) else v
+        return {f.name: [plain(x) for x in v] if isinstance(v := getattr(self, f.name), tuple) else plain(v)
                 for f in dataclasses.fields(self)}
 
     def to_cli(self, *, placeholders: dict[str, str] | None = None, extra: str = "", omit=()) -> str:
@@ -323,8 +423,10 @@ class Settings:
 
 def _cli_value(v, ft: FieldType, spec: Spec) -> str | None:
     """A setting's value as shell text (``None``: nothing to write, e.g. an empty list flag)."""
-    if ft.item is str:
-        return " ".join(shlex.quote(x) for x in v) if v or spec.positional else None
+    if ft.item in (str, FileRef):
+        return " ".join(shlex.quote(str(x)) for x in v) if v or spec.positional else None
+    if ft.base is FileRef:
+        return shlex.quote(str(v))
     if ft.base is bool:
         return ""
     if v is None:
@@ -381,7 +483,7 @@ def _help(f: dataclasses.Field, ft: FieldType, spec: Spec) -> str:
     if spec.choices:
         bits.append("one of " + ", ".join(map(str, spec.choices)))
     default = None if f.default is dataclasses.MISSING else f.default
-    if not spec.positional and f.default is not dataclasses.MISSING and default != ():
+    if not spec.positional and f.default is not dataclasses.MISSING and default != () and ft.base is not FileRef:
         bits.append("default: " + ("auto" if default is None else "''" if default == "" else _format(default, ft, spec)))
     text = spec.help
     if bits:
@@ -399,7 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         ft = field_type(cls, f)
         kw = {"help": _help(f, ft, spec)}
         if spec.positional:
-            if ft.item is str:
+            if ft.item in (str, FileRef):
                 required = f.default is dataclasses.MISSING
                 kw.update(nargs="+" if required else "*", **({} if required else {"default": list(f.default)}))
             parser.add_argument(f.name, metavar=f.name.upper(), **kw)
@@ -408,8 +510,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         if ft.base is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
-            kw.update(metavar="LIST" if ft.base is tuple and ft.item is not str else f.name.upper(),
-                      **({"nargs": "+"} if ft.item is str else {}))
+            kw.update(metavar="LIST" if ft.base is tuple and ft.item not in (str, FileRef) else f.name.upper(),
+                      **({"nargs": "+"} if ft.item in (str, FileRef) else {}))
         parser.add_argument(_flag(f), **kw)
 
 

@@ -31,23 +31,25 @@ from ..errors import UserError, check_range
 from ..methods import steering as st
 from .base import Cost, Feature, Progress, Result, csv_text, runtime_or_default
 from .common import conditioning, load, model_setting, upscale_for
-from .settings import SEED_MAX, Settings, seed_setting, setting
+from .score import MAX_IMAGE_MB
+from .settings import SEED_MAX, FileRef, Settings, file_texts, seed_setting, setting
 
 CONCEPT_HELP = ("digit:K (built-in digit models: training digits of class K minus all digits), prompt:TEXT "
                 "(text models: images generated from TEXT), a folder of images, or image files; "
                 "leave it out with --vector (the file names its concept)")
-SOURCE_FILE = "source.png"          # the name the UI gives an uploaded source image
+SOURCE_FILE = "source.png"          # the name a library caller's in-memory source image is saved under
+MAX_VECTOR_MB = 64                  # a saved steering vector (an SD v1.4 recipe vector is ~2 MB)
 DIGIT_CONCEPT_SHAPE = (1, 16, 16)
 CONTRAST_ORDER = ("memorized", "generalized")
 MAX_STRENGTH = st.MAX_STRENGTH
 DIGIT_CONCEPT_N = st.DIGITS_RECIPE["concept_n"]      # training digits of the class (App. B.3: 100 images)
 PROMPT_CONCEPT_N = st.SD_RECIPE["concept_n"]         # generated images of a prompt concept (measured)
 CONCEPT_STEPS = st.SD_RECIPE["concept_steps"]        # DDIM steps per generated concept image, at most (measured)
-VECTOR_FILE = "steering_vector.safetensors"          # the name the UI gives a vector it offers or was handed
+VECTOR_FILE = "steering_vector.safetensors"          # the name the UI offers a computed vector under
 
 
 def concept_file_names(n: int) -> tuple[str, ...]:
-    """The names the UI gives ``n`` uploaded concept images (and offers them under)."""
+    """The names ``n`` in-memory concept images of a library caller are saved under."""
     return tuple(f"concept_{i:03d}.png" for i in range(n))
 
 
@@ -55,17 +57,19 @@ def concept_file_names(n: int) -> tuple[str, ...]:
 class SteerSettings(Settings):
     COMMAND = "steer"
     model: str = model_setting()
-    concept: tuple[str, ...] = setting((), help=CONCEPT_HELP, max_chars=1000)
+    concept: tuple[FileRef | str, ...] = setting((), help=CONCEPT_HELP, max_chars=1000, keywords=("digit:", "prompt:"),
+                                                 max_mb=MAX_IMAGE_MB)
     concept_n: int | None = setting(None, lo=1, hi=10_000, help="images in a digit:K or prompt:TEXT concept set "
                                     f"(auto: {DIGIT_CONCEPT_N} for digit:K as in Zhang et al. 2025, App. B.3; "
                                     f"{PROMPT_CONCEPT_N} for prompt:TEXT, see bench/steering_concept.py; "
                                     "a folder or files use all their images)")
     concept_steps: int | None = setting(None, lo=1, hi=1000, help="DDIM steps per generated prompt:TEXT concept "
                                         f"image (auto: min(steps, {CONCEPT_STEPS}); the paper: 40)")
-    vector: str = setting("", help="a saved steering vector (.safetensors from --save-vector or the Steer tab): "
-                                   "used instead of computing one (no concept set)", max_chars=1000)
-    source: str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted, then steered)",
-                          max_chars=1000)
+    vector: FileRef | None = setting(None, help="a saved steering vector (.safetensors from --save-vector or the "
+                                                "Steer tab): used instead of computing one (no concept set)",
+                                     max_chars=1000, max_mb=MAX_VECTOR_MB)
+    source: FileRef | str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted, then "
+                                                   "steered)", max_chars=1000, keywords=("seed:",), max_mb=MAX_IMAGE_MB)
     strengths: tuple[float, ...] = setting((0.0, 2.0, 4.0, 6.0, 8.0), lo=-MAX_STRENGTH, hi=MAX_STRENGTH,
                                            max_items=16, range_style="linspace",
                                            help="steering strengths a (LO:HI:COUNT or A,B,C)")
@@ -85,7 +89,7 @@ class SteerSettings(Settings):
     def check(self) -> None:
         c = self.concept
         if not c:
-            if not self.vector.strip():
+            if self.vector is None:
                 raise UserError("give a concept: digit:K, prompt:TEXT, a folder of images or image files")
             self._check_source_and_window()
             return
@@ -96,7 +100,7 @@ class SteerSettings(Settings):
                 check_range("digit class", self.digit, 0, 9)
             elif not self.concept_prompt.strip():
                 raise UserError("enter the concept prompt (prompt:TEXT)")
-        elif any(x.startswith(("digit:", "prompt:")) for x in c):
+        elif any(isinstance(x, str) for x in c):
             raise UserError("a digit: or prompt: concept is one value, not mixed with files")
         if self.concept_n is None and (self.digit is not None or self.concept_prompt is not None):
             # auto is resolved here, so the reproduce line spells out the number of images used
@@ -104,10 +108,8 @@ class SteerSettings(Settings):
         self._check_source_and_window()
 
     def _check_source_and_window(self) -> None:
-        src = self.source.strip()
-        if not src:
-            raise UserError("source must be seed:N or an image file")
-        if src.startswith("seed:"):
+        src = self.source
+        if isinstance(src, str):
             n = src[5:].strip()
             if not n.isdigit():
                 raise UserError(f"source seed:N needs a whole number N, got {src!r}")
@@ -118,7 +120,7 @@ class SteerSettings(Settings):
     @property
     def digit(self) -> int | None:
         head = self.concept[0] if self.concept else ""
-        if not head.startswith("digit:"):
+        if not isinstance(head, str) or not head.startswith("digit:"):
             return None
         k = head[6:].strip()
         if not k.lstrip("+-").isdigit():
@@ -128,11 +130,17 @@ class SteerSettings(Settings):
     @property
     def concept_prompt(self) -> str | None:
         head = self.concept[0] if self.concept else ""
-        return head[7:] if head.startswith("prompt:") else None
+        return head[7:] if isinstance(head, str) and head.startswith("prompt:") else None
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether the run reads files: concept images, a source image or a saved vector."""
+        return (self.vector is not None or isinstance(self.source, FileRef)
+                or any(isinstance(c, FileRef) for c in self.concept))
 
     @property
     def source_seed(self) -> int | None:
-        return int(self.source.strip()[5:]) if self.source.strip().startswith("seed:") else None
+        return int(self.source[5:]) if isinstance(self.source, str) else None
 
     @property
     def layer_list(self) -> list[str]:
@@ -174,7 +182,7 @@ class SteerResult(Result):
     def concept_spec(self) -> tuple[str, ...]:
         """The concept of the vector used: the settings', or the saved vector's under ``--vector``."""
         if self.settings.concept or self.vector is None:
-            return tuple(self.settings.concept)
+            return file_texts(self.settings.concept)
         return tuple(self.vector.concept)
 
     def contrast_label(self, label: str) -> str:
@@ -186,7 +194,7 @@ class SteerResult(Result):
                "steps": self.steps, "window": self.window, "strengths": list(s.strengths),
                "vector_norms": dict(self.vector_norms),
                "concept": self.concept_spec[0] if len(self.concept_spec) == 1 else list(self.concept_spec),
-               "source": s.source}
+               "source": str(s.source)}
         if self.vector is not None:
             v = self.vector
             out["vector"] = {"from": self.vector_source, "n_images": v.n_images, "concept_n": v.concept_n,
@@ -277,14 +285,14 @@ class SteerResult(Result):
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         if self.concept_images is not None:
-            for name, img in zip(self.settings.concept, to_pil(self.concept_images)):
+            for name, img in zip(file_texts(self.settings.concept), to_pil(self.concept_images)):
                 img.save(folder / Path(name).name)
                 paths.append(folder / Path(name).name)
         if self.source_pixels is not None:
-            to_pil(self.source_pixels)[0].save(folder / Path(self.settings.source).name)
-            paths.append(folder / Path(self.settings.source).name)
+            to_pil(self.source_pixels)[0].save(folder / Path(str(self.settings.source)).name)
+            paths.append(folder / Path(str(self.settings.source)).name)
         if self.settings.vector and self.vector is not None:
-            paths.append(self.save_vector(folder / Path(self.settings.vector).name))
+            paths.append(self.save_vector(folder / Path(str(self.settings.vector)).name))
         return paths
 
 
@@ -417,22 +425,22 @@ def _concept(model, s: SteerSettings, plan: VectorPlan, images, prog: Progress) 
         return Concept(batch, notes=[f"Skipped {p}." for p in problems])
     for p in s.concept:
         if not Path(p).is_file():
-            raise UserError(f"concept {p!r} is not digit:K, prompt:TEXT, a folder or an image file")
+            raise UserError(f"concept {str(p)!r} is not digit:K, prompt:TEXT, a folder or an image file")
     return Concept(_batch(model, list(s.concept), "concept images"), from_files=True)
 
 
 def _saved_vector(model, s: SteerSettings, vector) -> st.SteeringVector:
     """The vector of ``--vector`` (or the one the caller holds), checked against the model and the settings."""
-    name = Path(s.vector).name if s.vector else "the steering vector"
+    name = Path(str(s.vector)).name if s.vector else "the steering vector"
     if vector is None:
         if not Path(s.vector).is_file():
-            raise UserError(f"vector {s.vector!r} is not a file (a .safetensors saved by steer --save-vector)")
-        vector = s.vector
+            raise UserError(f"vector {str(s.vector)!r} is not a file (a .safetensors saved by steer --save-vector)")
+        vector = s.vector.path
     sv = vector if isinstance(vector, st.SteeringVector) else st.SteeringVector.load(vector)
     sv.check_compatible(model, s.layer_list or None, s.kind, s.t_tilde, name=name)
-    if s.concept and tuple(s.concept) != tuple(sv.concept):
+    if s.concept and file_texts(s.concept) != tuple(sv.concept):
         raise UserError(f"{name} is a vector of {', '.join(sv.concept) or 'an unnamed concept'}, not "
-                        f"{', '.join(s.concept)}; leave the concept out with a saved vector")
+                        f"{', '.join(file_texts(s.concept))}; leave the concept out with a saved vector")
     return sv
 
 
@@ -444,7 +452,7 @@ def _source_pixels(model, s: SteerSettings, image) -> torch.Tensor | None:
         return None
     if image is None:
         if not Path(s.source).is_file():
-            raise UserError(f"source {s.source!r} is neither seed:N nor an image file")
+            raise UserError(f"source {str(s.source)!r} is neither seed:N nor an image file")
         image = s.source
     return _pixels(model, image, "source image")
 
@@ -530,7 +538,7 @@ class Steer(Feature):
                 raise UserError("concept images were given but a saved vector is applied")
             sv, source = _saved_vector(model, s, vector), "file"
             concept = _spec_concept(sv.concept)
-            concept.notes.append(f"Vector from {Path(s.vector).name or 'a saved file'} "
+            concept.notes.append(f"Vector from {Path(str(s.vector)).name if s.vector else 'a saved file'} "
                                  f"({', '.join(sv.concept) or 'unnamed concept'}, seed {sv.seed}).")
         else:
             sv, concept, source = self._vector(model, s, plan, concept_images, prog)
@@ -580,7 +588,7 @@ class Steer(Feature):
                                     concept.baseline, s.seed, step_callback=_stop_check(prog),
                                     on_encoded=lambda done, n: prog(0.25 + 0.15 * done / n,
                                                                     f"concept images encoded {done}/{n}"))
-            sv.concept, sv.concept_steps, sv.guidance = tuple(s.concept), plan.concept_steps, plan.guidance
+            sv.concept, sv.concept_steps, sv.guidance = file_texts(s.concept), plan.concept_steps, plan.guidance
             sv.concept_n = s.concept_n if plan.key(model.model_id, s) is not None else None
             return sv
 

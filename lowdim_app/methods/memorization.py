@@ -1,6 +1,8 @@
 """Memorization check from the spikiness of the U-Net's representation (Zhang et al. 2025,
-arXiv:2512.20963, §4.1, Alg. 1, App. B.2), with the denoising error as the alternative detector
-(Carlini et al. 2023, arXiv:2301.13188; Matsumoto et al. 2023, arXiv:2302.03262).
+arXiv:2512.20963, §4.1, Alg. 1, App. B.2), with the denoising error (Carlini et al. 2023,
+arXiv:2301.13188; Matsumoto et al. 2023, arXiv:2302.03262) and the local intrinsic dimension FLIPD
+(Kamkari et al. 2024, arXiv:2406.03537; :mod:`.flipd`) as the other prompt-free detectors
+(:mod:`.detectors` lists them all, the prompt detectors included).
 
 ``h = h_theta(x_t, t, c)``: output of a named U-Net module at ``x_t = AddForwardNoise(x_0, t)``
 (t = 50 of 1000, empty prompt for text models), global max-pooled over space -> ``C`` numbers;
@@ -18,6 +20,9 @@ out-of-domain threshold (a high quantile over real in-domain images), ``uncertai
 
 Which direction means "memorized" can depend on the layer, so a :class:`Calibration` fixes both
 the threshold and the sign from labelled images (ROC, AUROC, TPR at 1% FPR: the measures of Table 1).
+Without a memorized set, :func:`calibrate_one_class` fits the threshold from known non-training
+images alone, in the paper's direction, and states the false-positive rate it promises
+(:mod:`.one_class`).
 """
 from __future__ import annotations
 
@@ -33,15 +38,18 @@ from ..errors import UserError, check_range
 from ..metrics import SPIKINESS_METRICS, auroc, roc, spikiness, tpr_at_fpr
 
 DENOISING_ERROR = "denoising_error"
+FLIPD = "flipd"
 METRICS = SPIKINESS_METRICS                       # spikiness measures of the representation
-DETECTORS = SPIKINESS_METRICS + (DENOISING_ERROR,)  # everything ``metric`` may name
+LAYERLESS = (DENOISING_ERROR, FLIPD)              # image detectors that read no layer
+DETECTORS = SPIKINESS_METRICS + LAYERLESS         # everything ``metric`` may name (the prompt-free detectors)
 DEFAULT_T = 50
 DEFAULT_NOISE_DRAWS = 4     # bench/detectors.py: verdict flip rate against the number of draws
 SPREAD_SIGMAS = 2.0         # the spread is 2 standard errors of the mean over draws
 OOD_T = DEFAULT_T
 SD_DEFAULT_LAYER = "up_blocks.0.resnets.2"   # App. B.2: Stable Diffusion v1.4
 
-__all__ = ["DENOISING_ERROR", "DETECTORS", "METRICS", "Calibration", "ImageScore", "ScoreSetup", "calibrate", "calibration_path",
+__all__ = ["DENOISING_ERROR", "DETECTORS", "FLIPD", "LAYERLESS", "METRICS", "paper_direction", "Calibration", "ImageScore",
+           "ScoreSetup", "calibrate", "calibrate_one_class", "calibration_path",
            "default_calibration", "default_layer", "denoising_error_draws", "draw_seed", "fit_ood", "mean_and_spread",
            "noise_draw", "representation_draws", "representations", "score_draws", "score_images", "scores", "setup",
            "spikiness"]
@@ -126,12 +134,24 @@ def denoising_error_draws(model, images: torch.Tensor, t: int = DEFAULT_T, n_noi
     return err
 
 
+def paper_direction(metric: str) -> int:
+    """+1 when a higher value means memorized in the detector's paper, -1 when lower does."""
+    from .detectors import detector
+
+    return detector(metric).memorized_if
+
+
 def score_draws(model, images, layer: str, t: int = DEFAULT_T, metric: str = "std", n_noise: int = 1, seed: int = 0,
                 batch_size: int = 64) -> np.ndarray:
     """The detector's value per image and noise draw (``N x K``): a spikiness measure of the pooled
-    representation at ``layer`` (Alg. 1: ``Std(h)``), or ``metric="denoising_error"`` (``layer`` unused)."""
+    representation at ``layer`` (Alg. 1: ``Std(h)``), ``metric="denoising_error"`` or ``metric="flipd"``
+    (Hutchinson probes as the draws; ``layer`` unused for both)."""
     if metric == DENOISING_ERROR:
         return denoising_error_draws(model, images, t, n_noise, seed, batch_size)
+    if metric == FLIPD:
+        from .flipd import flipd_draws
+
+        return flipd_draws(model, images, t, n_noise, seed, min(batch_size, 32))
     h = representation_draws(model, images, layer, t, n_noise, seed, batch_size)
     n, k, c = h.shape
     return spikiness(h.reshape(n * k, c), metric).numpy().astype(float).reshape(n, k)
@@ -189,6 +209,8 @@ class Calibration:
     ood_reference: list[float] = field(default_factory=list)
     ood_notes: str = ""
     detectors: list[dict] = field(default_factory=list)   # the detectors compared when this one was chosen
+    kind: str = "two-class"   # "two-class" (memorized + generalized sets) or "one-class" (non-training images only)
+    fpr_promise: dict = field(default_factory=dict)         # one-class: methods.one_class.FprPromise.to_dict()
 
     def is_memorized(self, score) -> np.ndarray:
         s = np.asarray(score, dtype=float)
@@ -220,13 +242,25 @@ class Calibration:
         return f"memorized if score {'>' if self.direction > 0 else '<'} {self.threshold:.4g}"
 
     def detector_name(self) -> str:
-        return (f"denoising error at t = {self.t}" if self.metric == DENOISING_ERROR
-                else f"{self.metric} of `{self.layer}` at t = {self.t}")
+        if self.metric in LAYERLESS:
+            return f"{'denoising error' if self.metric == DENOISING_ERROR else 'FLIPD'} at t = {self.t}"
+        return f"{self.metric} of `{self.layer}` at t = {self.t}"
 
     def headline(self) -> dict:
         """The numbers a person reads (what ``calibrate`` prints)."""
-        return {k: getattr(self, k) for k in ("layer", "t", "metric", "direction", "threshold", "fpr", "tpr",
-                                              "auroc", "tpr_at_1pct_fpr", "n_noise", "ood_t", "ood_threshold")}
+        out = {k: getattr(self, k) for k in ("kind", "layer", "t", "metric", "direction", "threshold", "fpr", "tpr",
+                                             "auroc", "tpr_at_1pct_fpr", "n_noise", "ood_t", "ood_threshold")}
+        if self.fpr_promise:
+            out["fpr_promise"] = dict(self.fpr_promise)
+        return out
+
+    def promise_text(self) -> str:
+        """One-class: the false-positive rate the threshold promises, with its uncertainty ('' otherwise)."""
+        if not self.fpr_promise:
+            return ""
+        from .one_class import FprPromise
+
+        return FprPromise(**self.fpr_promise).describe()
 
     def to_dict(self) -> dict:
         return {"format": "lowdim-calibration-v1", **{k: _finite_or_none(v) for k, v in asdict(self).items()}}
@@ -260,7 +294,7 @@ def calibrate(mem: np.ndarray, gen: np.ndarray, model_id: str, layer: str, t: in
     if len(gen) < 2:
         raise UserError("need at least 2 generalized (not memorized) images to calibrate")
     area = tpr1 = None
-    direction = -1 if metric == DENOISING_ERROR else 1
+    direction = paper_direction(metric) if metric in DETECTORS else 1
     fpr_c = tpr_c = np.array([])
     if len(mem) >= 1:
         auc = auroc(mem, gen)
@@ -275,6 +309,22 @@ def calibrate(mem: np.ndarray, gen: np.ndarray, model_id: str, layer: str, t: in
                       n_noise, mem.tolist(), gen.tolist(), fpr_c.tolist(), tpr_c.tolist(), notes)
     cal.fpr = float(cal.is_memorized(gen).mean())
     cal.tpr = float(cal.is_memorized(mem).mean()) if len(mem) else None
+    return cal
+
+
+def calibrate_one_class(reference: np.ndarray, model_id: str, layer: str, t: int, metric: str, direction: int,
+                        target_fpr: float = 0.01, confidence: float = 0.95, n_noise: int = 1,
+                        notes: str = "") -> Calibration:
+    """A threshold from the scores of images known not to be training data alone (no memorized set):
+    the conformal quantile of :mod:`lowdim_app.methods.one_class`, in the direction ``direction``
+    (+1: higher = memorized), with the FPR it promises for this reference size."""
+    from .one_class import fit_one_class
+
+    ref = np.asarray(reference, float)
+    threshold, promise = fit_one_class(ref, direction, target_fpr, confidence)
+    cal = Calibration(model_id, layer, int(t), metric, int(direction), threshold, float(target_fpr), 0.0, None, None,
+                      None, n_noise, [], ref.tolist(), notes=notes, kind="one-class", fpr_promise=promise.to_dict())
+    cal.fpr = float(cal.is_memorized(ref).mean())
     return cal
 
 
@@ -350,7 +400,7 @@ def setup(model, assets_dir: Path | None, layer: str | None = None, t: int | Non
     if cal is not None:
         return ScoreSetup(cal.layer, cal.t, cal.metric, n_noise or cal.n_noise, cal, "shipped")
     metric = metric or "std"
-    if metric == DENOISING_ERROR:
+    if metric in LAYERLESS:
         layer = ""
     else:
         layer = layer or (default_layer(model, assets_dir) if assets_dir is not None else

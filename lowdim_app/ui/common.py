@@ -22,6 +22,7 @@ from ..config import Runtime, from_environment
 from ..data.images import ImageError, check_readable
 from ..errors import UserError
 from ..features.base import Cancelled, Progress
+from ..features.settings import FileRef
 from . import device
 from .errors import to_gr_error
 from .lanes import Lanes
@@ -145,6 +146,26 @@ def own_name(upload, fallback: str, reserved=()) -> str:
     clashes with a ``reserved`` name of the request's other files."""
     name = Path(str(upload)).name
     return fallback if name in ("", ".", "..", *reserved) else name
+
+
+def uploads(files, taken: set[str] | None = None) -> list[FileRef]:
+    """Uploaded files (paths Gradio gives, one or a list) as settings values: read where the server keeps
+    them, named by the user's own file names, so messages and the reproduce line name the user's copies.
+    Names already in ``taken`` (the request's other files) get a ``-2``, ``-3``... suffix; ``taken``
+    receives the names given."""
+    items = [] if files is None else files if isinstance(files, list) else [files]
+    taken = set() if taken is None else taken
+    refs = []
+    for f in items:
+        path = f if isinstance(f, str) else getattr(f, "path", None) or f.name
+        name = Path(path).name or "upload"
+        stem, suffix, n = Path(name).stem, Path(name).suffix, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        taken.add(name)
+        refs.append(FileRef(str(path), name))
+    return refs
 
 
 def runtime() -> Runtime:

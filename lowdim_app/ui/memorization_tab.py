@@ -16,21 +16,18 @@ from ..features.audit import REPORT, TABLE, AuditSettings
 from ..features.score import FEATURE as SCORE
 from ..features.score import COLUMN_HELP, METRICS, ScoreSettings
 from ..plots.common import to_pil
-from .common import handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged, wire_cancellable
+from .common import (handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker, runtime, unchanged,
+                     uploads, wire_cancellable)
 from .lanes import MODEL_EVENTS
 
 MAX_NOISE_DRAWS = 16
-
-
-def _paths(files) -> list[str]:
-    if not files:
-        return []
-    return [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
-
-
-def _names(paths: list[str]) -> list[str]:
-    """Upload base names: what the user's own copies are called, so the reproduce line names them."""
-    return [Path(p).name for p in paths]
+MAX_REFERENCE = 200      # reference generations offered here; the request budget refuses what does not fit
+ONE_CLASS_HELP = ("**Two-class**: known memorized and known generalized images (ROC, AUROC). **One-class**, for a "
+                  "model without a calibration: leave *Known memorized* empty and give images known not to be training "
+                  "data -- and/or, for a text model, let it generate references from non-memorized prompts. The "
+                  "threshold then promises a false-positive rate, stated with its uncertainty for the number of "
+                  "references (at least 1/FPR - 1 of them: 99 for 1 %, 19 for 5 %). The fitted file is put into "
+                  "*calibration file* above, so the next Score gives verdicts with it.")
 
 
 def _is_zero(value) -> bool:
@@ -52,28 +49,26 @@ def score(files, model_id, layer, t, metric, n_noise, n_generate, seed, calibrat
 
     With ``calibration_file`` (a JSON saved by *Calibrate* or the CLI) its layer, t, metric and noise draws
     are used and its threshold gives the verdicts; otherwise the model's shipped calibration."""
-    paths, cal_paths = _paths(files), _paths(calibration_file)
-    if not paths and _is_zero(n_generate):
+    images, cal = uploads(files), uploads(calibration_file)
+    if not images and _is_zero(n_generate):
         raise UserError("nothing to score: upload images, or set 'also generate samples' to 1 or more")
-    uploaded = bool(cal_paths)
+    uploaded = bool(cal)
     settings = ScoreSettings.from_raw(
-        images=_names(paths), model=model_id, layer=(layer or "").strip(),
+        images=images, model=model_id, layer=(layer or "").strip(),
         t=None if uploaded else t, metric=None if uploaded or not metric else metric, noise_draws=None if uploaded else n_noise,
-        calibration=_names(cal_paths)[0] if uploaded else "", n_generate=n_generate, seed=seed, invert=bool(invert))
+        calibration=cal[0] if uploaded else None, n_generate=n_generate, seed=seed, invert=bool(invert))
     if not uploaded and (settings.noise_draws or 0) > MAX_NOISE_DRAWS:
         raise UserError(f"noise draws must be at most {MAX_NOISE_DRAWS} here (the CLI allows 64)")
     limit = runtime().max_samples
     if settings.n_generate > limit:
         raise UserError(f"generated samples must be at most {limit} here (the CLI has no such limit)")
-    for result in run_in_worker(SCORE, settings, request=request, lab="score", progress=progress,
-                                images=paths or None, names=settings.images or None,
-                                calibration_file=cal_paths[0] if uploaded else None):
+    for result in run_in_worker(SCORE, settings, request=request, lab="score", progress=progress):
         if result is None:
             yield unchanged(6)
             continue
         csv_path = result.write_csv(request_folder("score") / "scores.csv")
         yield (result.table(), str(csv_path), to_pil(result.figure()), result.summary(), _pairs(result.neighbour_pairs()),
-               _reproduce(result.reproduce(extra="--csv scores.csv"), bool(paths or cal_paths)))
+               _reproduce(result.reproduce(extra="--csv scores.csv"), bool(images or cal)))
 
 
 def _pairs(pairs: list) -> list:
@@ -82,18 +77,15 @@ def _pairs(pairs: list) -> list:
 
 
 @handle_errors
-def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, progress=gr.Progress(track_tqdm=True),
-              request: gr.Request = None):
-    """Fit a threshold from uploaded known-memorized and known-generalized images: ROC, text with the
-    reproduce line, calibration JSON."""
-    mem, gen = _paths(mem_files), _paths(gen_files)
-    if not mem or not gen:
-        raise UserError(f"upload known-{'memorized' if not mem else 'generalized'} images (both sets are needed)")
-    settings = CalibrateSettings.from_raw(model=model_id, memorized=_names(mem), generalized=_names(gen),
+def calibrate(mem_files, gen_files, model_id, layer, t, metric, target_fpr, reference_prompts=0,
+              progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
+    """Fit a threshold from uploaded known-memorized and known-generalized images (two-class), or from
+    known non-training images alone and/or ``reference_prompts`` generations of non-memorized prompts
+    (one-class, with its promised FPR): figure, text with the reproduce line, calibration JSON."""
+    settings = CalibrateSettings.from_raw(model=model_id, memorized=uploads(mem_files), generalized=uploads(gen_files),
                                           layer=(layer or "").strip(), t=t, metric=metric or "std",
-                                          target_fpr=target_fpr)
-    for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress,
-                                memorized_images=mem, generalized_images=gen):
+                                          target_fpr=target_fpr, reference_prompts=reference_prompts or 0)
+    for result in run_in_worker(CALIBRATE, settings, request=request, lab="calibrate", progress=progress):
         if result is None:
             yield unchanged(3)
             continue
@@ -202,14 +194,21 @@ def build() -> None:
                 with gr.Accordion("What the columns mean", open=False, elem_id="mem-columns-help"):
                     gr.Markdown("\n".join(f"* **{k}**: {v}" for k, v in COLUMN_HELP.items()), elem_id="mem-columns")
                 csv_file = gr.File(label="scores.csv", elem_id="mem-csv", elem_classes=["compact-file"])
-    with gr.Accordion("Calibrate a threshold from known images", open=False):
+    with gr.Accordion("Calibrate a threshold from known images (no memorized set needed)", open=False,
+                      elem_id="cal-panel"):
+        gr.Markdown(ONE_CLASS_HELP, elem_id="cal-help")
         with gr.Row():
-            mem_files = gr.File(label="Known memorized", file_count="multiple", file_types=["image"], elem_id="cal-mem")
-            gen_files = gr.File(label="Known generalized", file_count="multiple", file_types=["image"], elem_id="cal-gen")
+            mem_files = gr.File(label="Known memorized (optional)", file_count="multiple", file_types=["image"],
+                                elem_id="cal-mem")
+            gen_files = gr.File(label="Known not in the training data", file_count="multiple", file_types=["image"],
+                                elem_id="cal-gen")
             target = gr.Number(value=0.01, label="target FPR", elem_id="cal-fpr")
+        n_ref = gr.Slider(0, MAX_REFERENCE, value=0, step=1, elem_id="cal-nref",
+                          label="text models: also generate N reference images from non-memorized prompts")
         cal_go = gr.Button("Calibrate", elem_id="cal-btn")
         with gr.Row():
-            roc = gr.Image(label="ROC curve", elem_id="cal-roc", height=320)
+            roc = gr.Image(label="ROC (two-class) or reference scores and threshold (one-class)", elem_id="cal-roc",
+                           height=320)
             with gr.Column():
                 cal_text = gr.Markdown(elem_id="cal-text", label="calibration summary and reproduce line")
                 cal_file = gr.File(label="calibration JSON", elem_id="cal-file")
@@ -228,5 +227,6 @@ def build() -> None:
         build_audit()
     go.click(score, [files, model, layer, t, metric, n_noise, n_gen, seed, cal_upload, invert], outputs,
              api_name="score", show_progress_on=[table], **MODEL_EVENTS)
-    cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target], [roc, cal_text, cal_file],
-                 api_name="calibrate", show_progress_on=[roc], **MODEL_EVENTS)
+    cal_go.click(calibrate, [mem_files, gen_files, model, layer, t, metric, target, n_ref], [roc, cal_text, cal_file],
+                 api_name="calibrate", show_progress_on=[roc], **MODEL_EVENTS
+                 ).success(lambda f: f, cal_file, cal_upload, api_visibility="private")   # the next Score uses it

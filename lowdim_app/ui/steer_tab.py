@@ -12,22 +12,15 @@ import numpy as np
 from ..errors import UserError
 from ..features.settings import SEED_MAX, Settings, seed_setting, setting
 from ..features.steer import FEATURE as STEER
-from ..features.steer import (
-    MAX_STRENGTH,
-    SOURCE_FILE,
-    VECTOR_FILE,
-    SteerSettings,
-    concept_file_names,
-)
+from ..features.steer import MAX_STRENGTH, VECTOR_FILE, SteerSettings
 from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
-from .common import (Image, cancel_button, handle_errors, intro, model_dropdown_choices, own_name, request_folder,
-                     run_in_worker, unavailable_note, unchanged)
+from .common import (Image, cancel_button, handle_errors, intro, model_dropdown_choices, request_folder, run_in_worker,
+                     unavailable_note, unchanged, uploads)
 from .lanes import MODEL_EVENTS
 
 MODES = ("digit class", "prompt", "uploaded images")
 KINDS = ("recipe", "channel", "spatial")
-MAX_UPLOADS = 200
 
 
 @dataclass(frozen=True)
@@ -41,37 +34,22 @@ class TabInputs(Settings):
     seed: int = seed_setting()
 
 
-def _paths(files) -> list[str]:
-    paths = [f if isinstance(f, str) else getattr(f, "path", None) or f.name for f in (files or [])]
-    if not paths:
-        raise UserError("upload concept images")
-    if len(paths) > MAX_UPLOADS:
-        raise UserError(f"at most {MAX_UPLOADS} concept images")
-    return paths
-
-
-def _file_path(file) -> str | None:
-    if file is None:
-        return None
-    return file if isinstance(file, str) else getattr(file, "path", None) or file.name
-
-
 def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max, count, kind,
-                 layers, contrast, seed=0, vector_file=None) -> tuple[SteerSettings, dict]:
-    """The tab's inputs -> ``steer`` settings and the data it holds (uploads travel as data; the settings
-    name the files :meth:`~lowdim_app.features.steer.SteerResult.write_inputs` saves them as). An uploaded
-    vector replaces the concept (its file names the concept it is of)."""
+                 layers, contrast, seed=0, vector_file=None) -> SteerSettings:
+    """The tab's inputs -> ``steer`` settings (uploads as files the settings carry, under the user's own
+    names: :meth:`~lowdim_app.features.steer.SteerResult.write_inputs` offers them under those names). An
+    uploaded vector replaces the concept (its file names the concept it is of)."""
     if concept_mode not in MODES:
         raise UserError(f"concept must be {', '.join(repr(m) for m in MODES)}")
     if kind not in KINDS:
         raise UserError("vector kind must be recipe, channel or spatial")
     tab = TabInputs.from_raw(digit=digit if concept_mode == "digit class" else 4,
                              source_seed=source_seed if source_image is None else 1, a_max=a_max, count=count, seed=seed)
-    inputs: dict = {}
-    vector = _file_path(vector_file)
-    if vector is not None:   # named as uploaded: messages and the reproduce line name the user's own file
-        name = own_name(vector, VECTOR_FILE, reserved=(SOURCE_FILE, "steer.json"))
-        concept, inputs["vector"] = {"vector": name}, vector
+    taken = {"steer.json"}           # the names of the files the result offers
+    vector = uploads(vector_file, taken)
+    taken.add(VECTOR_FILE)
+    if vector:   # the file names the concept it is of
+        concept = {"vector": vector[0]}
     elif concept_mode == "digit class":
         concept = {"concept": f"digit:{tab.digit}"}   # concept_n: the feature's default
     elif concept_mode == "prompt":
@@ -79,19 +57,18 @@ def settings_for(model_id, concept_mode, digit, prompt, files, source_seed, sour
             raise UserError("enter the concept prompt")
         concept = {"concept": f"prompt:{prompt}"}
     else:
-        paths = _paths(files)
-        concept, inputs["concept_images"] = {"concept": concept_file_names(len(paths))}, paths
-    if source_image is not None:
-        source, inputs["source_image"] = SOURCE_FILE, source_image
-    else:
-        source = f"seed:{tab.source_seed}"
+        if not files:
+            raise UserError("upload concept images")
+        concept = {"concept": uploads(files, taken)}
+    source = uploads(source_image, taken)
+    source = source[0] if source else f"seed:{tab.source_seed}"
     layer_text = ",".join(x.strip() for x in (layers or "").split(",") if x.strip())
     settings = SteerSettings.from_raw(
         model=model_id, **concept, source=source,
         strengths=[float(a) for a in np.linspace(0.0, tab.a_max, tab.count)],
         kind=None if kind == "recipe" else kind, layers=layer_text,
         contrast=bool(contrast) and concept_mode == "digit class", seed=tab.seed)
-    return settings, inputs
+    return settings
 
 
 @handle_errors
@@ -100,10 +77,11 @@ def steer(model_id, concept_mode, digit, prompt, files, source_seed, source_imag
     """Steer a source with strength a = 0..a_max; yields the strip, the concept curve, the contrast strip,
     the info text with the reproduce line, the files that line reads (plus steer.json), and the steering
     vector as a .safetensors file (upload it again to skip the concept set)."""
-    settings, inputs = settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max,
-                                    count, kind, layers, contrast, seed, vector_file)
-    for result in run_in_worker(STEER, settings, request=request, lab="steer", progress=progress, **inputs):
-        yield unchanged(6) if result is None else _outputs(result, bool(inputs))
+    settings = settings_for(model_id, concept_mode, digit, prompt, files, source_seed, source_image, a_max,
+                            count, kind, layers, contrast, seed, vector_file)
+    from_files = settings.reads_files
+    for result in run_in_worker(STEER, settings, request=request, lab="steer", progress=progress):
+        yield unchanged(6) if result is None else _outputs(result, from_files)
 
 
 def _outputs(result, from_files: bool) -> tuple:
@@ -183,7 +161,7 @@ def build() -> None:
                 go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
             with gr.Accordion("Source image, saved vector", open=False, elem_id="steer-more"):
-                source_image = Image(label="or a source image (inverted)", type="numpy", elem_id="steer-source",
+                source_image = Image(label="or a source image (inverted)", type="filepath", elem_id="steer-source",
                                      height=160)
                 vector_in = gr.File(label="or apply a saved steering vector (.safetensors; replaces the concept)",
                                     file_types=[".safetensors"], elem_id="steer-vector-in")
