@@ -106,7 +106,8 @@ def search_min_passes(k: int, block: int, jvp_evaluations: int) -> int:
 
 
 def _smallest_search(k: int, je: int) -> int:
-    return min(search_min_passes(k, b, je) for n in _KRYLOV_MEASURED for b in krylov_candidates(k, je, n))
+    """The smallest budget in which some candidate block fits at every model size."""
+    return max(min(search_min_passes(k, b, je) for b in krylov_candidates(k, je, n)) for n in _KRYLOV_MEASURED)
 
 
 def krylov_block(k: int, n: int = 256, device: str = "cpu", jvp_evaluations: int = 1,
@@ -279,7 +280,7 @@ def plan_search(n: int, k: int, *, solver: str = "auto", max_passes: int | None 
     return SearchPlan(method=method, block={"krylov": b, "arpack": 1, "exact": None}[method],
                       search_passes=left if method == "exact" else search,
                       reason=f"{method}{f' block {b}' if method == 'krylov' else ''}: least predicted cost in {unit} to "
-                             f"cosine 0.99 ({why}); {jvp_note}", **common)
+                             f"its stop at cosine 0.99 ({why}); {jvp_note}", **common)
 
 
 def plan_for_model(model, k: int, *, memory_gb: float | None = None, **kwargs) -> SearchPlan:
