@@ -4,8 +4,8 @@ arXiv:2409.02426, §3, Fig. 3 and 6), measured with exact 256 x 256 Jacobians of
 The digits are 8x8 images upsampled bilinearly to 16x16, so they span a 64-dim subspace S of R^256; the
 true posterior mean maps into S and ignores the noise outside it, so its Jacobian has rank <= 64 and no
 energy outside S (``methods.structure``). Each model test fails on the epsilon-prediction models the
-project shipped before (55-84 % of ||J||_F^2 outside S at 0.7T-0.9T, rank 155-174; edits along v1
-0.3-2.3x random).
+project shipped before (e.g. rank 175 and 79 % of ||J||_F^2 outside S at 0.7T on the first digit; edits
+along v1 0.4x random on some digits; rank 172-183 at the high-noise end of a trajectory).
 """
 import numpy as np
 import pytest
@@ -77,16 +77,18 @@ def test_gen_jacobian_is_low_rank_and_in_the_data_span(gen, frac, max_outside):
 
 
 def test_gen_edit_along_v1_beats_random(gen):
-    """At 0.7T on DDIM-inverted held-out digits, an edit along v1 changes the image >= 3x as much as a
-    random unit direction (median of 3; the old model: 0.64)."""
-    images, _ = st.held_out_digits(3, seed=5)
+    """At 0.7T on DDIM-inverted held-out digits (the Edit tab's path), an edit along v1 changes the image
+    >= 3x as much as a random unit direction (median of 6) and >= 2x on every one of them. Measured: 5.0-8.4
+    here; the epsilon-prediction model shipped before: 0.39, 1.84, 1.37, 5.99, 7.65, 9.46 on the same digits
+    (its v1 is a meaningful direction on some digits and noise on others)."""
+    images, _ = st.held_out_digits(6, seed=5)
     t = gen.timestep_from_fraction(0.7)
     ratios = []
-    for i in range(3):
+    for i in range(6):
         x_t = invert(gen, images[i:i + 1], t, total_steps=20).x_t
         _, Vh = st.jacobian_structure(st.exact_jacobian(gen, x_t, t))
         ratios.append(st.edit_ratio(gen, x_t, t, Vh[0], seed=100 + i, steps=20)["ratio"])
-    assert np.median(ratios) >= 3, ratios
+    assert np.median(ratios) >= 3 and min(ratios) >= 2, ratios
 
 
 def test_gen_rank_rises_toward_low_noise(gen):
