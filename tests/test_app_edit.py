@@ -72,7 +72,7 @@ def test_find_edit_save_apply(client):
 
 @pytest.mark.parametrize("args, message", [
     ((None, "digits-gen", 0.7, 4, 50, "", False), "upload an image"),
-    (("EDITOR", "digits-gen", 0.7, 99, 50, "", False), "maximum value 16"),
+    (("EDITOR", "digits-gen", 0.7, 99, 50, "", False), "maximum value 64"),   # the search plan's bound on k
     (("EDITOR", "digits-gen", 0.7, 4, 50, "", True), "paint the region"),
 ])
 def test_find_directions_bad_input(client, args, message):

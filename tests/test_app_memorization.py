@@ -10,12 +10,12 @@ EX = sorted(glob.glob("assets/examples/digit_*.png"))
 
 def test_score_endpoint(client):
     table, csv_path, hist, summary, nn, repro = client.predict([handle_file(p) for p in EX[:2]], "digits-dup", "", 50,
-                                                               "std", 1, 2, 0, api_name="/score")
-    assert len(table["data"]) == 4 and "memorized if score >" in summary and csv_path.endswith(".csv")
+                                                               "denoising_error", 1, 2, 0, api_name="/score")
+    assert len(table["data"]) == 4 and "memorized if score <" in summary and csv_path.endswith(".csv")
     assert len(nn) == 4
     rows = open(csv_path).read().splitlines()
     assert rows[0] == "path,score,spread,verdict,implied_fpr,nearest_train_rms,reason" and len(rows) == 5 and rows[1].startswith(EX[0].split("/")[-1] + ",")
-    assert ("python -m lowdim_app score digit_0_test3.png digit_2_test0.png --model digits-dup --t 50 --metric std "
+    assert ("python -m lowdim_app score digit_0_test3.png digit_2_test0.png --model digits-dup --t 50 --metric denoising_error "
             "--noise-draws 1 --no-invert --n-generate 2 --seed 0 --csv scores.csv") in repro
 
 
@@ -26,7 +26,7 @@ def test_score_with_an_uploaded_calibration_file(client, tmp_path):
     assert len(table["data"]) == 1 and "uploaded calibration file" in summary
     with pytest.raises(AppError, match="this calibration is for digits-dup, not digits-mem"):
         client.predict([handle_file(EX[0])], "digits-mem", "", 50, "std", 1, 0, 0, handle_file(cal), api_name="/score")
-    with pytest.raises(AppError, match="the calibration file is for layer up_blocks"):
+    with pytest.raises(AppError, match=r"the calibration file's detector \(denoising_error\) reads no layer; clear"):
         client.predict([handle_file(EX[0])], "digits-dup", "mid_block", 50, "std", 1, 0, 0, handle_file(cal),
                        api_name="/score")
     (tmp_path / "bad.json").write_text('{"threshold": 1}')

@@ -390,7 +390,10 @@ def setup(model, assets_dir: Path | None, layer: str | None = None, t: int | Non
         for name, given, fitted in (("layer", layer, calibration.layer), ("t", t, calibration.t),
                                     ("metric", metric, calibration.metric)):
             if given not in (None, "", fitted):
-                raise UserError(f"the calibration file is for {name} {fitted or '(none)'}; clear the {name} field or "
+                if not fitted:   # a layerless detector (the denoising error, FLIPD)
+                    raise UserError(f"the calibration file's detector ({calibration.metric}) reads no {name}; clear "
+                                    f"the {name} field")
+                raise UserError(f"the calibration file is for {name} {fitted}; clear the {name} field or "
                                 f"pick that {name}")
         return ScoreSetup(calibration.layer, calibration.t, calibration.metric, n_noise or calibration.n_noise,
                           calibration, "file")

@@ -258,10 +258,8 @@ def build() -> None:
                 with gr.Row():
                     rmlp = _number(3000, "MLP Adam steps (0: skip)", R, "mlp_steps", "molrg-rank-mlp")
                     rseed = _number(0, "seed", R, "seed", "molrg-rank-seed")
-                with gr.Row():
                     rparam = gr.Dropdown(list(spec_of(_field(R, "mlp_param")).choices), value=R.mlp_param,
-                                         label="MLP parameterization", info=_info(R, "mlp_param"),
-                                         elem_id="molrg-rank-param")
+                                         label="MLP parameterization", elem_id="molrg-rank-param")
                 with gr.Row():
                     rbuttons = run_cancel_buttons("molrg-rank")
             with gr.Column(scale=2, elem_id="molrg-rank-results"):
