@@ -60,7 +60,7 @@ def _same_table(ui_table, cli_rows):
 
 def test_score_line_with_uploads_and_generated_samples(tab, duplicated_pngs, tmp_path):
     uploads = [duplicated_pngs[0], EX[0], EX[1]]
-    table, _, _, summary, _, repro = tab.predict([handle_file(p) for p in uploads], "digits-dup", "", 50, "std", 1, 2, 3,
+    table, _, _, summary, _, repro = tab.predict([handle_file(p) for p in uploads], "digits-dup", "", 50, "denoising_error", 1, 2, 3,
                                                  api_name="/score")
     assert "--n-generate 2 --seed 3" in repro and "'dup " in repro
     assert [r[3] for r in table["data"]][:3] == ["memorized", "generalized", "generalized"]

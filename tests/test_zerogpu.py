@@ -138,11 +138,19 @@ def test_cancel_reaches_the_forked_worker(server, client):
     assert Path(grid).is_file() and "--seed 3" in line
 
 
-def test_the_server_loads_each_model_once(server, client):
-    """Models are read from disk once, by the server process; workers use the inherited copy."""
-    for seed in (5, 6):
-        client.predict("digits-mem", 2, seed, 5, "", 7.5, api_name="/sample")
-    reads = re.findall(r"model (\S+) on (\S+): read from disk in [\d.]+ s \(process (\d+)\)", server.log.read_text())
+def test_the_server_loads_each_model_once():
+    """Models are read from disk once, by the server process at start-up; workers use the inherited copy.
+    A fresh Space: the session's server has loaded many folder models since its worker was forked."""
+    from gradio_client import Client
+
+    from tests.conftest import start_app
+
+    with start_app("zerogpu_fresh_server.log", zerogpu=True) as server:
+        client = Client(server, verbose=False)
+        for seed in (5, 6):
+            client.predict("digits-mem", 2, seed, 5, "", 7.5, api_name="/sample")
+        text = server.log.read_text()
+    reads = re.findall(r"model (\S+) on (\S+): read from disk in [\d.]+ s \(process (\d+)\)", text)
     by_model = {}
     for model, device, pid in reads:
         by_model.setdefault((model, device), []).append(int(pid))
