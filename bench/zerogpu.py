@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def start(zerogpu: bool, reuse: bool, log: Path):
     if zerogpu:
         cmd = [sys.executable, "-m", "lowdim_app.zerogpu_emulator", "app.py"] + (["--reuse"] if reuse else [])
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)   # its forked ZeroGPU workers end with it (killpg below)
     url = f"http://127.0.0.1:{port}/"
     while True:
         if proc.poll() is not None:
@@ -113,8 +115,12 @@ def main() -> int:
                 api = re.search(r"stand-in at (http://\S+)", log.read_text()).group(1)
                 scheduled = json.load(urllib.request.urlopen(f"{api}/calls"))["schedule"]
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # a worker that outlived the server
+            except ProcessLookupError:
+                pass
     rows = []
     for name in results["plain"]:
         p, z = results["plain"][name], results["zerogpu"][name]

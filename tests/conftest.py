@@ -117,7 +117,8 @@ def start_app(log_name: str = "server.log", zerogpu: bool = False, reuse: bool =
     if zerogpu:
         cmd = [sys.executable, "-m", "lowdim_app.zerogpu_emulator", "app.py"] + (["--reuse"] if reuse else [])
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # a session of its own: the ZeroGPU workers it forks end with it (they outlive a plain terminate())
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = Server(f"http://127.0.0.1:{port}/")
     url.log, url.device_api, url.pid = log_path, None, proc.pid
     try:
@@ -138,12 +139,28 @@ def start_app(log_name: str = "server.log", zerogpu: bool = False, reuse: bool =
             url.device_api = re.search(r"stand-in at (http://\S+)", log_path.read_text()).group(1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc)
         log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a server started in a session of its own and every process it forked."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # the group's forked workers, once the server is gone
+        except ProcessLookupError:
+            pass
+        return
 
 
 @pytest.fixture(scope="session")
