@@ -114,8 +114,9 @@ def start_app(log_name: str = "server.log", zerogpu: bool = False, reuse: bool =
     log_path = ARTIFACTS / log_name
     log = open(log_path, "w")
     cmd = [sys.executable, "app.py"]
-    if zerogpu:
+    if zerogpu:   # spaces in ZeroGPU mode: every GPU call forked and pickled (the emulator stands in for the device API)
         cmd = [sys.executable, "-m", "lowdim_app.zerogpu_emulator", "app.py"] + (["--reuse"] if reuse else [])
+        env["SPACES_ZERO_GPU"] = "true"
     start = time.perf_counter()
     # a session of its own: the ZeroGPU workers it forks end with it (they outlive a plain terminate())
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
