@@ -4,7 +4,6 @@ a thin adapter over :mod:`lowdim_app.features.steer`. Every run offers its steer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
