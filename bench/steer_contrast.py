@@ -1,24 +1,33 @@
 """Do memorized samples resist steering? (Zhang et al. 2025, arXiv:2512.20963, §4.2, Fig. 8: generalized
 samples change smoothly and monotonically with the steering strength, memorized ones are threshold-like.)
 
-For each built-in model with a training index and target digits 4 and 7: the recipe's steering vector
-(spatial concept-minus-all-digits, four up-block layers, t~ = 10, the last 20 of 40 DDIM steps,
-``steer --concept digit:K``), then ``--per-label`` memorized and generalized samples (the first of the
-model's seeded samples, noise seed 0, whose nearest training image is closer than 0.07 RMS / farther than
-0.10; samples already of the target class skipped), each steered at strengths a = 0, 0.125, ..., 1.875.
+Two sources of samples, each steered with the app's recipe (``steer --concept digit:K``: spatial
+concept-minus-all-digits vector computed on the model that samples, four up-block layers, t~ = 10, the
+last 20 of 40 DDIM steps):
 
-Per sample, with p(a) the classifier's P(target):
-  * ``a_cross``: the strength where p first exceeds 0.5 (blank if never);
-  * ``jump_share``: the largest rise of p between neighbouring strengths over the whole rise
-    max(p) - p(0) (1: all of the change in one step, threshold-like; 1/15: evenly spread);
-  * ``monotone``: Spearman correlation of p with a;
-  * ``max_step_change``: the largest RMS pixel change between neighbouring strengths (pixels in [-1, 1]).
+  * the contrast pair (``steering.CONTRAST_MODELS``, what the Steer tab's contrast rows show): memorized samples
+    of ``digits-mem`` (16 training digits) and generalized samples of ``digits-gen`` (all 1438);
+  * ``digits-dup``: its memorized samples (near-copies of its 8 duplicated digits) and its generalized ones.
 
-Writes bench/results/steer_contrast.csv (one row per sample), .json (per model, target and label: medians
-and the median / quartile curves of p(a)), .png, and with ``--reference`` the curves the Steer tab draws
-behind its contrast plot (assets/calibrations/steer_contrast.json).
+Per model, target digit (4, 7) and label, the first ``--per-label`` of the model's seeded samples (noise
+seed 0) whose nearest training image is closer than 0.07 RMS (memorized) / farther than 0.10 (generalized),
+skipping samples already of the target class, each steered at the 61 strengths a = 0, 1/24, ..., 2.5.
+Per sample (``steering.curve_measures``), with p(a) the classifier's P(target) and x(a) the steered image:
 
-    python bench/steer_contrast.py [--models digits-dup,digits-mem,digits-gen] [--per-label 20]
+  * ``a_cross``: where p first crosses 0.5 (linear interpolation; blank if never);
+  * ``width``: the span of a over which p goes 0.1 -> 0.9 (blank if it never reaches 0.9);
+  * ``jump_share``: the largest rise of p between neighbouring strengths over max(p) - p(0) (1: one step);
+  * ``pixel_jump_share``: the same for ||x(a) - x(0)|| / ||x(2.5) - x(0)||, free of the classifier's
+    sharpness (a logistic regression on pixels: any class change is steep in p);
+  * ``monotone``: Spearman correlation of p with a; ``p_at_max_a``: p at a = 2.5.
+
+Writes bench/results/steer_contrast.csv (one row per sample), .json (per model, target and label: the
+medians, and the median / quartile curves of p(a) and of the pixel progress), .png, and with ``--reference``
+the curves the Steer tab draws behind its contrast plot (assets/calibrations/steer_contrast.json).
+bench/steer_contrast_setups.py compares this setup with the others tried (vector kind, layers, window,
+concept set).
+
+    python bench/steer_contrast.py [--models digits-mem,digits-gen,digits-dup] [--per-label 20] [--reference]
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,59 +53,55 @@ from lowdim_app.methods import steering as st  # noqa: E402
 from lowdim_app.metrics import nearest  # noqa: E402
 from lowdim_app.plots.common import save_figure  # noqa: E402
 
-STRENGTHS = [i / 8 for i in range(16)]   # 0 .. 1.875 (at most 16 per call)
+STRENGTHS = [round(i / 24, 6) for i in range(61)]   # 0 .. 2.5
+LABELS = {m: [lab for lab, mid in st.CONTRAST_MODELS.items() if mid == m] or ["memorized", "generalized"]
+          for m in ("digits-mem", "digits-gen", "digits-dup")}
+MEASURES = ("jump_share", "width", "pixel_jump_share", "a_cross", "monotone", "p_at_max_a")
 OUT = REPO / "bench" / "results" / "steer_contrast"
 REFERENCE = REPO / "assets" / "calibrations" / "steer_contrast.json"
 
 
-def sources(model, target: int, per_label: int, n: int = 512, steps: int = 40):
+def sources(model, target: int, labels, per_label: int, n: int = 1024, steps: int = 40, chunk: int = 64):
+    """label -> the first ``per_label`` (index, noise) of the model's seeded samples with that label."""
     train = load_digits_split().train_images[np.asarray(model.card["train_index"], dtype=int)]
     noise = model.randn(n, 0)
-    found = {"memorized": [], "generalized": []}
-    for lo in range(0, n, 32):
-        samples = model.decode(model.ddim_sample(noise[lo:lo + 32], model.num_train_timesteps - 1, steps)).cpu()
+    found = {label: [] for label in labels}
+    for lo in range(0, n, chunk):
+        samples = model.decode(model.ddim_sample(noise[lo:lo + chunk], model.num_train_timesteps - 1, steps)).cpu()
         d = nearest(samples, train).nearest.numpy()
         pred = predict_proba(samples).argmax(1)
         for j in range(len(samples)):
             label = "memorized" if d[j] < COPY_THRESHOLD else "generalized" if d[j] > NOVEL_THRESHOLD else None
-            if label and pred[j] != target and len(found[label]) < per_label:
+            if label in found and pred[j] != target and len(found[label]) < per_label:
                 found[label].append((lo + j, noise[lo + j:lo + j + 1]))
         if all(len(v) >= per_label for v in found.values()):
             break
     return found
 
 
-def curve_measures(p: np.ndarray, ims: torch.Tensor) -> dict:
-    from scipy.stats import spearmanr
+def steer_all(model, noise, sv) -> torch.Tensor:
+    return torch.cat([st.steered_samples(model, noise, sv, STRENGTHS[i:i + 16], model.num_train_timesteps - 1, 40, 20)
+                      for i in range(0, len(STRENGTHS), 16)])
 
-    above = np.nonzero(p > 0.5)[0]
-    rise = float(p.max() - p[0])
-    jumps = np.diff(p)
-    rho = spearmanr(STRENGTHS, p).statistic if np.ptp(p) > 0 else 0.0
-    return {"a_cross": STRENGTHS[above[0]] if len(above) else "",
-            "jump_share": round(float(jumps.max()) / rise, 4) if rise > 0.05 else "",
-            "monotone": round(float(rho), 4),
-            "max_step_change": round((ims[1:] - ims[:-1]).pow(2).flatten(1).mean(1).sqrt().max().item(), 4),
-            "p_at_0": round(float(p[0]), 4), "p_at_max_a": round(float(p[-1]), 4)}
+
+def median(values):
+    v = [x for x in values if x is not None]
+    return round(float(np.median(v)), 4) if v else None
 
 
 def summarize(rows, curves) -> dict:
     out = {}
-    for (model_id, target, label), ps in curves.items():
+    for (model_id, target, label), (ps, progress) in curves.items():
         sel = [r for r in rows if (r["model"], r["target"], r["label"]) == (model_id, target, label)]
-        num = lambda k: [r[k] for r in sel if r[k] != ""]  # noqa: E731
-        P = np.array(ps)
+        P, G = np.array(ps), np.array(progress)
         out.setdefault(model_id, {}).setdefault(str(target), {})[label] = {
-            "n": len(sel), "crossed": len(num("a_cross")),
-            "a_cross_median": float(np.median(num("a_cross"))) if num("a_cross") else None,
-            "jump_share_median": float(np.median(num("jump_share"))) if num("jump_share") else None,
-            "threshold_like_share": (round(float(np.mean(np.array(num("jump_share")) > 0.5)), 3)
-                                     if num("jump_share") else None),
-            "monotone_median": float(np.median(num("monotone"))),
-            "max_step_change_median": float(np.median(num("max_step_change"))),
+            "n": len(sel), "crossed": sum(r["a_cross"] is not None for r in sel),
+            "reached_0.9": sum(r["width"] is not None for r in sel),
+            **{f"{k}_median": median([r[k] for r in sel]) for k in MEASURES},
             "strengths": STRENGTHS, "p_median": np.round(np.median(P, 0), 4).tolist(),
             "p_q25": np.round(np.quantile(P, 0.25, 0), 4).tolist(),
-            "p_q75": np.round(np.quantile(P, 0.75, 0), 4).tolist()}
+            "p_q75": np.round(np.quantile(P, 0.75, 0), 4).tolist(),
+            "progress_median": np.round(np.median(G, 0), 4).tolist()}
     return out
 
 
@@ -103,76 +109,85 @@ def figure(curves, summary):
     from matplotlib.figure import Figure
 
     targets = sorted({t for (_, t, _) in curves})
-    fig = Figure(figsize=(4.2 * len(targets), 3.4), dpi=110)
-    axes = fig.subplots(1, len(targets), squeeze=False)[0]
+    fig = Figure(figsize=(4.4 * len(targets), 6.4), dpi=110)
+    axes = fig.subplots(2, len(targets), squeeze=False)
     colors = {"memorized": "C3", "generalized": "C0"}
-    for ax, target in zip(axes, targets):
-        for (model_id, t, label), ps in curves.items():
+    for col, target in enumerate(targets):
+        top, bottom = axes[0, col], axes[1, col]
+        for (model_id, t, label), (ps, progress) in curves.items():
             if t != target:
                 continue
-            for p in ps:
-                ax.plot(STRENGTHS, p, color=colors[label], lw=0.4, alpha=0.35,
-                        ls="-" if model_id == "digits-dup" else ":")
+            pair = st.CONTRAST_MODELS.get(label) == model_id
+            ls, lw = ("-", 2.0) if pair else (":", 1.4)
+            if pair:
+                for p in ps:
+                    top.plot(STRENGTHS, p, color=colors[label], lw=0.4, alpha=0.3)
             s = summary[model_id][str(target)][label]
-            ax.plot(STRENGTHS, s["p_median"], color=colors[label], lw=2, ls="-" if model_id == "digits-dup" else ":",
-                    label=f"{model_id} {label} (median of {s['n']})")
-        ax.set_xlabel("steering strength a")
-        ax.set_ylabel(f"P(digit {target})")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+            name = f"{model_id} {label} (median of {s['n']})"
+            top.plot(STRENGTHS, s["p_median"], color=colors[label], lw=lw, ls=ls, label=name)
+            bottom.plot(STRENGTHS, s["progress_median"], color=colors[label], lw=lw, ls=ls, label=name)
+        top.set_ylabel(f"P(digit {target})")
+        top.set_ylim(-0.02, 1.02)
+        bottom.set_ylabel("pixel progress ||x(a)-x(0)|| / ||x(2.5)-x(0)||", fontsize=7)
+        bottom.set_xlabel("steering strength a")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        top.legend(fontsize=6)
+    fig.tight_layout()
     return fig
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="digits-dup,digits-mem,digits-gen")
+    ap.add_argument("--models", default="digits-mem,digits-gen,digits-dup")
     ap.add_argument("--targets", default="4,7")
     ap.add_argument("--per-label", type=int, default=20)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--reference", action="store_true", help=f"also write {REFERENCE.relative_to(REPO)}")
     args = ap.parse_args()
     rows, curves = [], {}
+    t0 = time.time()
     for model_id in args.models.split(","):
         model = load_model(model_id, "cpu")
         for target in (int(t) for t in args.targets.split(",")):
             res = FEATURE.run(SteerSettings(model=model_id, concept=(f"digit:{target}",), source="seed:0",
                                             strengths=(0.0,)), model=model)
-            sv, layers = res.vector, res.layers
-            for label, items in sources(model, target, args.per_label).items():
+            sv = res.vector
+            for label, items in sources(model, target, LABELS[model_id], args.per_label).items():
                 for index, noise in items:
-                    ims = st.steered_samples(model, noise, sv, STRENGTHS, model.num_train_timesteps - 1, 40, 20)
+                    ims = steer_all(model, noise, sv)
                     p = st.concept_strength_digits(ims, target)
-                    curves.setdefault((model_id, target, label), []).append(p)
+                    c = curves.setdefault((model_id, target, label), ([], []))
+                    c[0].append(p)
+                    c[1].append(st.pixel_progress(ims))
                     rows.append({"model": model_id, "target": target, "label": label, "sample_index": index,
-                                 **curve_measures(p, ims), "layers": " ".join(layers)})
-            for label in ("memorized", "generalized"):
+                                 **st.curve_measures(STRENGTHS, p, ims), "p_at_0": round(float(p[0]), 4),
+                                 "p_at_max_a": round(float(p[-1]), 4), "layers": " ".join(res.layers)})
                 sel = [r for r in rows if (r["model"], r["target"], r["label"]) == (model_id, target, label)]
-                if sel:
-                    js = [r["jump_share"] for r in sel if r["jump_share"] != ""]
-                    print(f"{model_id} digit {target} {label}: {len(sel)} samples; crossed P=0.5 in "
-                          f"{sum(r['a_cross'] != '' for r in sel)}; jump share median "
-                          f"{np.median(js) if js else float('nan'):.3f}, > 0.5 in {np.mean(np.array(js) > 0.5) if js else float('nan'):.2f}; "
-                          f"monotone median {np.median([r['monotone'] for r in sel]):.3f}; max one-step change "
-                          f"median {np.median([r['max_step_change'] for r in sel]):.3f}", flush=True)
+                print(f"{model_id} digit {target} {label}: n {len(sel)}; "
+                      + "; ".join(f"{k} median {median([r[k] for r in sel])}" for k in MEASURES)
+                      + f"; crossed 0.5 in {sum(r['a_cross'] is not None for r in sel)} ({time.time() - t0:.0f} s)",
+                      flush=True)
     summary = summarize(rows, curves)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows(rows)
+        w.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     save_figure(figure(curves, summary), out.with_suffix(".png"))
     if args.reference:
-        ref = {"source": "bench/steer_contrast.py", "strengths": STRENGTHS,
-               "curves": {m: {t: {lab: {k: v[k] for k in ("n", "p_median", "p_q25", "p_q75", "jump_share_median",
-                                                            "monotone_median")}
-                                  for lab, v in labs.items()} for t, labs in ts.items()} for m, ts in summary.items()}}
+        keep = ("n", "p_median", "p_q25", "p_q75", "progress_median", *(f"{k}_median" for k in MEASURES))
+        ref = {"source": "bench/steer_contrast.py", "strengths": STRENGTHS, "contrast_models": st.CONTRAST_MODELS,
+               "curves": {m: {t: {lab: {k: v[k] for k in keep} for lab, v in labs.items()} for t, labs in ts.items()}
+                          for m, ts in summary.items()}}
         REFERENCE.write_text(json.dumps(ref, indent=1))
-    print(f"wrote {out}.csv/.json/.png" + (f" and {REFERENCE}" if args.reference else ""))
+    print(f"wrote {out}.csv/.json/.png" + (f" and {REFERENCE}" if args.reference else "")
+          + f" in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
+    torch.set_num_threads(1)
     main()

@@ -135,18 +135,26 @@ def test_figures_draw_the_data_dimension(gen):
 
 def test_steer_tab_draws_the_measured_contrast(tmp_path):
     """The Steer tab's contrast plot draws the curves bench/steer_contrast.py measured over many samples
-    (shipped in the calibrations folder); none for a model or target it did not measure."""
+    (shipped in the calibrations folder) for the models its contrast rows come from; they show Fig. 8 of
+    Zhang et al. 2025: memorized samples (digits-mem) flip within one strength step, generalized ones
+    (digits-gen) rise gradually."""
     from lowdim_app.config import DEFAULT_ASSETS
     from lowdim_app.features.steer import contrast_reference
+    from lowdim_app.methods.steering import CONTRAST_MODELS
     from lowdim_app.plots.steering import strength_curve_figure
 
-    ref = contrast_reference(DEFAULT_ASSETS, "digits-dup", 4)
-    assert set(ref) == {"memorized", "generalized"}
+    ref = contrast_reference(DEFAULT_ASSETS, 4)
+    assert set(ref) == {"memorized", "generalized"} and {k: c["model"] for k, c in ref.items()} == CONTRAST_MODELS
     for c in ref.values():
         assert c["n"] >= 20 and len(c["p_median"]) == len(c["strengths"]) == len(c["p_q25"]) == len(c["p_q75"])
         assert all(lo <= m <= hi for lo, m, hi in zip(c["p_q25"], c["p_median"], c["p_q75"]))
-    assert contrast_reference(DEFAULT_ASSETS, "digits-dup", 3) == {} and contrast_reference(tmp_path, "digits-dup", 4) == {}
-    assert contrast_reference(None, "digits-dup", 4) == {}
+    mem, gen = ref["memorized"], ref["generalized"]
+    assert mem["jump_share_median"] > 0.5 > gen["jump_share_median"]
+    assert mem["pixel_jump_share_median"] > 3 * gen["pixel_jump_share_median"] and gen["monotone_median"] > 0.95
+    assert contrast_reference(DEFAULT_ASSETS, 3) == {} and contrast_reference(tmp_path, 4) == {}
+    assert contrast_reference(None, 4) == {}
+    dup = contrast_reference(DEFAULT_ASSETS, 4, {"memorized": "digits-dup", "generalized": "digits-dup"})
+    assert {c["model"] for c in dup.values()} == {"digits-dup"}
     a = ref["memorized"]["strengths"]
     ax = strength_curve_figure(a, {"memorized sample (#1)": np.zeros(len(a)), "generalized sample (#2)": np.ones(len(a))},
                                "P(4)", reference=ref).axes[0]

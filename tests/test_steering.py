@@ -3,6 +3,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,7 @@ def test_steer_cli_with_contrast(tmp_path):
     rep = json.loads((out / "steer.json").read_text())
     assert rep["concept_strength"]["values"][0] < 0.5 < rep["concept_strength"]["values"][1]
     assert set(rep["contrast"]) == {"memorized", "generalized"} and (out / "contrast.png").is_file()
+    assert {k: v["model"] for k, v in rep["contrast"].items()} == st.CONTRAST_MODELS    # Fig. 8's pair, not digits-dup
     assert main(["steer", "--model", "digits-gen", "--concept", "prompt:a cat", "--out", str(out)]) == 2
 
 
@@ -178,3 +180,51 @@ def test_inverted_source_at_strength_zero_reconstructs_the_image(digits_gen, fou
     out = st.steered_samples(digits_gen, x_T[:1], four_vector, [0.0, 1.5], 999, 40, 20)
     assert torch.allclose(out[0], plain[0], atol=1e-5)
     assert float(((out[1] - out[0]) ** 2).mean().sqrt()) > 0.1
+
+
+def test_curve_measures_closed_forms():
+    """A ramp is spread over the whole grid, a step lies in one interval, a dip is not monotone."""
+    a = np.linspace(0.0, 2.0, 21)
+    images = lambda y: torch.from_numpy(np.asarray(y, dtype=float)).view(-1, 1, 1, 1) * torch.ones(1, 1, 4, 4)  # noqa: E731
+    ramp = st.curve_measures(a, a / 2, images(a))
+    assert ramp["a_cross"] == pytest.approx(1.0) and ramp["width"] == pytest.approx(1.6)
+    assert ramp["jump_share"] == pytest.approx(0.05) and ramp["pixel_jump_share"] == pytest.approx(0.05)
+    assert ramp["monotone"] == pytest.approx(1.0)
+    step = st.curve_measures(a, (a > 0.95).astype(float), images(a > 0.95))
+    assert step["jump_share"] == 1.0 and step["pixel_jump_share"] == 1.0
+    assert step["width"] == pytest.approx(0.08) and step["a_cross"] == pytest.approx(0.95)
+    dip = st.curve_measures(a, np.exp(-((a - 1.0) ** 2) * 8))
+    assert dip["a_cross"] is not None and dip["monotone"] < 0.5 and dip["pixel_jump_share"] is None
+    assert st.curve_measures(a, np.zeros_like(a))["jump_share"] is None
+
+
+def test_memorized_samples_flip_generalized_ones_move_smoothly():
+    """Zhang et al. 2025, §4.2, Fig. 8 on the built-in contrast pair (bench/steer_contrast.py, 20 samples each):
+    steered toward a 4 with the app's recipe, digits-mem's memorized samples jump from their stored digit to
+    another in one strength interval, digits-gen's generalized samples move gradually, in pixels (classifier-free)
+    and in P(4)."""
+    from lowdim_app.data.classifier import predict_proba
+    from lowdim_app.data.digits import load_digits_split
+    from lowdim_app.data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD
+    from lowdim_app.diffusion import load_model
+    from lowdim_app.metrics import nearest
+
+    a = [i / 16 for i in range(25)]                                      # 0 .. 1.5
+    concept, base = st.digit_concept(4, 100)
+    measured = {}
+    for label, model_id in st.CONTRAST_MODELS.items():
+        model = load_model(model_id, "cpu")
+        sv = st.steering_vector(model, concept, kind="spatial", baseline=base)
+        noise = model.randn(16, 0)
+        samples = model.decode(model.ddim_sample(noise, 999, 40))
+        d = nearest(samples, load_digits_split().train_images[model.card["train_index"]]).nearest.numpy()
+        ok = (d < COPY_THRESHOLD if label == "memorized" else d > NOVEL_THRESHOLD) & (predict_proba(samples).argmax(1) != 4)
+        rows = []
+        for j in np.nonzero(ok)[0][:3]:
+            ims = torch.cat([st.steered_samples(model, noise[j:j + 1], sv, a[i:i + 16]) for i in (0, 16)])
+            rows.append(st.curve_measures(a, st.concept_strength_digits(ims, 4), ims))
+        assert len(rows) == 3, (model_id, d)
+        measured[label] = {k: float(np.median([r[k] for r in rows])) for k in ("jump_share", "pixel_jump_share", "width")}
+    mem, gen = measured["memorized"], measured["generalized"]
+    assert mem["pixel_jump_share"] > 3 * gen["pixel_jump_share"], measured
+    assert mem["jump_share"] > 0.5 > gen["jump_share"] and gen["width"] > 3 * mem["width"], measured

@@ -82,8 +82,9 @@ class SteerSettings(Settings):
     window: int | None = setting(None, lo=0, hi=1000, help="steer during the last W of the steps (auto: 20)")
     prompt: str = setting("", help="text models: the source prompt")
     guidance: float | None = setting(None, lo=0.0, hi=30.0, help="text models: classifier-free guidance scale (auto: 3.5)")
-    contrast: bool = setting(False, help="digit:K on a built-in model: also steer a memorized and a generalized "
-                                         "sample (Fig. 8)")
+    contrast: bool = setting(False, help="digit:K on a built-in model: also steer a memorized sample of digits-mem "
+                                         "and a generalized one of digits-gen, each with its own model's vector "
+                                         "(Fig. 8)")
     seed: int = seed_setting(help="seed of a prompt: concept set and of the noise taking concept images to t~")
 
     def check(self) -> None:
@@ -165,6 +166,7 @@ class SteerResult(Result):
     vector_norms: dict[str, float] = field(default_factory=dict)
     samples: torch.Tensor | None = None          # one steered sample per strength, pixels in [-1, 1]
     contrast: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)  # label -> (index, samples)
+    contrast_models: dict[str, str] = field(default_factory=dict)                 # label -> the model sampled
     curves: dict[str, np.ndarray] = field(default_factory=dict)                  # legend label -> strength
     # the contrast measured over many samples of this model and target (bench/steer_contrast.py): label ->
     # {"strengths", "p_median", "p_q25", "p_q75", "n", ...}; drawn behind the contrast curves
@@ -186,7 +188,8 @@ class SteerResult(Result):
         return tuple(self.vector.concept)
 
     def contrast_label(self, label: str) -> str:
-        return f"{label} sample (#{self.contrast[label][0]})"
+        model = self.contrast_models.get(label)
+        return f"{label} sample ({model} #{self.contrast[label][0]})" if model else f"{label} sample (#{self.contrast[label][0]})"
 
     def numbers(self) -> dict:
         s = self.settings
@@ -202,7 +205,8 @@ class SteerResult(Result):
         if "this source" in self.curves:
             out["concept_strength"] = {"measure": self.measure, "values": _values(self.curves["this source"])}
         if self.contrast:
-            out["contrast"] = {label: {"sample_index": i, "values": _values(self.curves[self.contrast_label(label)])}
+            out["contrast"] = {label: {"sample_index": i, "values": _values(self.curves[self.contrast_label(label)]),
+                                       **({"model": self.contrast_models[label]} if label in self.contrast_models else {})}
                                for label, (i, _) in self.contrast.items()}
         if self.contrast_reference:
             out["contrast_reference"] = self.contrast_reference
@@ -299,18 +303,39 @@ class SteerResult(Result):
 CONTRAST_REFERENCE = "steer_contrast.json"     # in <assets>/calibrations, written by bench/steer_contrast.py
 
 
-def contrast_reference(assets: Path | None, model_id: str, target: int) -> dict:
-    """The contrast of a built-in model measured over many memorized and generalized samples
-    (``bench/steer_contrast.py --reference``): label -> median and quartile curves of P(target) over the
-    strengths; ``{}`` when none was measured for this model and target."""
+def contrast_reference(assets: Path | None, target: int, models: dict[str, str] | None = None) -> dict:
+    """The contrast measured over many memorized and generalized samples (``bench/steer_contrast.py
+    --reference``): label -> median and quartile curves of P(target) over the strengths, of the model that
+    gives that label's samples (``models``, default :data:`~lowdim_app.methods.steering.CONTRAST_MODELS`);
+    a label is left out where none was measured for its model and this target."""
     import json
 
     path = Path(assets or "") / "calibrations" / CONTRAST_REFERENCE
     if assets is None or not path.is_file():
         return {}
     ref = json.loads(path.read_text())
-    curves = ref.get("curves", {}).get(model_id, {}).get(str(int(target)), {})
-    return {label: {"strengths": ref["strengths"], **c} for label, c in curves.items()}
+    out = {}
+    for label, model_id in (models or st.CONTRAST_MODELS).items():
+        c = ref.get("curves", {}).get(model_id, {}).get(str(int(target)), {}).get(label)
+        if c:
+            out[label] = {"strengths": ref["strengths"], "model": model_id, **c}
+    return out
+
+
+def _contrast_vector(model, sv: st.SteeringVector, target: int, prog: Progress) -> st.SteeringVector:
+    """The ``digit:target`` vector of ``sv``'s recipe (layers, kind, t~, concept images, seed) on another
+    built-in model, from this process's concept cache."""
+    n = sv.concept_n or DIGIT_CONCEPT_N
+    key = st.cache_key(model.model_id, (f"digit:{int(target)}",), n, sv.layers, sv.t_tilde, sv.kind, sv.seed or 0)
+
+    def compute() -> st.SteeringVector:
+        images, baseline = st.digit_concept(target, n)
+        v = st.steering_vector(model, images, sv.layers, sv.t_tilde, sv.kind, baseline=baseline, seed=sv.seed or 0,
+                               step_callback=_stop_check(prog))
+        v.concept, v.concept_n = (f"digit:{int(target)}",), n
+        return v
+
+    return st.CONCEPT_CACHE.get_or_compute(key, compute, wait_check=prog.check)[0]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -470,7 +495,8 @@ class Steer(Feature):
         ``concept_n x concept_steps x (2 with CFG)`` to generate plus one feature pass per image; ``digit:K``
         one pass per class image and per baseline image; files one pass each, a folder estimated at
         ``concept_n`` (auto: 100) images; **0** with ``--vector`` or when this process has the vector cached.
-        Exact otherwise, except for the contrast, whose search for the pair stops early (upper bound)."""
+        Exact otherwise, except for the contrast (upper bound: its vectors may be cached, its search for the
+        samples stops early)."""
         from ..diffusion.registry import BUILTIN_MODELS
 
         if unet_config:
@@ -485,7 +511,10 @@ class Steer(Feature):
         n = len(s.strengths)
         forward = self.concept_cost(s, plan) + n * steps * cfg + (0 if s.source_seed is not None else steps * cfg)
         if s.contrast and (s.digit is not None or (s.vector and not text)):
-            forward += 48 * 40 + 2 * n * steps              # at most: find the pair, then steer both
+            # at most: the concept's vector on each contrast model but this one, find each sample, steer both
+            images, baseline = st.digit_concept(s.digit or 0, s.concept_n or DIGIT_CONCEPT_N)
+            others = sum(m != s.model.strip() for m in st.CONTRAST_MODELS.values())
+            forward += others * (len(images) + len(baseline)) + len(CONTRAST_ORDER) * (48 * 40 + n * steps)
         return Cost(forward=forward, note="concept set (0 with a saved or cached vector) + strengths x steps "
                                           "(x2 with CFG) + inversion of an image source + the contrast pair")
 
@@ -570,7 +599,7 @@ class Steer(Feature):
                 res.measure = f"CLIP cosine similarity to {concept.text!r} ({scorer.source})"
                 res.ylabel, res.probability = f"CLIP similarity to '{concept.text[:40]}'", False
         if s.contrast:
-            self._contrast(model, s, res, sv, concept, steps, window, prog, rt.assets)
+            self._contrast(model, s, res, sv, concept, steps, window, prog, rt)
         prog(1.0, "done")
         return res
 
@@ -605,9 +634,11 @@ class Steer(Feature):
         return sv, concept, "cache"
 
     @staticmethod
-    def _contrast(model, s, res: SteerResult, sv, concept: Concept, steps: int, window: int, prog,
-                  rt_assets: Path | None = None) -> None:
-        """Steer a memorized and a generalized sample of a built-in model the same way (Fig. 8)."""
+    def _contrast(model, s, res: SteerResult, sv, concept: Concept, steps: int, window: int, prog, rt) -> None:
+        """Fig. 8 on the built-in models: a memorized sample of digits-mem and a generalized sample of digits-gen
+        (:data:`~lowdim_app.methods.steering.CONTRAST_MODELS`, where bench/steer_contrast.py measures the
+        contrast), each steered at the run's strengths with the vector of the same concept, layers, kind and
+        t~ computed on its own model."""
         if concept.target is None:
             res.notes.append("The contrast needs a digit:K concept; skipped.")
             return
@@ -616,17 +647,24 @@ class Steer(Feature):
             return
         prog(0.6, "contrast: a memorized and a generalized sample")
         step = _stop_check(prog)
-        sources = st.contrast_sources(model, avoid_class=concept.target, step_callback=step)
         for label in CONTRAST_ORDER:
-            if label not in sources:
-                res.notes.append(f"No {label} sample among the model's first 48; that contrast row is missing.")
+            model_id = st.CONTRAST_MODELS[label]
+            try:
+                m = model if model.model_id == model_id else load(model_id, rt)
+                v = sv if sv.model_id == m.model_id else _contrast_vector(m, sv, concept.target, prog)
+            except UserError as e:
+                res.notes.append(f"No {label} contrast row: {e}")
                 continue
-            i, noise = sources[label]
-            im = st.steered_samples(model, noise, sv, s.strengths, model.num_train_timesteps - 1, steps, window,
+            found = st.contrast_sources(m, avoid_class=concept.target, step_callback=step, labels=(label,))
+            if label not in found:
+                res.notes.append(f"No {label} sample among {model_id}'s first 48; that contrast row is missing.")
+                continue
+            i, noise = found[label]
+            im = st.steered_samples(m, noise, v, s.strengths, m.num_train_timesteps - 1, steps, window,
                                     progress=prog.bars, step_callback=step)
-            res.contrast[label] = (i, im)
+            res.contrast[label], res.contrast_models[label] = (i, im), model_id
             res.curves[res.contrast_label(label)] = st.concept_strength_digits(im, concept.target)
-        res.contrast_reference = contrast_reference(rt_assets, model.model_id, concept.target)
+        res.contrast_reference = contrast_reference(rt.assets, concept.target)
 
     # CLI
     def add_output_arguments(self, p) -> None:

@@ -49,6 +49,9 @@ SD_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=3.5, kind="chan
 # tested seed (class probability 0 -> 1 by a ~ 1).
 DIGITS_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
 DIGITS_RECIPE = dict(t_tilde=10, steps=40, window=20, guidance_scale=1.0, kind="spatial", concept_n=100)
+# Where the contrast of Fig. 8 is taken from on the built-in models (bench/steer_contrast.py): memorized samples
+# of the model that memorizes, generalized samples of the model that generalizes, each steered with its own vector.
+CONTRAST_MODELS = {"memorized": "digits-mem", "generalized": "digits-gen"}
 MAX_STRENGTH = 100.0
 FEATURE_BATCH = 32          # concept images per U-Net call when reading the features at t~
 ENCODE_BATCH = 4            # concept images per VAE encode call (SD: 4 images of 512 px at once, not 100)
@@ -330,6 +333,54 @@ def concept_strength_digits(images: torch.Tensor, target: int) -> np.ndarray:
     return predict_proba(images)[:, int(target)]
 
 
+def first_crossing(strengths, values, level: float) -> float | None:
+    """The strength where ``values`` first reach ``level`` (linear interpolation); ``None`` if never."""
+    a, y = np.asarray(strengths, dtype=float), np.asarray(values, dtype=float)
+    idx = np.nonzero(y >= level)[0]
+    if not len(idx):
+        return None
+    i = idx[0]
+    if i == 0:
+        return float(a[0])
+    return float(a[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (a[i] - a[i - 1]))
+
+
+def jump_share(values, min_rise: float = 0.05) -> float | None:
+    """The largest rise between neighbouring strengths over the whole rise ``max - first`` (1: all of it in one
+    step, threshold-like; ``1/(n-1)``: evenly spread); ``None`` when the values rise by less than ``min_rise``."""
+    y = np.asarray(values, dtype=float)
+    rise = float(y.max() - y[0])
+    return float(np.diff(y).max()) / rise if rise > min_rise else None
+
+
+def pixel_progress(images: torch.Tensor) -> np.ndarray:
+    """``||x(a) - x(0)|| / ||x(a_max) - x(0)||`` over the steered images (one per strength, first at a = 0):
+    how far each has moved from the unsteered sample, free of any classifier's sharpness."""
+    x = images.flatten(1).double()
+    d = (x - x[0]).norm(dim=1).numpy()
+    return d / d[-1] if d[-1] > 0 else np.zeros_like(d)
+
+
+def curve_measures(strengths, p, images: torch.Tensor | None = None) -> dict:
+    """How a steering curve responds to the strength (Zhang et al. 2025, Fig. 8: smooth and monotone for
+    generalized samples, threshold-like for memorized ones). ``p``: the concept strength (a probability) per
+    strength; ``images``: the steered samples.
+
+    ``a_cross``: where ``p`` first crosses 0.5; ``width``: the span of ``a`` over which ``p`` goes 0.1 -> 0.9
+    (from ``p(0) < 0.1``), ``rel_width`` = width / a_cross; ``jump_share`` of ``p``; ``pixel_jump_share``: the
+    jump share of :func:`pixel_progress`; ``monotone``: Spearman correlation of ``p`` with ``a``."""
+    from scipy.stats import spearmanr
+
+    a, p = np.asarray(strengths, dtype=float), np.asarray(p, dtype=float)
+    lo, mid, hi = (first_crossing(a, p, q) for q in (0.1, 0.5, 0.9))
+    width = hi - lo if lo is not None and hi is not None and p[0] < 0.1 else None
+    out = {"a_cross": mid, "width": width, "rel_width": width / mid if width is not None and mid else None,
+           "jump_share": jump_share(p),
+           "pixel_jump_share": None if images is None else jump_share(pixel_progress(images), 0.0),
+           "monotone": float(spearmanr(a, p).statistic) if np.ptp(p) > 0 else 0.0}
+    return {k: v if v is None else round(float(v), 4) for k, v in out.items()}
+
+
 def digit_concept(target: int, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Built-in concept set: ``n`` training digits of class ``target``; baseline: all training digits."""
     from ..data.digits import load_digits_split
@@ -340,12 +391,12 @@ def digit_concept(target: int, n: int = 100) -> tuple[torch.Tensor, torch.Tensor
 
 
 def contrast_sources(model, n: int = 48, seed: int = 0, steps: int = 40, avoid_class: int | None = None,
-                     step_callback=None, chunk: int = 8):
+                     step_callback=None, chunk: int = 8, labels: tuple[str, ...] = ("memorized", "generalized")):
     """Starting noises of one memorized and one generalized sample of a built-in model, for the paper's
     contrast (Zhang et al. 2025, Fig. 8): among ``n`` seeded samples, the first whose nearest training
     image is a near-copy and the first that is novel (thresholds of :mod:`lowdim_app.data.neighbours`),
-    skipping samples already of ``avoid_class``. Samples are drawn ``chunk`` at a time until both are
-    found. Returns ``{label: (index, noise)}``."""
+    skipping samples already of ``avoid_class``. Samples are drawn ``chunk`` at a time until one of each of
+    ``labels`` is found. Returns ``{label: (index, noise)}``."""
     from ..data.classifier import predict_proba
     from ..data.digits import load_digits_split
     from ..data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD
@@ -363,8 +414,8 @@ def contrast_sources(model, n: int = 48, seed: int = 0, steps: int = 40, avoid_c
         labels = np.where(d < COPY_THRESHOLD, "memorized", np.where(d > NOVEL_THRESHOLD, "generalized", "ambiguous"))
         pred = predict_proba(samples).argmax(1)
         for j, label in enumerate(labels):
-            if label != "ambiguous" and label not in found and (avoid_class is None or pred[j] != avoid_class):
+            if label in labels and label not in found and (avoid_class is None or pred[j] != avoid_class):
                 found[label] = (lo + j, noise[lo + j:lo + j + 1])
-        if len(found) == 2:
+        if len(found) == len(labels):
             break
-    return {k: found[k] for k in ("memorized", "generalized") if k in found}
+    return {k: found[k] for k in labels if k in found}

@@ -15,7 +15,7 @@ def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Seque
     """One ``o-`` line per ``curves[label]`` over ``strengths``; a probability axis is fixed to [0, 1].
 
     ``reference``: label (``memorized`` / ``generalized``) -> ``{"strengths", "p_median", "p_q25", "p_q75",
-    "n"}``, the contrast measured over many samples, drawn behind as a median line with its quartile band in
+    "n", "model"}``, the contrast measured over many samples, drawn behind as a median line with its quartile band in
     the colour of the matching contrast curve."""
     fig, ax = new_figure(5.5, 3.6)
     colors = {}
@@ -26,8 +26,9 @@ def strength_curve_figure(strengths: Sequence[float], curves: Mapping[str, Seque
         a = np.asarray(ref["strengths"], dtype=float)
         color = colors.get(label, "0.5")
         ax.fill_between(a, ref["p_q25"], ref["p_q75"], color=color, alpha=0.15, lw=0)
+        who = f"{label} ({ref['model']})" if ref.get("model") else label
         ax.plot(a, ref["p_median"], color=color, lw=1.2, ls="--",
-                label=f"{label}: median and quartiles of {ref.get('n', '?')} samples")
+                label=f"{who}: median and quartiles of {ref.get('n', '?')} samples")
     ax.set_xlabel("steering strength a")
     ax.set_ylabel(ylabel)
     if probability:

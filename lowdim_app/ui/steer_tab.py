@@ -29,7 +29,7 @@ class TabInputs(Settings):
     digit: int = setting(4, lo=0, hi=9, label="digit class")
     source_seed: int = setting(1, lo=0, hi=SEED_MAX, label="source seed")
     a_max: float = setting(1.5, lo=0.01, hi=MAX_STRENGTH, label="a_max")
-    count: int = setting(7, lo=2, hi=16, label="number of strengths")
+    count: int = setting(13, lo=2, hi=16, label="number of strengths")
     seed: int = seed_setting()
 
 
@@ -104,7 +104,7 @@ def _outputs(result, from_files: bool) -> tuple:
 def steer_example(model_id, concept_mode, digit, source_seed, contrast, progress=gr.Progress(track_tqdm=True),
                   request: gr.Request = None):
     """An example row (the tab's other inputs at their defaults)."""
-    yield from steer(model_id, concept_mode, digit, "", None, source_seed, None, 1.5, 7, "recipe", "", contrast, 0,
+    yield from steer(model_id, concept_mode, digit, "", None, source_seed, None, 1.5, 13, "recipe", "", contrast, 0,
                      None, progress=progress, request=request)
 
 
@@ -153,9 +153,9 @@ def build() -> None:
             with gr.Row():
                 source_seed = gr.Number(value=1, precision=0, label="source seed", elem_id="steer-seed", min_width=100)
                 a_max = gr.Number(value=1.5, label="a_max", elem_id="steer-amax", min_width=100)
-            count = gr.Slider(2, 16, value=7, step=1, label="strengths", elem_id="steer-count")
-            contrast = gr.Checkbox(value=True, label="contrast: a memorized and a generalized sample (built-in models)",
-                                   elem_id="steer-contrast")
+            count = gr.Slider(2, 16, value=13, step=1, label="strengths", elem_id="steer-count")
+            contrast = gr.Checkbox(value=True, elem_id="steer-contrast",
+                                   label="contrast: a memorized sample (digits-mem) and a generalized one (digits-gen)")
             with gr.Row():
                 go = gr.Button("Steer", variant="primary", elem_id="steer-btn", scale=3)
                 stop = gr.Button("Cancel", elem_id="steer-cancel", scale=1)
@@ -172,7 +172,7 @@ def build() -> None:
         with gr.Column(scale=2, elem_id="steer-results"):
             strip = gr.Image(label="steered strip (a = 0 .. a_max; a = 0 framed: no steering)", elem_id="steer-strip",
                              format="png", interactive=False, show_label=False, height=170)
-            contrast_img = gr.Image(label="contrast strip: memorized (top) vs generalized (bottom) source",
+            contrast_img = gr.Image(label="contrast strip: memorized (digits-mem, top) vs generalized (digits-gen, bottom)",
                                     elem_id="steer-contrast-img", format="png", interactive=False, show_label=False,
                                     height=260)
             info = gr.Markdown(elem_id="steer-info", label="summary and reproduce line")
