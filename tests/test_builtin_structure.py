@@ -155,8 +155,9 @@ def test_steer_tab_draws_the_measured_contrast(tmp_path):
     assert contrast_reference(None, 4) == {}
     dup = contrast_reference(DEFAULT_ASSETS, 4, {"memorized": "digits-dup", "generalized": "digits-dup"})
     assert {c["model"] for c in dup.values()} == {"digits-dup"}
-    a = ref["memorized"]["strengths"]
+    a = [0.0, 0.75, 1.5]                                                  # the run's strengths: the reference up to 1.5
     ax = strength_curve_figure(a, {"memorized sample (#1)": np.zeros(len(a)), "generalized sample (#2)": np.ones(len(a))},
                                "P(4)", reference=ref).axes[0]
     labels = [line.get_label() for line in ax.lines]
-    assert sum("median and quartiles" in lab for lab in labels) == 2 and len(ax.collections) == 2
+    assert sum("median, quartiles of 20" in lab for lab in labels) == 2 and len(ax.collections) == 2
+    assert max(line.get_xdata().max() for line in ax.lines) == 1.5

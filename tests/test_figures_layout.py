@@ -94,8 +94,10 @@ def test_steering_curve():
     curves = {"this source": [0, 1, 1, 1], "memorized sample (#7)": [0, 0, 1, 1], "generalized sample (#0)": [0, .1, 1, 1]}
     assert layout_problems(strength_curve_figure([0, .5, 1, 1.5], curves, "P(digit 4) (classifier)")) == []
     ref = {label: {"strengths": [0, .5, 1, 1.5], "p_median": [0, .2, .8, 1], "p_q25": [0, .1, .6, .9],
-                   "p_q75": [0, .4, .9, 1], "n": 20} for label in ("memorized", "generalized")}
-    contrast = {k: v for k, v in curves.items() if k != "this source"}
+                   "p_q75": [0, .4, .9, 1], "n": 20, "model": model}
+           for label, model in (("memorized", "digits-mem"), ("generalized", "digits-gen"))}
+    contrast = {"this source": [0, 1, 1, 1], "memorized sample (digits-mem #0)": [0, 0, 1, 1],
+                "generalized sample (digits-gen #0)": [0, .1, 1, 1]}
     assert layout_problems(strength_curve_figure([0, .5, 1, 1.5], contrast, "P(digit 4) (classifier)", reference=ref)) == []
 
 

@@ -185,7 +185,10 @@ def test_inverted_source_at_strength_zero_reconstructs_the_image(digits_gen, fou
 def test_curve_measures_closed_forms():
     """A ramp is spread over the whole grid, a step lies in one interval, a dip is not monotone."""
     a = np.linspace(0.0, 2.0, 21)
-    images = lambda y: torch.from_numpy(np.asarray(y, dtype=float)).view(-1, 1, 1, 1) * torch.ones(1, 1, 4, 4)  # noqa: E731
+
+    def images(y):
+        return torch.from_numpy(np.asarray(y, dtype=float)).view(-1, 1, 1, 1) * torch.ones(1, 1, 4, 4)
+
     ramp = st.curve_measures(a, a / 2, images(a))
     assert ramp["a_cross"] == pytest.approx(1.0) and ramp["width"] == pytest.approx(1.6)
     assert ramp["jump_share"] == pytest.approx(0.05) and ramp["pixel_jump_share"] == pytest.approx(0.05)
@@ -218,13 +221,15 @@ def test_memorized_samples_flip_generalized_ones_move_smoothly():
         noise = model.randn(16, 0)
         samples = model.decode(model.ddim_sample(noise, 999, 40))
         d = nearest(samples, load_digits_split().train_images[model.card["train_index"]]).nearest.numpy()
-        ok = (d < COPY_THRESHOLD if label == "memorized" else d > NOVEL_THRESHOLD) & (predict_proba(samples).argmax(1) != 4)
+        ok = d < COPY_THRESHOLD if label == "memorized" else d > NOVEL_THRESHOLD
+        ok &= predict_proba(samples).argmax(1) != 4
         rows = []
         for j in np.nonzero(ok)[0][:3]:
             ims = torch.cat([st.steered_samples(model, noise[j:j + 1], sv, a[i:i + 16]) for i in (0, 16)])
             rows.append(st.curve_measures(a, st.concept_strength_digits(ims, 4), ims))
         assert len(rows) == 3, (model_id, d)
-        measured[label] = {k: float(np.median([r[k] for r in rows])) for k in ("jump_share", "pixel_jump_share", "width")}
+        measured[label] = {k: float(np.median([r[k] for r in rows]))
+                           for k in ("jump_share", "pixel_jump_share", "width")}
     mem, gen = measured["memorized"], measured["generalized"]
     assert mem["pixel_jump_share"] > 3 * gen["pixel_jump_share"], measured
     assert mem["jump_share"] > 0.5 > gen["jump_share"] and gen["width"] > 3 * mem["width"], measured

@@ -189,7 +189,8 @@ class SteerResult(Result):
 
     def contrast_label(self, label: str) -> str:
         model = self.contrast_models.get(label)
-        return f"{label} sample ({model} #{self.contrast[label][0]})" if model else f"{label} sample (#{self.contrast[label][0]})"
+        index = self.contrast[label][0]
+        return f"{label} sample ({model} #{index})" if model else f"{label} sample (#{index})"
 
     def numbers(self) -> dict:
         s = self.settings
@@ -205,9 +206,10 @@ class SteerResult(Result):
         if "this source" in self.curves:
             out["concept_strength"] = {"measure": self.measure, "values": _values(self.curves["this source"])}
         if self.contrast:
-            out["contrast"] = {label: {"sample_index": i, "values": _values(self.curves[self.contrast_label(label)]),
-                                       **({"model": self.contrast_models[label]} if label in self.contrast_models else {})}
+            out["contrast"] = {label: {"sample_index": i, "values": _values(self.curves[self.contrast_label(label)])}
                                for label, (i, _) in self.contrast.items()}
+            for label, model in self.contrast_models.items():
+                out["contrast"][label]["model"] = model
         if self.contrast_reference:
             out["contrast_reference"] = self.contrast_reference
         if self.notes:
