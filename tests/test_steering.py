@@ -163,21 +163,19 @@ def test_text_model_steer_draws_the_clip_curve(tiny_sd_dir, tiny_clip_dir, tmp_p
 
 
 def test_inverted_source_at_strength_zero_reconstructs_the_image(digits_gen, four_vector):
-    """Steering an uploaded image: DDIM-invert to T, then steer; a = 0 is the plain DDIM reconstruction.
-
-    How close that is to the image depends on the model: on digits-gen (sample prediction, cosine
-    schedule) the five example digits come back at RMS 0.04-0.12, except digit_3_test2 at 0.48 (a
-    different digit: the inverted x_T lies near the boundary between two of the denoiser's basins, as the
-    Edit tab's default example does at 0.7T). We assert the median."""
+    """Steering an uploaded image: DDIM-invert down to where steering starts, then steer; a = 0 is the plain
+    DDIM reconstruction. On digits-gen every example digit comes back (RMS <= 0.12); inverting all the way to
+    T, as before, turned digit_3_test2 into another digit (RMS 0.47), which this test catches."""
     from lowdim_app.data.images import load_image
 
     files = sorted(Path("assets/examples").glob("digit_*.png"))
     img = torch.cat([load_image(str(f), (16, 16), channels=1) for f in files])
-    x_T = digits_gen.ddim_invert(digits_gen.encode(img), 999, 40)
-    plain = digits_gen.decode(digits_gen.ddim_sample(x_T, 999, 40))
+    x, t_from, steps, window = st.invert_source(digits_gen, digits_gen.encode(img), 999, 40, 20)
+    assert (t_from, steps, window) == (digits_gen.timesteps(999, 40)[20], 20, 20)
+    plain = digits_gen.decode(digits_gen.ddim_sample(x, t_from, steps))
     errors = (plain - img).pow(2).flatten(1).mean(1).sqrt()
-    assert len(files) == 5 and float(errors.median()) < 0.1, errors
-    out = st.steered_samples(digits_gen, x_T[:1], four_vector, [0.0, 1.5], 999, 40, 20)
+    assert len(files) == 5 and float(errors.max()) < 0.15, errors
+    out = st.steered_samples(digits_gen, x[:1], four_vector, [0.0, 1.5], t_from, steps, window)
     assert torch.allclose(out[0], plain[0], atol=1e-5)
     assert float(((out[1] - out[0]) ** 2).mean().sqrt()) > 0.1
 

@@ -68,8 +68,8 @@ class SteerSettings(Settings):
     vector: FileRef | None = setting(None, help="a saved steering vector (.safetensors from --save-vector or the "
                                                 "Steer tab): used instead of computing one (no concept set)",
                                      max_chars=1000, max_mb=MAX_VECTOR_MB)
-    source: FileRef | str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted, then "
-                                                   "steered)", max_chars=1000, keywords=("seed:",), max_mb=MAX_IMAGE_MB)
+    source: FileRef | str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted to "
+                                                   "where steering starts, then steered)", max_chars=1000, keywords=("seed:",), max_mb=MAX_IMAGE_MB)
     strengths: tuple[float, ...] = setting((0.0, 2.0, 4.0, 6.0, 8.0), lo=-MAX_STRENGTH, hi=MAX_STRENGTH,
                                            max_items=16, range_style="linspace",
                                            help="steering strengths a (LO:HI:COUNT or A,B,C)")
@@ -511,14 +511,18 @@ class Steer(Feature):
         guidance = recipe["guidance_scale"] if s.guidance is None else s.guidance
         cfg = 2 if text and guidance != 1.0 else 1
         n = len(s.strengths)
-        forward = self.concept_cost(s, plan) + n * steps * cfg + (0 if s.source_seed is not None else steps * cfg)
+        run = steps
+        if s.source_seed is None:      # an image: inverted to where steering starts, sampled from there
+            run = min(recipe["window"] if s.window is None else s.window, steps) or steps
+        forward = self.concept_cost(s, plan) + n * run * cfg + (0 if s.source_seed is not None else run * cfg)
         if s.contrast and (s.digit is not None or (s.vector and not text)):
             # at most: the concept's vector on each contrast model but this one, find each sample, steer both
             images, baseline = st.digit_concept(s.digit or 0, s.concept_n or DIGIT_CONCEPT_N)
             others = sum(m != s.model.strip() for m in st.CONTRAST_MODELS.values())
             forward += others * (len(images) + len(baseline)) + len(CONTRAST_ORDER) * (48 * 40 + n * steps)
         return Cost(forward=forward, note="concept set (0 with a saved or cached vector) + strengths x steps "
-                                          "(x2 with CFG) + inversion of an image source + the contrast pair")
+                                          "(x2 with CFG; an image source: window steps, and as many to invert it) + "
+                                          "the contrast pair")
 
     @staticmethod
     def concept_cost(s: SteerSettings, plan: VectorPlan) -> int:
@@ -574,12 +578,13 @@ class Steer(Feature):
         else:
             sv, concept, source = self._vector(model, s, plan, concept_images, prog)
         if pixels is None:
-            x_T = model.randn(1, s.source_seed)
+            x, t_from, n_steps, n_window = model.randn(1, s.source_seed), t_start, steps, window
         else:
             prog(0.4, "inverting the source image (DDIM)")
-            x_T = model.ddim_invert(model.encode(pixels), t_start, steps, cond, progress=prog.bars)
+            x, t_from, n_steps, n_window = st.invert_source(model, model.encode(pixels), t_start, steps, window, cond,
+                                                            progress=prog.bars)
         prog(0.45, "steering")
-        samples = st.steered_samples(model, x_T, sv, s.strengths, t_start, steps, window, cond,
+        samples = st.steered_samples(model, x, sv, s.strengths, t_from, n_steps, n_window, cond,
                                      progress=prog.bars, step_callback=step)
 
         res = SteerResult(settings=s, model_id=model.model_id, layers=sv.layers, kind=sv.kind, t_tilde=sv.t_tilde,

@@ -40,16 +40,12 @@ def digit_subspace() -> torch.Tensor:
 
 
 def exact_jacobian(model, x_t: torch.Tensor, t: int) -> torch.Tensor:
-    """``J_t`` of ``x0_hat(., t)`` at one sample (``n x n`` float64; ``J[i, j] = d x0_hat_i / d x_j``), from
-    one batched backward pass over ``n`` copies of ``x_t`` (the rows are the VJPs with the unit vectors;
-    every module of a pixel U-Net acts per sample). Meant for small ``n`` (256 here)."""
-    n = model.n
-    x = x_t.reshape(1, *model.sample_shape).to(model.device, torch.float32)
-    xs = x.expand(n, *model.sample_shape).clone().requires_grad_(True)
-    with torch.enable_grad():
-        y = model.x0_hat(xs, int(t), dtype=torch.float32).reshape(n, n)
-        (g,) = torch.autograd.grad(y, xs, torch.eye(n, device=y.device, dtype=y.dtype))
-    return g.reshape(n, n).double().cpu()
+    """``J_t`` of ``x0_hat(., t)`` at one sample (``n x n`` float64; ``J[i, j] = d x0_hat_i / d x_j``): the
+    Jacobian engine's exact path (``n`` VJPs in one batched call). Meant for small ``n`` (256 here)."""
+    from .jacobian.diffusion import x0_hat_operator
+    from .jacobian.exact import exact_jacobian as exact
+
+    return exact(x0_hat_operator(model, x_t, int(t)), mode="rev").double().cpu()
 
 
 @dataclass
