@@ -12,6 +12,12 @@ import torch
 from .digits import load_digits_split
 
 CONFIDENT = 0.9
+IMAGE_SHAPE = (1, 16, 16)     # the built-in digit models' images: what the classifier reads
+
+
+def applies_to(image_shape) -> bool:
+    """Whether images of ``image_shape`` (C x H x W) are the built-in digits' size, which the classifier reads."""
+    return tuple(int(d) for d in image_shape) == IMAGE_SHAPE
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import classifier
 from ..errors import UserError
 from ..methods import editing
 from ..methods import jacobian as jac
@@ -29,6 +30,8 @@ from .settings import Settings, seed_setting, setting
 
 ALPHA_LIMIT = editing.ALPHA_LIMIT
 MAX_ALPHAS = editing.MAX_ALPHAS
+EXAMPLE_IMAGE, EXAMPLE_T = editing.EXAMPLE_IMAGE, editing.EXAMPLE_T
+EXAMPLE_AMAX, EXAMPLE_COUNT = editing.EXAMPLE_AMAX, editing.EXAMPLE_COUNT
 MAX_K = jac.MAX_K
 MAX_PASSES = 100_000
 JVP_MODES, DEFAULT_JVP_MODE = jac.JVP_MODES, jac.DEFAULT_JVP_MODE
@@ -273,6 +276,10 @@ class EditResult(Result):
     control: torch.Tensor | None = None
     upscale: int = 1
     search: EditSearch | None = None
+    # the digit classifier's class probabilities per alpha (len(alphas) x 10, plain lists), for the built-in
+    # digit models' 1 x 16 x 16 images only: is the edit semantic (the class moves) and continuous?
+    proba_along: list[list[float]] | None = None
+    proba_control: list[list[float]] | None = None
 
     @property
     def change_along(self) -> list[float]:
@@ -300,6 +307,9 @@ class EditResult(Result):
                "change_along_random": self.change_random}
         if self.settings.mask:
             out["keep_outside"] = self.settings.keep_outside
+        if self.proba_along is not None:
+            out["classifier_along_direction"] = self.proba_along
+            out["classifier_along_random"] = self.proba_control
         if self.search is not None:
             out.update(self.search.numbers())
         return out
@@ -318,13 +328,28 @@ class EditResult(Result):
     def figure(self):
         from ..plots.editing import effect_figure
 
-        return effect_figure(self.alphas, self.change_along, self.change_random, self.label)
+        return effect_figure(self.alphas, self.change_along, self.change_random, self.label,
+                             proba_along=self.proba_along, proba_control=self.proba_control)
+
+    def class_path(self) -> str:
+        """The classifier's reading of both rows at the first alpha, at alpha = 0 and at the last alpha."""
+        if self.proba_along is None:
+            return ""
+        zero = int(np.argmin(np.abs(np.asarray(self.alphas))))
+        at = sorted({0, zero, len(self.alphas) - 1})
+
+        def classes(p):
+            c = np.asarray(p).argmax(1)
+            return " / ".join(str(int(c[i])) for i in at)
+
+        return (" Digit classifier, class at alpha = " + " / ".join(f"{self.alphas[i]:+g}" for i in at)
+                + f": along {self.label} {classes(self.proba_along)}, random {classes(self.proba_control)}.")
 
     def summary(self) -> str:
         a = self.alphas
         return (f"Top row: {self.label}; bottom row: a random unit direction (the control of Wang et al. 2024, "
                 f"Fig. 6), alphas {a[0]:+.1f} .. {a[-1]:+.1f}. Mean change along the direction / along random: "
-                f"**{self.ratio:.1f}x**."
+                f"**{self.ratio:.1f}x**." + self.class_path()
                 + (f" Local edit: the outside of the mask follows the unedited trajectory for the first "
                    f"{self.settings.keep_outside:.0%} of the steps." if self.settings.mask and self.settings.keep_outside
                    else ""))
@@ -434,8 +459,13 @@ class Edit(Feature):
         prog(0.75, "editing along a random direction (the control)")
         control = editing.edit_strip(model, inv, editing.random_direction(model.sample_shape, s.seed), s.alpha,
                                      check=prog.check, keep=keep)
+        proba = {}
+        if classifier.applies_to(model.image_shape):
+            prog(0.95, "classifying the edited digits")
+            proba = {"proba_along": classifier.predict_proba(along).tolist(),
+                     "proba_control": classifier.predict_proba(control).tolist()}
         return EditResult(settings=s, model_id=model.model_id, t=inv.t, alphas=tuple(s.alpha), chosen=chosen,
-                          along=along, control=control, upscale=upscale_for(model), search=search)
+                          along=along, control=control, upscale=upscale_for(model), search=search, **proba)
 
     def run(self, s: EditSettings, *, runtime=None, progress=None, should_stop=None, model=None,
             search: EditSearch | None = None, stage: str = "all"):

@@ -20,6 +20,13 @@ from .tensor_files import load_tensors, save_tensors
 
 ALPHA_LIMIT = 50.0
 MAX_ALPHAS = 25
+# The Edit tab's default example and the path the digit models' cards measure on it (bench/edit_path.py):
+# on digits-gen at 0.5T, v1 turns this 5 into a 3 as alpha passes about +2 (the probability of 5 falls from
+# 0.9 to 0.1 over 0.47 in alpha, the image moving evenly: largest RMS step 3.5 % of the path's length at 97
+# alphas in [-6, 6]), while the random direction leaves it a 5; at 0.7T the edits of the examples jump.
+EXAMPLE_IMAGE = "digit_5_test17.png"
+EXAMPLE_T = 0.5
+EXAMPLE_AMAX, EXAMPLE_COUNT = 3.0, 25
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ..data.classifier import CONFIDENT, predict_proba
 from ..data.digits import load_digits_split
 from ..data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD
 from ..metrics import nearest
+from .editing import EXAMPLE_AMAX, EXAMPLE_COUNT, EXAMPLE_IMAGE, EXAMPLE_T
 
 
 def _pct(values: np.ndarray) -> dict:
@@ -70,7 +71,21 @@ def regime_evidence(model, card: dict, n_samples: int = 512, steps: int = 50, se
     return ev, samples
 
 
-DEFAULT_EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "digit_0_test3.png"
+DEFAULT_EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / EXAMPLE_IMAGE
+# the Edit tab's default path (t, alpha range) on a 4x finer alpha grid
+EXAMPLE_ALPHAS = tuple(float(a) for a in np.linspace(-EXAMPLE_AMAX, EXAMPLE_AMAX, 4 * (EXAMPLE_COUNT - 1) + 1))
+
+
+def measure_classifier_path(model, card: dict) -> None:
+    """``card["classifier_path"]``: the digit classifier along the Edit tab's default edit (its example, t and
+    alpha range; :func:`~.structure.classifier_path`), when the example is here."""
+    from ..data.images import load_image
+    from .structure import classifier_path
+
+    if DEFAULT_EXAMPLE.is_file():
+        path = classifier_path(model, load_image(DEFAULT_EXAMPLE, model.image_shape[1:], channels=1),
+                               t_fraction=EXAMPLE_T, alphas=EXAMPLE_ALPHAS)
+        card["classifier_path"] = {"image": f"assets/examples/{DEFAULT_EXAMPLE.name}", **path}
 
 
 def measure_card(model, card: dict, *, evidence_samples: int = 512, structure_digits: int = 20,
@@ -78,16 +93,13 @@ def measure_card(model, card: dict, *, evidence_samples: int = 512, structure_di
     """Fill ``card`` with the regime evidence (``evidence``), the low-dimensional structure of the
     denoiser on ``structure_digits`` held-out digits (``structure``, 0: skip) and the classifier's path
     along an edit of the Edit tab's default example (``classifier_path``); returns the evidence samples."""
-    from ..data.images import load_image
-    from .structure import classifier_path, structure_evidence
+    from .structure import structure_evidence
 
     evidence, samples = regime_evidence(model, card, n_samples=evidence_samples)
     card["evidence"] = evidence
     if structure_digits:
         card["structure"] = structure_evidence(model, n_digits=structure_digits, progress=progress)
-        if DEFAULT_EXAMPLE.is_file():
-            path = classifier_path(model, load_image(DEFAULT_EXAMPLE, model.image_shape[1:], channels=1))
-            card["classifier_path"] = {"image": f"assets/examples/{DEFAULT_EXAMPLE.name}", **path}
+        measure_classifier_path(model, card)
     return samples
 
 
@@ -159,6 +171,12 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
             cls = cp[name]["classes"]
             lines.append(f"| {name} | " + " | ".join(f"{cls[i]} ({p[i, cls[i]]:.2f})" for i in shown) + " |")
         lines += ["", f"Largest step between neighbouring alphas (total variation of the class probabilities): "
-                      f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}.", ""]
+                      f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}."]
+        if "width" in cp["v1"]:
+            lines += [f"Alpha span over which the probability of the alpha = 0 class falls from 0.9 to 0.1: v1 "
+                      f"{cp['v1']['width']}, random {cp['random']['width']} (nan: it does not); largest RMS pixel step "
+                      f"over the path's length: v1 {cp['v1']['continuity']}, random {cp['random']['continuity']} "
+                      f"({1 / (len(cp['alphas']) - 1):.3f} for an evenly moving path; bench/edit_path.py)."]
+        lines += [""]
     lines += ["![samples](samples.png)", ""]
     (folder / "README.md").write_text("\n".join(lines))

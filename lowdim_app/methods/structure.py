@@ -161,9 +161,11 @@ def classifier_path(model, image: torch.Tensor, t_fraction: float = 0.7, alphas=
     edit semantic (the class moves) and continuous (no jump between neighbouring alphas)?
 
     ``max_step``: the largest total-variation distance between the probability vectors at neighbouring
-    alphas; ``classes``: the argmax class per alpha."""
+    alphas; ``classes``: the argmax class per alpha; ``width``: the alpha span over which the probability of
+    the alpha = 0 class falls from 0.9 to 0.1 (:func:`transition_width`); ``continuity``: the largest RMS
+    pixel step over the path's length (:func:`path_continuity`, ``1 / (n - 1)`` for an even path)."""
     from ..data.classifier import predict_proba
-    from .editing import edit_strip, invert, random_direction
+    from .editing import MAX_ALPHAS, edit_strip, invert, random_direction
 
     t = model.timestep_from_fraction(t_fraction)
     inv = invert(model, image.reshape(1, *model.sample_shape), t, steps)
@@ -172,10 +174,65 @@ def classifier_path(model, image: torch.Tensor, t_fraction: float = 0.7, alphas=
     out = {"t_fraction": t_fraction, "t": t, "alphas": alphas}
     for name, d in (("v1", Vh[0].reshape(model.sample_shape).float()),
                     ("random", random_direction(model.sample_shape, seed))):
-        p = predict_proba(edit_strip(model, inv, d, alphas))
+        images = torch.cat([edit_strip(model, inv, d, alphas[i:i + MAX_ALPHAS])
+                            for i in range(0, len(alphas), MAX_ALPHAS)])
+        p = predict_proba(images)
+        start = int(p[int(np.argmin(np.abs(alphas)))].argmax())
         out[name] = {"probabilities": np.round(p, 4).tolist(), "classes": p.argmax(1).tolist(),
-                     "max_step": round(float(0.5 * np.abs(np.diff(p, axis=0)).sum(1).max()), 4)}
+                     "max_step": round(float(tv_steps(p).max()), 4),
+                     "width": round(transition_width(alphas, p[:, start])["width"], 4),
+                     "continuity": round(path_continuity(images), 4)}
     return out
+
+
+def tv_steps(probabilities) -> np.ndarray:
+    """Total-variation distance between the class-probability vectors at neighbouring points of a path."""
+    p = np.asarray(probabilities, dtype=float)
+    return 0.5 * np.abs(np.diff(p, axis=0)).sum(1)
+
+
+def transition_width(alphas, prob, start: float = 0.0, hi: float = 0.9, lo: float = 0.1) -> dict:
+    """How gradually a class is left along a path: going outward from ``start`` on each side, the alpha span
+    over which ``prob`` (the probability of the class at ``start``) first falls from ``hi`` to ``lo``, with the
+    crossings linearly interpolated between grid points (so a fine enough grid measures it, not the grid).
+
+    Returns ``{"width": narrowest span over the sides that cross lo (nan if none), "side": -1 / +1, "at": the
+    alpha of its ``lo`` crossing}``; a side whose ``prob`` starts below ``hi`` counts from ``start``."""
+    a, q = np.asarray(alphas, dtype=float), np.asarray(prob, dtype=float)
+    i0 = int(np.argmin(np.abs(a - start)))
+    best = {"width": float("nan"), "side": 0, "at": float("nan")}
+
+    def crossing(idx, level):
+        for j, k in zip(idx[:-1], idx[1:]):
+            if q[j] >= level > q[k]:
+                return a[j] + (q[j] - level) / (q[j] - q[k]) * (a[k] - a[j]), k
+        return None, None
+
+    for side, idx in ((-1, list(range(i0, -1, -1))), (1, list(range(i0, len(a))))):
+        if len(idx) < 2:
+            continue
+        if q[i0] >= hi:
+            a_hi, k = crossing(idx, hi)
+            if a_hi is None:
+                continue
+            idx = idx[idx.index(k) - 1:]
+        else:
+            a_hi = a[i0]
+        a_lo, _ = crossing(idx, lo)
+        if a_lo is None:
+            continue
+        w = abs(a_lo - a_hi)
+        if not w >= best["width"]:       # smaller, or the first (nan)
+            best = {"width": float(w), "side": side, "at": float(a_lo)}
+    return best
+
+
+def path_continuity(images) -> float:
+    """Largest RMS pixel step between neighbouring images of a path over the path's length (sum of the
+    steps): ``1 / (n - 1)`` for an evenly moving path of ``n`` images, 1 for a path that jumps once."""
+    x = torch.as_tensor(images).flatten(1).double()
+    steps = (x[1:] - x[:-1]).pow(2).mean(1).sqrt()
+    return float(steps.max() / steps.sum().clamp(min=1e-12))
 
 
 def data_span_dim(model) -> int | None:

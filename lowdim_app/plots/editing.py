@@ -36,15 +36,40 @@ def spectrum_figure(singular_values, numerical_rank: int | None = None, eta: flo
 
 
 @locked
-def effect_figure(alphas, along, control, label: str = "singular direction"):
+def effect_figure(alphas, along, control, label: str = "singular direction", proba_along=None, proba_control=None):
     """RMS pixel change from the alpha = 0 reconstruction along a direction and along the random
-    unit direction of the control (Wang et al. 2024, Fig. 6)."""
-    fig, ax = new_figure(5.5, 3.0)
+    unit direction of the control (Wang et al. 2024, Fig. 6). With the digit classifier's probabilities of
+    both rows (``len(alphas) x 10``), a second panel: the probability of the class at alpha = 0 and of the
+    most likely other class vs alpha, the direction solid, the random control dashed -- is the edit semantic
+    (the class moves) and continuous?"""
+    if proba_along is None:
+        fig, ax = new_figure(5.5, 3.0)
+    else:
+        fig, ax = new_figure(9.5, 3.2)
+        grid = fig.add_gridspec(1, 2)
+        ax.set_subplotspec(grid[0])
     ax.plot(alphas, along, "o-", label=label)
     ax.plot(alphas, control, "s--", label="random unit direction (control)")
     ax.set_xlabel("alpha")
     ax.set_ylabel("RMS pixel change vs alpha = 0")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)   # off the data
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2 if proba_along is None else 1,
+              frameon=False)   # off the data
+    if proba_along is not None:
+        pa, pc = np.asarray(proba_along, dtype=float), np.asarray(proba_control, dtype=float)
+        zero = int(np.argmin(np.abs(np.asarray(alphas, dtype=float))))
+        start = int(pa[zero].argmax())
+        other = np.delete(np.arange(pa.shape[1]), start)
+        top = int(other[np.concatenate([pa, pc])[:, other].max(0).argmax()])   # most likely other class
+        px = fig.add_subplot(grid[1])
+        px.grid(alpha=0.3)
+        px.plot(alphas, pa[:, start], "-", color="C0", marker=".", label=f"p({start}) along {label}")
+        px.plot(alphas, pa[:, top], "-", color="C3", marker=".", label=f"p({top}) along {label}")
+        px.plot(alphas, pc[:, start], "--", color="C0", label=f"p({start}) random")
+        px.plot(alphas, pc[:, top], "--", color="C3", label=f"p({top}) random")
+        px.set_ylim(-0.03, 1.03)
+        px.set_xlabel("alpha")
+        px.set_ylabel("digit classifier probability")
+        px.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

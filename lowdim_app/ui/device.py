@@ -114,9 +114,13 @@ def preload(settings: Settings, runtime: Runtime) -> None:
     from ..diffusion.registry import load_model
 
     try:
-        load_model(model_id.strip(), device="cpu" if ZERO_GPU else None, runtime=runtime)
+        model = load_model(model_id.strip(), device="cpu" if ZERO_GPU else None, runtime=runtime)
     except UserError:
-        pass
+        return
+    from ..data import classifier
+
+    if ZERO_GPU and classifier.applies_to(model.image_shape):   # fitted once, here: the forked workers inherit
+        classifier.digit_classifier()                            # it (the edit and steer results read it)
 
 
 def preload_at_start(runtime: Runtime) -> list[str]:

@@ -21,7 +21,17 @@ from ..diffusion.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from ..errors import UserError
 from ..features.edit import DEFAULT_JVP_MODE, DEFAULT_MAX_PASSES, DEFAULT_TOL, JVP_MODES, KEEP_OUTSIDE
 from ..features.edit import FEATURE as EDIT
-from ..features.edit import MAX_ALPHAS, MAX_K, MAX_PASSES, AlphaRange, EditSettings
+from ..features.edit import (
+    EXAMPLE_AMAX,
+    EXAMPLE_COUNT,
+    EXAMPLE_IMAGE,
+    EXAMPLE_T,
+    MAX_ALPHAS,
+    MAX_K,
+    MAX_PASSES,
+    AlphaRange,
+    EditSettings,
+)
 from ..features.settings import fmt
 from ..plots.common import to_pil as fig_to_pil
 from ..plots.editing import label_strip
@@ -39,7 +49,9 @@ from .common import (
 )
 from .lanes import MODEL_EVENTS
 
-EXAMPLES = sorted(str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png"))
+# the default example first (its path along v1 is semantic and continuous at the defaults below)
+EXAMPLES = sorted((str(p) for p in (REPO_ROOT / "assets" / "examples").glob("digit_*.png")),
+                  key=lambda p: (Path(p).name != EXAMPLE_IMAGE, p))
 IMAGE_FILE, MASK_FILE, DIRECTION_FILE = "image.png", "mask.png", "direction.safetensors"
 OUT_FOLDER = "edit_out"
 
@@ -336,7 +348,7 @@ def build() -> None:
                                 elem_id="edit-model")
             model_note = gr.Markdown(elem_id="edit-model-note")
             with gr.Row():
-                t_frac = gr.Slider(0.05, 0.95, value=0.7, step=0.05, label="edit time t / T", elem_id="edit-t")
+                t_frac = gr.Slider(0.05, 0.95, value=EXAMPLE_T, step=0.05, label="edit time t / T", elem_id="edit-t")
                 k = gr.Slider(1, MAX_K, value=5, step=1, label="k (directions)", elem_id="edit-k")
             with gr.Row():
                 steps = gr.Slider(4, 1000, value=50, step=1, label="DDIM steps over [0, T]", elem_id="edit-steps")
@@ -376,8 +388,8 @@ def build() -> None:
                                       height=104, fit_columns=False, object_fit="contain", elem_id="edit-u")
             with gr.Row(elem_id="edit-edit-controls", equal_height=False):
                 index = gr.Slider(1, MAX_K, value=1, step=1, label="direction v_i", elem_id="edit-index", min_width=140)
-                amax = gr.Number(value=6, label="α range A ([-A, A])", elem_id="edit-amax", min_width=100)
-                count = gr.Slider(2, MAX_ALPHAS, value=7, step=1, label="number of α", elem_id="edit-count",
+                amax = gr.Number(value=EXAMPLE_AMAX, label="α range A ([-A, A])", elem_id="edit-amax", min_width=100)
+                count = gr.Slider(2, MAX_ALPHAS, value=EXAMPLE_COUNT, step=1, label="number of α", elem_id="edit-count",
                                   min_width=140)
                 seed = gr.Number(value=0, precision=0, label="seed (random row)", elem_id="edit-seed", min_width=100)
                 go = gr.Button("Edit", variant="primary", elem_id="edit-go-btn", min_width=90, scale=0, size="lg")
@@ -388,7 +400,7 @@ def build() -> None:
             edit_info = gr.Markdown(elem_id="edit-edit-info", label="edit summary and reproduce line")
             with gr.Row(equal_height=False):
                 effect = gr.Image(label="change vs α", elem_id="edit-effect", height=220, show_label=False,
-                                  min_width=260)
+                                  min_width=260, scale=2)   # digit models: a second panel (the classifier)
                 files = gr.File(label="files for the reproduce line", file_count="multiple", elem_id="edit-files",
                                 min_width=260, elem_classes=["compact-file"])
 
