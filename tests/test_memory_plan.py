@@ -78,7 +78,8 @@ def test_the_workspace_the_memory_plan_reserves_is_the_basis_the_search_keeps():
 def test_central_difference_matches_forward_mode_ad_with_second_order_error():
     """(f(x + hv) - f(x - hv)) / 2h: small error at the default step, shrinking 4x when h halves."""
     f, x = _map(seed=3)
-    V = torch.randn(5, 12, dtype=torch.float64)
+    # seeded: over random V the error at the default step exceeds 5e-4 for 1 % of draws
+    V = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     exact = jac.JacobianOperator(f, x, jvp_mode="forward").jvp(V)
 
     def err(step):

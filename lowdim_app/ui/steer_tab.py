@@ -124,7 +124,7 @@ def mode_changed(mode):
 
 
 INTRO = ("Pick a digit and press **Steer**: one sample is drawn at increasing steering strength `a` (a = 0, framed, "
-         "is the unsteered sample). The contrast rows show Fig. 8 of the paper: a memorized sample (digits-mem) "
+         "is the unsteered sample). Look at the contrast rows (Fig. 8 of the paper): a memorized sample (digits-mem) "
          "jumps to the digit between two neighbouring strengths, a generalized one (digits-gen) turns into it "
          "gradually.")
 ABOUT = ("Steering adds `a * v` to U-Net activations while sampling, where `v` is the mean representation of a "
