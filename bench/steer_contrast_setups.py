@@ -138,7 +138,7 @@ def main() -> None:
                 sv = vector(model, target, cfg)
                 coarse = [steer(model, noise, sv, COARSE, cfg["window"]) for _, noise in found[key]]
                 per[label] = (model, sv, coarse)
-            a90 = [st.first_crossing(np.array(COARSE), st.concept_strength_digits(c, target), 0.9)
+            a90 = [first_crossing(np.array(COARSE), st.concept_strength_digits(c, target), 0.9)
                    for _, _, cs in per.values() for c in cs]
             reached = [v for v in a90 if v is not None]
             a_max = float(1.25 * np.quantile(reached, 0.9)) if reached else COARSE[-1]

@@ -5,6 +5,7 @@
 * :func:`spikiness` -- statistics of a representation vector (Zhang et al. 2025, §3.1 / Alg. 1:
   the standard deviation, and the alternatives the paper compares);
 * :func:`auroc`, :func:`tpr_at_fpr`, :func:`roc` -- detection quality through scikit-learn;
+* :func:`first_crossing` -- where a sampled curve first reaches a level (interpolated);
 * :func:`nearest` -- nearest reference images by RMS pixel distance (the offline stand-in for copy
   detection).
 """
@@ -60,6 +61,19 @@ def subspace_cosine(A: torch.Tensor, B: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------- spikiness
+def first_crossing(x, values, level: float) -> float | None:
+    """The ``x`` where ``values`` (sampled at increasing or decreasing ``x``) first reach ``level`` from below,
+    linearly interpolated between the samples; ``None`` if never."""
+    a, y = np.asarray(x, dtype=float), np.asarray(values, dtype=float)
+    idx = np.nonzero(y >= level)[0]
+    if not len(idx):
+        return None
+    i = idx[0]
+    if i == 0:
+        return float(a[0])
+    return float(a[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (a[i] - a[i - 1]))
+
+
 def spikiness(h: torch.Tensor, metric: str = "std") -> torch.Tensor:
     """Per-row spikiness of ``N x C`` representations (higher = spikier, except ``entropy``).
 

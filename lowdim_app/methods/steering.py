@@ -31,7 +31,7 @@ import torch
 
 from ..diffusion.hooks import add_vector, capture, get_module
 from ..errors import UserError, check_range
-from ..metrics import nearest
+from ..metrics import first_crossing, nearest
 from .tensor_files import load_tensors, save_tensors
 
 # Stable Diffusion v1.4 (App. B.3). The paper lists up_blocks.0.resnets.2 twice; the sixth layer is read
@@ -348,18 +348,6 @@ def concept_strength_digits(images: torch.Tensor, target: int) -> np.ndarray:
     from ..data.classifier import predict_proba
 
     return predict_proba(images)[:, int(target)]
-
-
-def first_crossing(strengths, values, level: float) -> float | None:
-    """The strength where ``values`` first reach ``level`` (linear interpolation); ``None`` if never."""
-    a, y = np.asarray(strengths, dtype=float), np.asarray(values, dtype=float)
-    idx = np.nonzero(y >= level)[0]
-    if not len(idx):
-        return None
-    i = idx[0]
-    if i == 0:
-        return float(a[0])
-    return float(a[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (a[i] - a[i - 1]))
 
 
 def jump_share(values, min_rise: float = 0.05) -> float | None:

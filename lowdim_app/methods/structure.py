@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..metrics import numerical_rank
+from ..metrics import first_crossing, numerical_rank
 
 ETA = 0.99
 TIME_FRACTIONS = (0.3, 0.5, 0.7, 0.9)
@@ -202,11 +202,11 @@ def transition_width(alphas, prob, start: float = 0.0, hi: float = 0.9, lo: floa
     i0 = int(np.argmin(np.abs(a - start)))
     best = {"width": float("nan"), "side": 0, "at": float("nan")}
 
-    def crossing(idx, level):
-        for j, k in zip(idx[:-1], idx[1:]):
-            if q[j] >= level > q[k]:
-                return a[j] + (q[j] - level) / (q[j] - q[k]) * (a[k] - a[j]), k
-        return None, None
+    def crossing(idx, level):     # the first fall below level along idx, and the index just past it
+        below = np.nonzero(q[idx] < level)[0]
+        if not len(below) or below[0] == 0:
+            return None, None
+        return first_crossing(a[idx], -q[idx], -level), idx[below[0]]
 
     for side, idx in ((-1, list(range(i0, -1, -1))), (1, list(range(i0, len(a))))):
         if len(idx) < 2:
