@@ -53,6 +53,7 @@ from lowdim_app.data.digits import load_digits_split  # noqa: E402
 from lowdim_app.data.neighbours import COPY_THRESHOLD, NOVEL_THRESHOLD  # noqa: E402
 from lowdim_app.diffusion.registry import load_model  # noqa: E402
 from lowdim_app.methods import steering as st  # noqa: E402
+from lowdim_app.metrics import first_crossing  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "steer_contrast_setups"
 COARSE = [0.0] + [float(2.0 ** e) for e in np.linspace(-4, 6, 15)]
