@@ -55,7 +55,7 @@ SHOWN = 4          # held-out digits drawn in the figure (besides the examples)
 
 def path_images(found, alphas, seed):
     """The edit and its random control on ``alphas``, in calls of at most MAX_ALPHAS strengths."""
-    along, control, ratio = [], [], None
+    along, control = [], []
     for i in range(0, len(alphas), MAX_ALPHAS):
         res = ld.edit(found, direction=1, alpha=alphas[i:i + MAX_ALPHAS], seed=seed)
         along.append(res.along)
