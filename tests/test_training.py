@@ -42,3 +42,20 @@ def test_train_cli_on_a_folder(tmp_path):
     assert rc == 0
     assert (tmp_path / "out" / "README.md").is_file() and (tmp_path / "out" / "samples.png").is_file()
     assert load_model(str(tmp_path / "out"), "cpu").sample_shape == (3, 8, 8)
+
+
+def test_shipped_cards_are_strict_json_and_their_readmes_are_generated_from_them(tmp_path):
+    """A card is read by other tools (the Hub, browsers): no NaN/Infinity; README.md is write_card's output."""
+    from pathlib import Path
+
+    from lowdim_app.methods.model_card import write_card
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    for folder in sorted(Path("assets/models").iterdir()):
+        card = json.loads((folder / "card.json").read_text(), parse_constant=refuse)
+        out = tmp_path / folder.name
+        out.mkdir()
+        write_card(out, folder.name, card)
+        assert (out / "README.md").read_text() == (folder / "README.md").read_text(), folder.name

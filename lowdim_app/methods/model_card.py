@@ -103,6 +103,10 @@ def measure_card(model, card: dict, *, evidence_samples: int = 512, structure_di
     return samples
 
 
+def _or_none(v) -> str:
+    return "none" if v is None or v != v else str(v)
+
+
 def structure_lines(st: dict) -> list[str]:
     """Markdown lines for the measured low-dimensional structure (see :mod:`.structure`)."""
     lines = ["## Measured low-dimensional structure", "",
@@ -174,7 +178,8 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
                       f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}."]
         if "width" in cp["v1"]:
             lines += [f"Alpha span over which the probability of the alpha = 0 class falls from 0.9 to 0.1: v1 "
-                      f"{cp['v1']['width']}, random {cp['random']['width']} (nan: it does not); largest RMS pixel step "
+                      f"{_or_none(cp['v1']['width'])}, random {_or_none(cp['random']['width'])} (none: it does not); largest "
+                      f"RMS pixel step "
                       f"over the path's length: v1 {cp['v1']['continuity']}, random {cp['random']['continuity']} "
                       f"({1 / (len(cp['alphas']) - 1):.3f} for an evenly moving path; bench/edit_path.py)."]
         lines += [""]

@@ -180,9 +180,14 @@ def classifier_path(model, image: torch.Tensor, t_fraction: float = 0.7, alphas=
         start = int(p[int(np.argmin(np.abs(alphas)))].argmax())
         out[name] = {"probabilities": np.round(p, 4).tolist(), "classes": p.argmax(1).tolist(),
                      "max_step": round(float(tv_steps(p).max()), 4),
-                     "width": round(transition_width(alphas, p[:, start])["width"], 4),
+                     "width": _finite(transition_width(alphas, p[:, start])["width"]),
                      "continuity": round(path_continuity(images), 4)}
     return out
+
+
+def _finite(v: float) -> float | None:
+    """Rounded, or ``None`` for nan (a card is strict JSON)."""
+    return None if v != v else round(float(v), 4)
 
 
 def tv_steps(probabilities) -> np.ndarray:
