@@ -121,7 +121,7 @@ def test_one_class_calibration_in_browser(page, artifacts, tmp_path):
     page.get_by_role("tab", name="Memorization").click()
     page.locator("#cal-panel").get_by_text("Calibrate a threshold from known images").click()
     page.locator("#cal-gen input[type=file]").set_input_files(refs)
-    page.locator("#cal-gen").get_by_text("ref23.png").wait_for(state="attached", timeout=60_000)
+    page.locator("#cal-gen").get_by_text("ref23.png").wait_for(state="attached", timeout=120_000)
     page.locator("#cal-fpr input").fill("0.05")
     page.locator("#cal-btn").click()
     page.wait_for_function("document.querySelector('#cal-text')?.innerText.includes('One-class calibration')",
