@@ -69,7 +69,8 @@ class SteerSettings(Settings):
                                                 "Steer tab): used instead of computing one (no concept set)",
                                      max_chars=1000, max_mb=MAX_VECTOR_MB)
     source: FileRef | str = setting("seed:0", help="seed:N (sample from noise seed N) or an image (DDIM-inverted to "
-                                                   "where steering starts, then steered)", max_chars=1000, keywords=("seed:",), max_mb=MAX_IMAGE_MB)
+                                                   "where steering starts, then steered)",
+                                    max_chars=1000, keywords=("seed:",), max_mb=MAX_IMAGE_MB)
     strengths: tuple[float, ...] = setting((0.0, 2.0, 4.0, 6.0, 8.0), lo=-MAX_STRENGTH, hi=MAX_STRENGTH,
                                            max_items=16, range_style="linspace",
                                            help="steering strengths a (LO:HI:COUNT or A,B,C)")

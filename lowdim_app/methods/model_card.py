@@ -104,7 +104,7 @@ def measure_card(model, card: dict, *, evidence_samples: int = 512, structure_di
 
 
 def _or_none(v) -> str:
-    return "none" if v is None or v != v else str(v)
+    return "none" if v is None else str(v)
 
 
 def structure_lines(st: dict) -> list[str]:
@@ -178,9 +178,9 @@ def write_card(folder: str | Path, model_id: str, card: dict) -> None:
                       f"v1 {cp['v1']['max_step']}, random {cp['random']['max_step']}."]
         if "width" in cp["v1"]:
             lines += [f"Alpha span over which the probability of the alpha = 0 class falls from 0.9 to 0.1: v1 "
-                      f"{_or_none(cp['v1']['width'])}, random {_or_none(cp['random']['width'])} (none: it does not); largest "
-                      f"RMS pixel step "
-                      f"over the path's length: v1 {cp['v1']['continuity']}, random {cp['random']['continuity']} "
+                      f"{_or_none(cp['v1']['width'])}, random {_or_none(cp['random']['width'])} (none: it does not); "
+                      f"largest RMS pixel step over the path's length: v1 {cp['v1']['continuity']}, random "
+                      f"{cp['random']['continuity']} "
                       f"({1 / (len(cp['alphas']) - 1):.3f} for an evenly moving path; bench/edit_path.py)."]
         lines += [""]
     lines += ["![samples](samples.png)", ""]
