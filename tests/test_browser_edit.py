@@ -2,6 +2,7 @@
 classifier's path along alpha (text and the effect figure's second panel), the reproduce line and the file it
 names; after Edit, the edit controls, the strip and the reproduce line are in one
 screen at 1400 and at 800 px wide."""
+from tests.conftest import loaded_image_size
 from tests.tour import CONTROLS, one_screen
 
 
@@ -25,7 +26,7 @@ def test_edit_tab_in_browser(page, artifacts):
     assert "random 5 / 5 / 5" in text, text
     effect = page.locator("#edit-effect img")
     effect.wait_for(state="visible")
-    size = effect.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    size = loaded_image_size(page, "#edit-effect img")
     assert size[0] > 2.5 * size[1], size
     effect.scroll_into_view_if_needed()
     page.locator("#edit-effect").screenshot(path=str(artifacts / "edit_effect.png"))

@@ -5,7 +5,7 @@ strength, the nearest-training-image pairs are shown whole, a non-image upload i
 inputs of another mode are hidden."""
 from __future__ import annotations
 
-
+from tests.conftest import loaded_image_size
 
 TOASTS = "[data-testid='toast-body'], .toast-body"
 
@@ -15,7 +15,7 @@ def _errors_shown(page) -> list[str]:
 
 
 def _natural(page, selector: str) -> tuple[int, int]:
-    return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+    return loaded_image_size(page, selector)
 
 
 def test_neighbour_pairs_are_whole(page, artifacts):

@@ -16,7 +16,7 @@ import pytest
 
 from lowdim_app.features import sharding
 from lowdim_app.errors import UserError
-from tests.conftest import REPO
+from tests.conftest import REPO, loaded_image_size
 
 N_IMAGES = 64
 
@@ -206,11 +206,10 @@ def test_report_in_the_browser(single, browser, artifacts):
     page.goto((single / "report.html").as_uri())
     hist = page.locator("#histogram")
     hist.wait_for()
-    assert hist.evaluate("img => img.naturalWidth") > 300
+    assert loaded_image_size(page, "#histogram", 300)[0] > 300
     flagged = page.locator("#flagged tr")
     assert flagged.count() == 1 + 24
-    thumb = page.locator("#flagged img.thumb").first
-    assert thumb.evaluate("img => img.naturalWidth") >= 64
+    assert loaded_image_size(page, "#flagged img.thumb", 64)[0] >= 64
     assert page.locator("#counts").inner_text().count("\n") >= 2
     page.screenshot(path=str(artifacts / "audit_report.png"), full_page=True)
     page.close()

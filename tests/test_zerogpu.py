@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, loaded_image_size
 
 EX = sorted(str(p) for p in (REPO / "assets" / "examples").glob("digit_*.png"))
 HEAVY = ("digits-gen", 64, 0, 1000, "", 7.5)      # 64,000 U-Net passes: minutes on this CPU
@@ -285,5 +285,5 @@ def test_browser_walkthrough_on_the_emulated_space(server, page, artifacts):
     page.locator("#models-sample-btn").click()
     page.wait_for_function("document.querySelector('#models-reproduce')?.innerText.includes('--steps 10')",
                            timeout=120_000)
-    assert page.locator("#models-grid img").evaluate("i => i.naturalWidth") >= 128
+    assert loaded_image_size(page, "#models-grid img", 128)[0] >= 128
     page.screenshot(path=str(artifacts / "zerogpu_models.png"), full_page=False)
