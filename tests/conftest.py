@@ -262,3 +262,12 @@ def loaded_image_size(page, selector: str, min_width: int = 1, timeout: int = 60
     js = f"(document.querySelector({selector!r})?.naturalWidth || 0) >= {min_width}"
     page.wait_for_function(js, timeout=timeout)
     return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def wait_uploaded(page, selector: str, names: list[str], timeout: int = 120_000) -> None:
+    """Wait until the file component under ``selector`` lists every name in ``names`` as uploaded. Gradio shows
+    "Uploading N files..." with whole names first, then each name as stem and extension in separate flex items
+    (innerText "name\\n.png"), which ``get_by_text(name)`` no longer matches: compare without whitespace."""
+    js = ("([sel, names]) => { const t = (document.querySelector(sel)?.innerText || '');"
+          " const flat = t.replace(/\\s+/g, ''); return !t.includes('Uploading') && names.every(n => flat.includes(n)); }")
+    page.wait_for_function(js, arg=[selector, list(names)], timeout=timeout)

@@ -1,9 +1,12 @@
 """The Memorization tab through its API and in the real browser."""
 import glob
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+
+from tests.conftest import wait_uploaded
 
 EX = sorted(glob.glob("assets/examples/digit_*.png"))
 
@@ -121,7 +124,7 @@ def test_one_class_calibration_in_browser(page, artifacts, tmp_path):
     page.get_by_role("tab", name="Memorization").click()
     page.locator("#cal-panel").get_by_text("Calibrate a threshold from known images").click()
     page.locator("#cal-gen input[type=file]").set_input_files(refs)
-    page.locator("#cal-gen").get_by_text("ref23.png").wait_for(state="attached", timeout=120_000)
+    wait_uploaded(page, "#cal-gen", [Path(r).name for r in refs])
     page.locator("#cal-fpr input").fill("0.05")
     page.locator("#cal-btn").click()
     page.wait_for_function("document.querySelector('#cal-text')?.innerText.includes('One-class calibration')",

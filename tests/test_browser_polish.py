@@ -5,7 +5,7 @@ strength, the nearest-training-image pairs are shown whole, a non-image upload i
 inputs of another mode are hidden."""
 from __future__ import annotations
 
-from tests.conftest import loaded_image_size
+from tests.conftest import loaded_image_size, wait_uploaded
 
 TOASTS = "[data-testid='toast-body'], .toast-body"
 
@@ -24,7 +24,7 @@ def test_neighbour_pairs_are_whole(page, artifacts):
     page.get_by_role("tab", name="Memorization").click()
     digit = sorted((REPO / "assets" / "examples").glob("digit_*.png"))[0]
     page.locator("#mem-files input[type=file]").set_input_files([str(digit)])
-    page.locator("#mem-files").get_by_text(digit.name).first.wait_for(state="attached", timeout=60_000)
+    wait_uploaded(page, "#mem-files", [digit.name])
     page.locator("#mem-score-btn").click()
     page.wait_for_function("document.querySelector('#mem-summary')?.innerText.includes('flagged')", timeout=180_000)
     pairs = page.locator("#mem-nn img")
