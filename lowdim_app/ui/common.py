@@ -347,18 +347,27 @@ def run_in_worker(feature, settings, *, request, lab: str, progress=None, stream
     worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"lowdim-{lab}",
                               daemon=True)
     worker.start()
+    # gradio sends an event's last yield as its result (what gradio_client returns): never end on a heartbeat.
+    # A model action's worker ends right after its one result, so nothing is yielded until it has; a live
+    # lab's next partial result may take long, so a heartbeat that came after the last one repeats it (unless
+    # the run was stopped: then the cancelled state the UI shows stays).
+    last, beat_since_last = None, False
     try:
         while True:
             try:
-                item = results.get(timeout=HEARTBEAT_S)
+                item = results.get(timeout=None if (last is not None and not stream) else HEARTBEAT_S)
             except queue.Empty:
                 yield None
+                beat_since_last = last is not None
                 continue
             if item is done:
+                if beat_since_last and not flag():
+                    yield last
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+            last, beat_since_last = item, False
             taken.set()
     except GeneratorExit:
         # Cancel, a closed tab or a disconnected client: the computation stops at its next poll (a step, a
