@@ -243,11 +243,13 @@ def final_output(outputs):
 
 
 def cancel_in_browser(page, log: Path, lab: str, start: str, cancel: str, wait_ms: int = 3000) -> int:
-    """Click ``start``, then ``cancel`` after ``wait_ms``; returns how many new "<lab>: run stopped by
-    Cancel" lines the server logged within 60 s (the computation itself stopped)."""
+    """Click ``start``, then ``cancel`` ``wait_ms`` after the run reported its first progress (a Cancel before
+    the run has started only drops the queued event, which logs nothing); returns how many new "<lab>: run
+    stopped by Cancel" lines the server logged within 60 s (the computation itself stopped)."""
     line = f"{lab}: run stopped by Cancel"
     before = log.read_text().count(line)
     page.locator(start).click()
+    page.locator(".progress-level").first.wait_for(state="visible", timeout=60_000)
     page.wait_for_timeout(wait_ms)
     page.locator(cancel).click()
     deadline = time.time() + 60

@@ -28,5 +28,5 @@ def test_cancel_stops_a_direction_search(page, artifacts):
 
     page.get_by_role("tab", name="Edit").click()
     page.locator("#edit-steps input[type=number]").fill("1000")
-    assert cancel_in_browser(page, artifacts / "server.log", "edit", "#edit-find-btn", "#edit-cancel", 2000) == 1
+    assert cancel_in_browser(page, artifacts / "server.log", "edit", "#edit-find-btn", "#edit-cancel", 500) == 1
     assert "numerical rank" not in page.locator("#edit-info").inner_text()
