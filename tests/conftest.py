@@ -261,8 +261,8 @@ def cancel_in_browser(page, log: Path, lab: str, start: str, cancel: str, wait_m
 def loaded_image_size(page, selector: str, min_width: int = 1, timeout: int = 60_000) -> tuple[int, int]:
     """Natural size of the first image under ``selector`` once the browser has decoded one at least
     ``min_width`` wide: a result's text can render before its image has loaded (then naturalWidth is 0)."""
-    js = f"(document.querySelector({selector!r})?.naturalWidth || 0) >= {min_width}"
-    page.wait_for_function(js, timeout=timeout)
+    page.wait_for_function("([sel, w]) => (document.querySelector(sel)?.naturalWidth || 0) >= w",
+                           arg=[selector, min_width], timeout=timeout)
     return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
 
 

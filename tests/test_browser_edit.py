@@ -15,7 +15,7 @@ def test_edit_tab_in_browser(page, artifacts):
     page.wait_for_function("document.querySelector('#edit-edit-info')?.innerText.includes('random')",
                            timeout=180_000)
     # the labelled strip (alpha per column) is drawn from the API's strip right after the run
-    page.wait_for_function("(document.querySelector('#edit-strip img')?.naturalWidth || 0) > 0", timeout=60_000)
+    loaded_image_size(page, "#edit-strip img")
     page.locator("#edit-strip").scroll_into_view_if_needed()
     page.locator("#edit-strip img").wait_for(state="visible", timeout=60_000)
     text = page.locator("#edit-edit-info").inner_text()

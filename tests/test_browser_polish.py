@@ -14,10 +14,6 @@ def _errors_shown(page) -> list[str]:
     return [t for t in page.locator(TOASTS).all_inner_texts() if "rror" in t]
 
 
-def _natural(page, selector: str) -> tuple[int, int]:
-    return loaded_image_size(page, selector)
-
-
 def test_neighbour_pairs_are_whole(page, artifacts):
     from tests.conftest import REPO
 
@@ -33,7 +29,7 @@ def test_neighbour_pairs_are_whole(page, artifacts):
     # each pair (image | nearest training image, 2:1) is shown whole: contained, not centre-cropped
     fit = pairs.first.evaluate("i => getComputedStyle(i).objectFit")
     assert fit == "contain", fit
-    w, h = _natural(page, "#mem-nn img")
+    w, h = loaded_image_size(page, "#mem-nn img")
     assert w > 1.8 * h
     page.locator("#mem-nn").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "polish_memorization_pairs.png"), full_page=True)
@@ -77,7 +73,7 @@ def test_edit_results_clear_when_the_image_or_mask_changes(page, artifacts):
     # the shown strip (the API's too) is the bare 7 x 2 strip of 16 px tiles at upscale 8 plus alpha labels
     # under the columns and the row names
     page.wait_for_function("(document.querySelector('#edit-strip img')?.naturalHeight || 0) > 0")
-    shown = _natural(page, "#edit-strip img")
+    shown = loaded_image_size(page, "#edit-strip img")
     assert shown[0] > 8 * (7 * 18 + 2) and shown[1] > 8 * (2 * 18 + 2), shown
     page.screenshot(path=str(artifacts / "polish_edit_labelled.png"), full_page=True)
 

@@ -1,5 +1,6 @@
 """Real browser: a Steer example fills the inputs and shows its strip and reproduce line; Cancel on the Edit
 tab stops a running search (the server logs it) and leaves no result."""
+from tests.conftest import loaded_image_size
 
 
 def test_a_steer_example_shows_its_strip(page, artifacts):
@@ -9,7 +10,7 @@ def test_a_steer_example_shows_its_strip(page, artifacts):
                            timeout=240_000)
     assert "--model digits-dup" in page.locator("#steer-info").inner_text()
     for image in ("#steer-strip img", "#steer-contrast-img img"):   # labelled from the raw strips right after
-        page.wait_for_function(f"(document.querySelector('{image}')?.naturalWidth || 0) >= 128", timeout=60_000)
+        loaded_image_size(page, image, 128)
     assert "digits-dup" in page.locator("#steer-model input").input_value()
     page.screenshot(path=str(artifacts / "steer_example.png"), full_page=True)
     from tests.tour import CONTROLS, one_screen

@@ -218,7 +218,6 @@ def test_tiny_sd_latent_path(tiny_sd):
     with m.forward_ad_safe():
         Jv = op.jvp(v)
         Jtu = op.vjp(u)
-        Ju1 = op.jvp(res.V[:1])
         Jtu1 = op.vjp(res.U[:1])
     assert torch.allclose((Jv * u).sum(), (v * Jtu).sum(), rtol=1e-3, atol=1e-3)
     # the side that holds by construction: J^T u_1 = s_1 v_1 (one-sided pairs)

@@ -4,9 +4,7 @@ detector, ROC, per-prompt and per-image tables), identical rows and table from o
 digit models (samples labelled by their nearest training image), and one-line errors."""
 from __future__ import annotations
 
-import csv
 import shutil
-from pathlib import Path
 
 import pytest
 

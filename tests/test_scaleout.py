@@ -204,8 +204,6 @@ def test_directions_sharded_equal_single_and_files_apply(images, tmp_path):
 def test_report_in_the_browser(single, browser, artifacts):
     page = browser.new_page(viewport={"width": 1200, "height": 1400})
     page.goto((single / "report.html").as_uri())
-    hist = page.locator("#histogram")
-    hist.wait_for()
     assert loaded_image_size(page, "#histogram", 300)[0] > 300
     flagged = page.locator("#flagged tr")
     assert flagged.count() == 1 + 24
